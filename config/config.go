@@ -1,0 +1,304 @@
+// Package config reads apppassd's settings from a config file, the
+// environment and command-line flags (in rising precedence), validates them,
+// and documents every one in --help.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/apppass/apppass"
+)
+
+// Config is the validated configuration of apppassd.
+type Config struct {
+	Listen             string
+	DataDir            string
+	MongoURI           string
+	MongoDatabase      string
+	NATSURL            string
+	EmbeddedNATSListen string
+	UserTokenKey       string
+	ServiceKeys        []apppass.ServiceKey
+	Pepper             string
+	MaxPerUser         int
+	AppsFile           string
+	ServiceHost        string
+	LogLevel           slog.Level
+	LogFormat          string
+}
+
+// EmbeddedStore reports whether MongoDB is the embedded FerretDB.
+func (c *Config) EmbeddedStore() bool { return c.MongoURI == "" }
+
+// EmbeddedNATS reports whether NATS is the embedded server.
+func (c *Config) EmbeddedNATS() bool { return c.NATSURL == "" }
+
+// setting describes one configuration value: its variable, flag, default
+// and help. The table below is the single list --help and README follow.
+type setting struct {
+	env, flag, def, help string
+	apply                func(c *Config, v string) error
+}
+
+var settings = []setting{
+	{"APPPASS_CONFIG", "config", "", "optional YAML or JSON file of settings, keyed by variable or flag name", nil},
+	{"APPPASS_LISTEN", "listen", "127.0.0.1:8080", "HTTP address for /rpc, /healthz and /readyz", func(c *Config, v string) error {
+		c.Listen = v
+		return checkHostPort(v)
+	}},
+	{"APPPASS_DATA_DIR", "data-dir", "./data", "directory for the embedded store, embedded NATS and generated keys", func(c *Config, v string) error {
+		c.DataDir = v
+		return nonEmpty(v)
+	}},
+	{"APPPASS_MONGODB_URI", "mongodb-uri", "", "MongoDB connection string; empty runs the embedded FerretDB store", func(c *Config, v string) error {
+		c.MongoURI = v
+		if v != "" && !strings.HasPrefix(v, "mongodb://") && !strings.HasPrefix(v, "mongodb+srv://") {
+			return errors.New("must start with mongodb:// or mongodb+srv://")
+		}
+		return nil
+	}},
+	{"APPPASS_MONGODB_DATABASE", "mongodb-database", "apppass", "MongoDB database name", func(c *Config, v string) error {
+		c.MongoDatabase = v
+		if v == "" || strings.ContainsAny(v, "/\\. \"$") {
+			return errors.New("must be a non-empty database name without / \\ . space \" or $")
+		}
+		return nil
+	}},
+	{"APPPASS_NATS_URL", "nats-url", "", "NATS server URL; empty runs an embedded NATS server with JetStream", func(c *Config, v string) error {
+		c.NATSURL = v
+		return nil
+	}},
+	{"APPPASS_EMBEDDED_NATS_LISTEN", "embedded-nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server", func(c *Config, v string) error {
+		c.EmbeddedNATSListen = v
+		return checkHostPort(v)
+	}},
+	{"APPPASS_USER_TOKEN_KEY", "user-token-key", "", "HS256 key (32+ bytes) for user tokens; generated in the data dir when the store is embedded", func(c *Config, v string) error {
+		c.UserTokenKey = v
+		return minLen(v, 32)
+	}},
+	{"APPPASS_SERVICE_KEYS", "service-keys", "", "comma-separated name:role:secret, role gateway or admin, secret 16+ characters", func(c *Config, v string) error {
+		keys, err := parseServiceKeys(v)
+		c.ServiceKeys = keys
+		return err
+	}},
+	{"APPPASS_PEPPER", "pepper", "", "hashing key (32+ bytes) for password digests; required with an external MongoDB, generated in the data dir otherwise", func(c *Config, v string) error {
+		c.Pepper = v
+		return minLen(v, 32)
+	}},
+	{"APPPASS_MAX_PER_USER", "max-per-user", "50", "most active app passwords one user may have", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return errors.New("must be a whole number from 1 to 10000")
+		}
+		c.MaxPerUser = n
+		return nil
+	}},
+	{"APPPASS_APPS_FILE", "apps-file", "", "YAML or JSON app catalogue replacing the built-in one", func(c *Config, v string) error {
+		c.AppsFile = v
+		return nil
+	}},
+	{"APPPASS_SERVICE_HOST", "service-host", "localhost", "host name the built-in catalogue's connection settings show", func(c *Config, v string) error {
+		c.ServiceHost = v
+		return nonEmpty(v)
+	}},
+	{"APPPASS_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
+		return c.LogLevel.UnmarshalText([]byte(v))
+	}},
+	{"APPPASS_LOG_FORMAT", "log-format", "text", "text or json", func(c *Config, v string) error {
+		c.LogFormat = v
+		if v != "text" && v != "json" {
+			return errors.New("must be text or json")
+		}
+		return nil
+	}},
+}
+
+// Load builds the configuration from args (without the program name) and
+// the environment. It returns flag.ErrHelp after printing --help to out.
+func Load(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("apppassd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fromFlags := map[string]*string{}
+	for _, s := range settings {
+		fromFlags[s.flag] = fs.String(s.flag, s.def, s.help+" ($"+s.env+")")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "apppassd: the app-password sidecar.\n\nEvery setting is a flag and an environment variable; flags win over the\nenvironment, which wins over the config file.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("config: unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	// The value of each setting: flag if given, else environment, else file, else default.
+	values := map[string]string{}
+	for _, s := range settings {
+		if v := getenv(s.env); v != "" {
+			values[s.env] = v
+		}
+		if set[s.flag] {
+			values[s.env] = *fromFlags[s.flag]
+		}
+	}
+	if path := values["APPPASS_CONFIG"]; path != "" {
+		fileValues, err := readFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: APPPASS_CONFIG (--config): %v", err)
+		}
+		for k, v := range fileValues {
+			if _, ok := values[k]; !ok {
+				values[k] = v
+			}
+		}
+	}
+	c := &Config{}
+	for _, s := range settings {
+		v, ok := values[s.env]
+		if !ok {
+			v = s.def
+		}
+		if s.apply == nil {
+			continue
+		}
+		if err := s.apply(c, v); err != nil {
+			shown := v
+			if strings.Contains(s.env, "KEY") || s.env == "APPPASS_PEPPER" {
+				shown = "(hidden)"
+			}
+			return nil, fmt.Errorf("config: %s (--%s): %v, got %q", s.env, s.flag, err, shown)
+		}
+	}
+	if !c.EmbeddedStore() && c.Pepper == "" {
+		return nil, errors.New("config: APPPASS_PEPPER (--pepper) is required when APPPASS_MONGODB_URI is set: every replica must digest passwords with the same key")
+	}
+	if !c.EmbeddedStore() && c.UserTokenKey == "" {
+		return nil, errors.New("config: APPPASS_USER_TOKEN_KEY (--user-token-key) is required when APPPASS_MONGODB_URI is set")
+	}
+	return c, nil
+}
+
+// readFile reads a config file: a YAML (or JSON) mapping whose keys are
+// variable names (APPPASS_LISTEN) or flag names (listen).
+func readFile(path string) (map[string]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	out := map[string]string{}
+	for k, v := range m {
+		i := slices.IndexFunc(settings, func(s setting) bool { return s.env == k || s.flag == k })
+		if i < 0 || settings[i].apply == nil {
+			return nil, fmt.Errorf("%s: unknown setting %q", path, k)
+		}
+		switch v.(type) {
+		case string, int, float64, bool:
+			out[settings[i].env] = fmt.Sprint(v)
+		default:
+			return nil, fmt.Errorf("%s: setting %q must be a string or a number", path, k)
+		}
+	}
+	return out, nil
+}
+
+func parseServiceKeys(v string) ([]apppass.ServiceKey, error) {
+	var keys []apppass.ServiceKey
+	for entry := range strings.SplitSeq(v, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		name, rest, ok1 := strings.Cut(entry, ":")
+		role, secret, ok2 := strings.Cut(rest, ":")
+		if !ok1 || !ok2 || name == "" {
+			return nil, fmt.Errorf("entry %d: must be name:role:secret", len(keys)+1)
+		}
+		k := apppass.ServiceKey{Name: name, Secret: secret}
+		switch role {
+		case "gateway":
+			k.Role = apppass.RoleGateway
+		case "admin":
+			k.Role = apppass.RoleAdmin
+		default:
+			return nil, fmt.Errorf("key %q: role must be gateway or admin, not %q", name, role)
+		}
+		if len(secret) < 16 {
+			return nil, fmt.Errorf("key %q: secret must be at least 16 characters", name)
+		}
+		if slices.ContainsFunc(keys, func(o apppass.ServiceKey) bool { return o.Name == name || o.Secret == secret }) {
+			return nil, fmt.Errorf("key %q: name or secret used twice", name)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// Catalogue returns the apps file's catalogue, or the built-in one.
+func (c *Config) Catalogue() (*apppass.Catalogue, error) {
+	if c.AppsFile == "" {
+		return apppass.NewCatalogue(apppass.BuiltinApps(c.ServiceHost))
+	}
+	raw, err := os.ReadFile(c.AppsFile)
+	if err != nil {
+		return nil, fmt.Errorf("config: APPPASS_APPS_FILE (--apps-file): %v", err)
+	}
+	var file struct {
+		Apps []apppass.App `yaml:"apps"`
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&file); err != nil {
+		return nil, fmt.Errorf("config: APPPASS_APPS_FILE (--apps-file): %s: %v", filepath.Base(c.AppsFile), err)
+	}
+	cat, err := apppass.NewCatalogue(file.Apps)
+	if err != nil {
+		return nil, fmt.Errorf("config: APPPASS_APPS_FILE (--apps-file): %v", err)
+	}
+	return cat, nil
+}
+
+func checkHostPort(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("must be host:port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	_ = host
+	return nil
+}
+
+func nonEmpty(v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func minLen(v string, n int) error {
+	if v != "" && len(v) < n {
+		return fmt.Errorf("must be at least %d bytes long", n)
+	}
+	return nil
+}

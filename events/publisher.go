@@ -1,0 +1,111 @@
+// Package events announces app password changes on NATS JetStream: the
+// Publisher sends events, the Relay drains the MongoDB outbox into it, and
+// an embedded nats-server serves the single-machine default.
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/apppass/apppass"
+)
+
+// StreamName and StreamSubjects define the JetStream stream events go to.
+const (
+	StreamName     = "APPPASSWORDS"
+	StreamSubjects = "apppasswords.>"
+)
+
+// ErrNotConnected is returned while NATS cannot be reached.
+var ErrNotConnected = errors.New("NATS is not connected")
+
+// Publisher publishes events to JetStream and waits for the stream's ack,
+// so a published event is stored, not merely sent.
+type Publisher struct {
+	nc          *nats.Conn
+	js          jetstream.JetStream
+	streamReady atomic.Bool
+}
+
+// Connect connects to url. It succeeds even when NATS is down: the client
+// keeps reconnecting, and events wait in the outbox meanwhile.
+func Connect(url, name string) (*Publisher, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		// Don't buffer publishes while disconnected: the outbox is our buffer.
+		nats.ReconnectBufSize(-1),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &Publisher{nc: nc, js: js}, nil
+}
+
+// Connected reports whether the client is connected right now.
+func (p *Publisher) Connected() bool { return p.nc.Status() == nats.CONNECTED }
+
+// Close closes the connection.
+func (p *Publisher) Close() { p.nc.Close() }
+
+// EnsureStream creates the stream if it is missing. An existing stream is
+// left as the operator configured it.
+func (p *Publisher) EnsureStream(ctx context.Context) error {
+	if p.streamReady.Load() {
+		return nil
+	}
+	if !p.Connected() {
+		return ErrNotConnected
+	}
+	_, err := p.js.Stream(ctx, StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = p.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        StreamName,
+			Description: "app password created and revoked events",
+			Subjects:    []string{StreamSubjects},
+			Storage:     jetstream.FileStorage,
+			MaxAge:      30 * 24 * time.Hour,
+			// JetStream drops a message whose Nats-Msg-Id it saw within this
+			// window, which makes the relay's retries exactly-once in the stream.
+			Duplicates: 10 * time.Minute,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil // another replica created it first
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ensuring JetStream stream %s: %w", StreamName, err)
+	}
+	p.streamReady.Store(true)
+	return nil
+}
+
+// Publish sends ev with its id as Nats-Msg-Id and waits for the ack.
+func (p *Publisher) Publish(ctx context.Context, ev apppass.Event) error {
+	if !p.Connected() {
+		return ErrNotConnected
+	}
+	if err := p.EnsureStream(ctx); err != nil {
+		return err
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = p.js.Publish(ctx, ev.Subject(), body, jetstream.WithMsgID(ev.ID))
+	return err
+}

@@ -1,0 +1,81 @@
+package rpc
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/apppass/apppass"
+)
+
+// JSON-RPC error codes. The first five are the spec's; the rest are ours,
+// documented in README. This file is the only place codes are assigned.
+const (
+	CodeParseError      = jsonrpc2.CodeParseError     // -32700
+	CodeInvalidRequest  = jsonrpc2.CodeInvalidRequest // -32600
+	CodeMethodNotFound  = jsonrpc2.CodeMethodNotFound // -32601
+	CodeInvalidParams   = jsonrpc2.CodeInvalidParams  // -32602
+	CodeInternal        = jsonrpc2.CodeInternalError  // -32603
+	CodeUnauthenticated = -32001
+	CodeForbidden       = -32003
+	CodeNotFound        = -32004
+	CodeRejected        = -32010
+	CodeLimit           = -32029
+	CodeUnavailable     = -32050
+)
+
+var codeOfKind = map[apppass.Kind]int64{
+	apppass.KindInvalid:         CodeInvalidParams,
+	apppass.KindUnauthenticated: CodeUnauthenticated,
+	apppass.KindForbidden:       CodeForbidden,
+	apppass.KindNotFound:        CodeNotFound,
+	apppass.KindRejected:        CodeRejected,
+	apppass.KindLimit:           CodeLimit,
+	apppass.KindUnavailable:     CodeUnavailable,
+}
+
+// errorData is the "data" member of our errors.
+type errorData struct {
+	Field  string `json:"field,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	OX     string `json:"ox,omitempty"`
+}
+
+// toRPCError maps any error to the JSON-RPC error the caller sees. Errors
+// that are not *apppass.Error are internal: logged in full, shown as a bare
+// "internal error".
+func toRPCError(err error, logger *slog.Logger, method string) *jsonrpc2.Error {
+	var rpcErr *jsonrpc2.Error
+	if errors.As(err, &rpcErr) {
+		return rpcErr
+	}
+	var e *apppass.Error
+	code, ok := int64(CodeInternal), false
+	if errors.As(err, &e) {
+		code, ok = codeOfKind[e.Kind]
+	}
+	if !ok {
+		logger.Error("internal error", "method", method, "err", err)
+		return &jsonrpc2.Error{Code: CodeInternal, Message: "internal error"}
+	}
+	if e.Kind == apppass.KindUnavailable {
+		logger.Warn("backing service unavailable", "method", method, "err", err)
+	}
+	out := &jsonrpc2.Error{Code: code, Message: e.Message}
+	data := errorData{OX: e.OX}
+	if e.Kind == apppass.KindInvalid {
+		out.Message = "invalid params: " + e.Field + " " + e.Message
+		data.Field, data.Reason = e.Field, e.Message
+	}
+	if data != (errorData{}) {
+		raw, _ := json.Marshal(data)
+		out.Data = (*json.RawMessage)(&raw)
+	}
+	return out
+}
+
+func newError(code int64, message string) *jsonrpc2.Error {
+	return &jsonrpc2.Error{Code: code, Message: message}
+}

@@ -1,0 +1,145 @@
+package rpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/apppass/apppass"
+)
+
+// A param is one named parameter a method accepts. Parameters are decoded
+// one by one into Go values of a fixed type, so a JSON object where a
+// string belongs (say {"$ne": ""}) is refused here and never reaches a
+// MongoDB query.
+type param struct {
+	name     string
+	required bool
+	decode   func(raw json.RawMessage) error
+	present  *bool // set when the param was given (optional)
+}
+
+// decodeParams checks params against the method's list: an object (or
+// nothing, when no param is required), no unknown or duplicate names, each
+// value of its declared type.
+func decodeParams(raw json.RawMessage, params ...param) error {
+	raw = bytes.TrimSpace(raw)
+	fields := map[string]json.RawMessage{}
+	switch {
+	case len(raw) == 0 || string(raw) == "null" || string(raw) == "[]":
+	case raw[0] == '{':
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		if _, err := dec.Token(); err != nil { // {
+			return apppass.Invalid("params", "must be a JSON object")
+		}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return apppass.Invalid("params", "must be a JSON object")
+			}
+			key := tok.(string)
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				return apppass.Invalid(key, "is not valid JSON")
+			}
+			if _, dup := fields[key]; dup {
+				return apppass.Invalid(key, "is given twice")
+			}
+			fields[key] = v
+		}
+	default:
+		return apppass.Invalid("params", "must be a JSON object of named parameters")
+	}
+	known := map[string]bool{}
+	for _, p := range params {
+		known[p.name] = true
+		v, ok := fields[p.name]
+		if !ok {
+			if p.required {
+				return apppass.Invalid(p.name, "is required")
+			}
+			continue
+		}
+		if p.present != nil {
+			*p.present = true
+		}
+		if err := p.decode(v); err != nil {
+			return err
+		}
+	}
+	for name := range fields {
+		if !known[name] {
+			return apppass.Invalid(name, "is not a parameter of this method")
+		}
+	}
+	return nil
+}
+
+func str(name string, into *string, required bool) param {
+	return param{name: name, required: required, decode: func(raw json.RawMessage) error {
+		if len(raw) == 0 || raw[0] != '"' {
+			return apppass.Invalid(name, "must be a string")
+		}
+		return json.Unmarshal(raw, into)
+	}}
+}
+
+func optionalStr(name string, into **string) param {
+	return param{name: name, decode: func(raw json.RawMessage) error {
+		if string(raw) == "null" {
+			return nil
+		}
+		if len(raw) == 0 || raw[0] != '"' {
+			return apppass.Invalid(name, "must be a string")
+		}
+		*into = new(string)
+		return json.Unmarshal(raw, *into)
+	}}
+}
+
+func integer(name string, into *int64) param {
+	return param{name: name, required: true, decode: func(raw json.RawMessage) error {
+		var f float64
+		if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) || json.Unmarshal(raw, &f) != nil {
+			return apppass.Invalid(name, "must be a number")
+		}
+		if f != math.Trunc(f) || f < 0 || f > 1<<53 {
+			return apppass.Invalid(name, "must be a non-negative whole number")
+		}
+		*into = int64(f)
+		return nil
+	}}
+}
+
+// userParam reads the "user" object an admin names the user with.
+func userParam(into *apppass.User, present *bool) param {
+	return param{name: "user", present: present, decode: func(raw json.RawMessage) error {
+		err := decodeParams(raw,
+			integer("contextId", &into.ContextID),
+			integer("userId", &into.UserID),
+			str("login", &into.Login, true))
+		if e, ok := err.(*apppass.Error); ok {
+			if e.Field == "params" {
+				e.Field, e.Message = "user", "must be an object {contextId, userId, login}"
+			} else {
+				e.Field = "user." + e.Field
+			}
+			return e
+		}
+		if strings.TrimSpace(into.Login) == "" {
+			return apppass.Invalid("user.login", "must not be empty")
+		}
+		return nil
+	}}
+}
+
+// maxLen bounds free-text gateway fields so a client cannot make us store
+// megabytes per login.
+func maxLen(name, v string, n int) error {
+	if len(v) > n {
+		return apppass.Invalid(name, fmt.Sprintf("must be at most %d bytes", n))
+	}
+	return nil
+}

@@ -1,0 +1,382 @@
+// Package rpc serves the apppass Service as JSON-RPC 2.0 over HTTP (one
+// request or a batch per POST) and over WebSocket (sourcegraph/jsonrpc2),
+// authenticates callers, and maps domain errors to JSON-RPC codes.
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/apppass/apppass"
+)
+
+// MaxBodyBytes bounds a request body (and a WebSocket message).
+const MaxBodyBytes = 1 << 20
+
+// callTimeout bounds the storage work of one call.
+const callTimeout = 10 * time.Second
+
+// Server is the HTTP side of the sidecar.
+type Server struct {
+	Service *apppass.Service
+	Auth    *Authenticator
+	// Ready reports whether the backing services answer; nil error is ready.
+	Ready  func(ctx context.Context) error
+	Logger *slog.Logger
+
+	upgrader websocket.Upgrader
+	mu       sync.Mutex
+	sockets  map[*jsonrpc2.Conn]struct{}
+	closing  bool
+	inflight sync.WaitGroup // WebSocket calls being served
+}
+
+// Handler routes /rpc, /healthz and /readyz.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /rpc", s.serveHTTP)
+	mux.HandleFunc("GET /rpc", s.serveWebSocket)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.Ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	return mux
+}
+
+// response is a JSON-RPC response. The id is kept raw, so it goes back
+// exactly as it came (a string, a number or null).
+type response struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  any             `json:"result,omitempty"`
+	Error   *jsonrpc2.Error `json:"error,omitempty"`
+}
+
+func (r response) MarshalJSON() ([]byte, error) {
+	type plain struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Result  any             `json:"result,omitempty"`
+		Error   *jsonrpc2.Error `json:"error,omitempty"`
+	}
+	p := plain{JSONRPC: "2.0", ID: r.ID, Result: r.Result, Error: r.Error}
+	if p.ID == nil {
+		p.ID = json.RawMessage("null")
+	}
+	if p.Error == nil && p.Result == nil {
+		p.Result = json.RawMessage("null")
+	}
+	return json.Marshal(p)
+}
+
+func errorResponse(id json.RawMessage, err *jsonrpc2.Error) response {
+	return response{ID: id, Error: err}
+}
+
+// serveHTTP answers POST /rpc: one request or a batch.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	c, err := s.Auth.Authenticate(bearerFrom(r.Header.Get("Authorization")))
+	if err != nil {
+		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, s.Logger, "")))
+		return
+	}
+	if r.ContentLength > MaxBodyBytes {
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorResponse(nil, newError(CodeInvalidRequest, "request body exceeds 1 MiB")))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, errorResponse(nil, newError(CodeInvalidRequest, "request body exceeds 1 MiB")))
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, errorResponse(nil, newError(CodeParseError, "could not read the request body")))
+		return
+	}
+	out, ok := s.handleMessage(r.Context(), c, body)
+	if !ok {
+		w.WriteHeader(http.StatusNoContent) // only notifications
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleMessage processes one JSON-RPC message, single or batch, and returns
+// what to send back, or false when nothing is (notifications only).
+func (s *Server) handleMessage(ctx context.Context, c caller, body []byte) (any, bool) {
+	body = bytes.TrimSpace(body)
+	if !json.Valid(body) {
+		return errorResponse(nil, newError(CodeParseError, "parse error: the body is not valid JSON")), true
+	}
+	if len(body) > 0 && body[0] == '[' {
+		var batch []json.RawMessage
+		_ = json.Unmarshal(body, &batch)
+		if len(batch) == 0 {
+			return errorResponse(nil, newError(CodeInvalidRequest, "invalid request: empty batch")), true
+		}
+		replies := make([]response, 0, len(batch))
+		for _, raw := range batch {
+			if rep, ok := s.handleRequest(ctx, c, raw); ok {
+				replies = append(replies, rep)
+			}
+		}
+		return replies, len(replies) > 0
+	}
+	return s.handleRequest(ctx, c, body)
+}
+
+// envelope is a request as it arrives, checked field by field.
+type envelope struct {
+	JSONRPC json.RawMessage `json:"jsonrpc"`
+	Method  json.RawMessage `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	ID      json.RawMessage `json:"id"`
+}
+
+func (s *Server) handleRequest(ctx context.Context, c caller, raw json.RawMessage) (response, bool) {
+	var env envelope
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &env) != nil {
+		return errorResponse(nil, newError(CodeInvalidRequest, "invalid request: not a JSON-RPC request object")), true
+	}
+	notification := env.ID == nil
+	if !notification && !validID(env.ID) {
+		return errorResponse(nil, newError(CodeInvalidRequest, "invalid request: id must be a string, a number or null")), true
+	}
+	var version, name string
+	if json.Unmarshal(env.JSONRPC, &version) != nil || version != "2.0" {
+		return errorResponse(env.ID, newError(CodeInvalidRequest, `invalid request: "jsonrpc" must be "2.0"`)), !notification
+	}
+	if len(env.Method) == 0 || env.Method[0] != '"' || json.Unmarshal(env.Method, &name) != nil {
+		return errorResponse(env.ID, newError(CodeInvalidRequest, `invalid request: "method" must be a string`)), !notification
+	}
+	result, rpcErr := s.call(ctx, c, name, env.Params)
+	if notification {
+		return response{}, false
+	}
+	if rpcErr != nil {
+		return errorResponse(env.ID, rpcErr), true
+	}
+	return response{ID: env.ID, Result: result}, true
+}
+
+func validID(id json.RawMessage) bool {
+	switch {
+	case string(id) == "null":
+		return true
+	case id[0] == '"':
+		return true
+	case id[0] == '-' || (id[0] >= '0' && id[0] <= '9'):
+		return true
+	}
+	return false
+}
+
+// call runs one method for c; both transports end here.
+func (s *Server) call(ctx context.Context, c caller, name string, params json.RawMessage) (any, *jsonrpc2.Error) {
+	start := time.Now()
+	m, ok := methods[name]
+	if !ok {
+		return nil, newError(CodeMethodNotFound, "method not found: "+name)
+	}
+	if !s.Auth.stillValid(c) {
+		return nil, toRPCError(&apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: user token has expired"}, s.Logger, name)
+	}
+	if err := m.allowed(c.Caller); err != nil {
+		return nil, toRPCError(err, s.Logger, name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	result, err := m.call(ctx, s.Service, c.Caller, params)
+	if err != nil {
+		rpcErr := toRPCError(err, s.Logger, name)
+		s.Logger.Debug("call", "method", name, "caller", c.Name, "code", rpcErr.Code, "took", time.Since(start))
+		return nil, rpcErr
+	}
+	s.Logger.Debug("call", "method", name, "caller", c.Name, "took", time.Since(start))
+	return result, nil
+}
+
+// serveWebSocket upgrades GET /rpc to a JSON-RPC 2.0 connection.
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	bearer := bearerFrom(r.Header.Get("Authorization"))
+	if bearer == "" {
+		bearer = r.URL.Query().Get("access_token")
+	}
+	c, err := s.Auth.Authenticate(bearer)
+	if err != nil {
+		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, s.Logger, "")))
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		writeJSON(w, http.StatusBadRequest, errorResponse(nil, newError(CodeInvalidRequest, "GET /rpc needs a WebSocket upgrade; use POST for plain HTTP")))
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	ws.SetReadLimit(MaxBodyBytes)
+	stream := &socketStream{ws: ws, server: s, caller: c}
+	handler := jsonrpc2.HandlerWithError(func(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+		var params json.RawMessage
+		if req.Params != nil {
+			params = *req.Params
+		}
+		result, rpcErr := s.call(ctx, c, req.Method, params)
+		if rpcErr != nil {
+			return nil, rpcErr
+		}
+		return result, nil
+	}).SuppressErrClosed()
+	conn := jsonrpc2.NewConn(context.Background(), stream, serveConcurrently(&s.inflight, handler),
+		jsonrpc2.SetLogger(slogLogger{s.Logger}))
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		conn.Close()
+		return
+	}
+	if s.sockets == nil {
+		s.sockets = map[*jsonrpc2.Conn]struct{}{}
+	}
+	s.sockets[conn] = struct{}{}
+	s.mu.Unlock()
+	go func() {
+		<-conn.DisconnectNotify()
+		s.mu.Lock()
+		delete(s.sockets, conn)
+		s.mu.Unlock()
+	}()
+}
+
+// CloseWebSockets waits for WebSocket calls in flight, then closes every
+// WebSocket connection. http.Server.Shutdown does not see hijacked
+// connections, so SIGTERM handling calls this after it.
+func (s *Server) CloseWebSockets(ctx context.Context) {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*jsonrpc2.Conn, 0, len(s.sockets))
+	for c := range s.sockets {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+type inflightHandler struct {
+	wg   *sync.WaitGroup
+	next jsonrpc2.Handler
+}
+
+// serveConcurrently runs each call in its own goroutine, as
+// jsonrpc2.AsyncHandler does, and counts it from the moment it is read, so
+// shutdown can wait for it.
+func serveConcurrently(wg *sync.WaitGroup, next jsonrpc2.Handler) jsonrpc2.Handler {
+	return inflightHandler{wg: wg, next: next}
+}
+
+func (h inflightHandler) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.next.Handle(ctx, conn, req)
+	}()
+}
+
+// socketStream is the WebSocket transport under jsonrpc2.Conn. The library
+// cannot answer malformed messages or batches (it drops the connection), so
+// the stream answers those itself, the same way POST /rpc does, and hands
+// only well-formed single requests to the library.
+type socketStream struct {
+	ws      *websocket.Conn
+	server  *Server
+	caller  caller
+	writeMu sync.Mutex
+}
+
+func (t *socketStream) WriteObject(obj any) error {
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	return t.ws.WriteJSON(obj)
+}
+
+func (t *socketStream) ReadObject(v any) error {
+	for {
+		_, msg, err := t.ws.ReadMessage()
+		if err != nil {
+			return err
+		}
+		if t.isPlainRequest(msg) {
+			return json.Unmarshal(msg, v)
+		}
+		t.server.inflight.Add(1)
+		reply, ok := t.server.handleMessage(context.Background(), t.caller, msg)
+		t.server.inflight.Done()
+		if ok {
+			if err := t.WriteObject(reply); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// isPlainRequest reports whether msg is a single request jsonrpc2 handles
+// faithfully: valid envelope, "jsonrpc":"2.0", string method, integer or
+// string id (or none).
+func (t *socketStream) isPlainRequest(msg []byte) bool {
+	var env envelope
+	msg = bytes.TrimSpace(msg)
+	if len(msg) == 0 || msg[0] != '{' || json.Unmarshal(msg, &env) != nil {
+		return false
+	}
+	var version, name string
+	if json.Unmarshal(env.JSONRPC, &version) != nil || version != "2.0" ||
+		len(env.Method) == 0 || env.Method[0] != '"' || json.Unmarshal(env.Method, &name) != nil {
+		return false
+	}
+	if env.ID == nil {
+		return true
+	}
+	var n uint64
+	return env.ID[0] == '"' || (json.Unmarshal(env.ID, &n) == nil)
+}
+
+func (t *socketStream) Close() error { return t.ws.Close() }
+
+type slogLogger struct{ l *slog.Logger }
+
+func (l slogLogger) Printf(format string, v ...any) { l.l.Debug("jsonrpc2", "msg", format, "args", v) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
