@@ -34,11 +34,19 @@ var errBadToken = errors.New("malformed user token")
 var tokenHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
 
 type tokenClaims struct {
-	CID   *json.Number `json:"cid"`
-	UID   *json.Number `json:"uid"`
-	Login *string      `json:"login"`
-	Exp   *json.Number `json:"exp"`
-	AMR   []string     `json:"amr,omitempty"`
+	CID   json.RawMessage `json:"cid"`
+	UID   json.RawMessage `json:"uid"`
+	Login *string         `json:"login"`
+	Exp   json.RawMessage `json:"exp"`
+	AMR   []string        `json:"amr,omitempty"`
+}
+
+// claimNumber reads a numeric claim; a string holding digits is refused.
+func claimNumber(raw json.RawMessage) (json.Number, bool) {
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return "", false
+	}
+	return json.Number(raw), true
 }
 
 // Verify checks the signature, the algorithm and the expiry, and returns the
@@ -66,15 +74,18 @@ func (t *UserTokens) Verify(token string, now time.Time) (user User, viaAppPassw
 	if err := decodeSegment(payload, &c); err != nil {
 		return User{}, false, time.Time{}, errBadToken
 	}
-	if c.Exp == nil || c.CID == nil || c.UID == nil || c.Login == nil {
-		return User{}, false, time.Time{}, errors.New("user token lacks one of the claims exp, cid, uid, login")
+	expN, ok1 := claimNumber(c.Exp)
+	cidN, ok2 := claimNumber(c.CID)
+	uidN, ok3 := claimNumber(c.UID)
+	if !ok1 || !ok2 || !ok3 || c.Login == nil {
+		return User{}, false, time.Time{}, errors.New("user token lacks one of the numeric claims exp, cid, uid or the string claim login")
 	}
-	exp, err := c.Exp.Float64()
+	exp, err := expN.Float64()
 	if err != nil || math.IsNaN(exp) || now.Unix() >= int64(exp) {
 		return User{}, false, time.Time{}, errors.New("user token has expired")
 	}
-	cid, err1 := c.CID.Int64()
-	uid, err2 := c.UID.Int64()
+	cid, err1 := cidN.Int64()
+	uid, err2 := uidN.Int64()
 	if err1 != nil || err2 != nil || cid < 0 || uid < 0 || *c.Login == "" {
 		return User{}, false, time.Time{}, errors.New("user token claims cid and uid must be non-negative integers and login a non-empty string")
 	}

@@ -1,0 +1,146 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apppass/apppass"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:8080" || c.DataDir != "./data" || c.MongoDatabase != "apppass" ||
+		c.EmbeddedNATSListen != "127.0.0.1:4222" || c.MaxPerUser != 50 || !c.EmbeddedStore() || !c.EmbeddedNATS() {
+		t.Fatalf("defaults: %+v", c)
+	}
+	cat, err := c.Catalogue()
+	if err != nil || len(cat.Apps()) != 7 {
+		t.Fatalf("built-in catalogue: %v %v", cat, err)
+	}
+}
+
+func TestPrecedenceFlagOverEnvOverFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "apppass.yaml")
+	os.WriteFile(file, []byte("listen: 127.0.0.1:1111\nAPPPASS_MAX_PER_USER: 7\ndata-dir: /from/file\n"), 0o600)
+	c, err := Load([]string{"--config", file, "--listen", "127.0.0.1:3333"},
+		env(map[string]string{"APPPASS_LISTEN": "127.0.0.1:2222", "APPPASS_DATA_DIR": "/from/env"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:3333" || c.DataDir != "/from/env" || c.MaxPerUser != 7 {
+		t.Fatalf("got listen %s dataDir %s max %d", c.Listen, c.DataDir, c.MaxPerUser)
+	}
+}
+
+func TestServiceKeys(t *testing.T) {
+	c, err := Load(nil, env(map[string]string{"APPPASS_SERVICE_KEYS": "imap:gateway:0123456789abcdef, ops:admin:fedcba9876543210"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []apppass.ServiceKey{{Name: "imap", Role: apppass.RoleGateway, Secret: "0123456789abcdef"}, {Name: "ops", Role: apppass.RoleAdmin, Secret: "fedcba9876543210"}}
+	if len(c.ServiceKeys) != 2 || c.ServiceKeys[0] != want[0] || c.ServiceKeys[1] != want[1] {
+		t.Fatalf("keys %+v", c.ServiceKeys)
+	}
+}
+
+func TestBadSettingsNameTheSetting(t *testing.T) {
+	secret := "s3cr3t-s3cr3t-s3cr3t"
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"APPPASS_MAX_PER_USER": "many"}, nil, "APPPASS_MAX_PER_USER"},
+		{map[string]string{"APPPASS_MAX_PER_USER": "0"}, nil, "APPPASS_MAX_PER_USER"},
+		{map[string]string{"APPPASS_LISTEN": "8080"}, nil, "APPPASS_LISTEN"},
+		{nil, []string{"--embedded-nats-listen", "x:y"}, "APPPASS_EMBEDDED_NATS_LISTEN"},
+		{map[string]string{"APPPASS_MONGODB_URI": "http://x"}, nil, "APPPASS_MONGODB_URI"},
+		{map[string]string{"APPPASS_MONGODB_URI": "mongodb://db", "APPPASS_USER_TOKEN_KEY": strings.Repeat("k", 32)}, nil, "APPPASS_PEPPER"},
+		{map[string]string{"APPPASS_MONGODB_URI": "mongodb://db", "APPPASS_PEPPER": strings.Repeat("p", 32)}, nil, "APPPASS_USER_TOKEN_KEY"},
+		{map[string]string{"APPPASS_PEPPER": "short"}, nil, "APPPASS_PEPPER"},
+		{map[string]string{"APPPASS_USER_TOKEN_KEY": "short"}, nil, "APPPASS_USER_TOKEN_KEY"},
+		{map[string]string{"APPPASS_SERVICE_KEYS": "a:root:" + secret}, nil, "APPPASS_SERVICE_KEYS"},
+		{map[string]string{"APPPASS_SERVICE_KEYS": "a:gateway:short"}, nil, "APPPASS_SERVICE_KEYS"},
+		{map[string]string{"APPPASS_SERVICE_KEYS": "a:gateway:" + secret + ",b:admin:" + secret}, nil, "APPPASS_SERVICE_KEYS"},
+		{map[string]string{"APPPASS_SERVICE_KEYS": "nocolons"}, nil, "APPPASS_SERVICE_KEYS"},
+		{map[string]string{"APPPASS_LOG_LEVEL": "loud"}, nil, "APPPASS_LOG_LEVEL"},
+		{map[string]string{"APPPASS_CONFIG": "/does/not/exist"}, nil, "APPPASS_CONFIG"},
+		{nil, []string{"stray"}, "unexpected argument"},
+	} {
+		_, err := Load(tc.args, env(tc.env), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v %v: error %v, want one line naming %s", tc.env, tc.args, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("error reveals a secret: %v", err)
+		}
+	}
+}
+
+func TestSecretsNotEchoed(t *testing.T) {
+	_, err := Load(nil, env(map[string]string{"APPPASS_PEPPER": "tooshort-secret"}), &bytes.Buffer{})
+	if err == nil || strings.Contains(err.Error(), "tooshort-secret") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestConfigFileUnknownKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(file, []byte(`{"listen":"127.0.0.1:1","colour":"blue"}`), 0o600)
+	if _, err := Load([]string{"--config", file}, env(nil), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "colour") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := Load([]string{"--help"}, env(nil), &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err %v", err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), s.env) {
+			t.Errorf("--help does not list %s / --%s", s.env, s.flag)
+		}
+	}
+}
+
+func TestAppsFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "apps.yaml")
+	os.WriteFile(good, []byte(`apps:
+  - name: mail
+    displayName: Mail
+    sort: 1
+    protocols: [imap, smtp]
+    scopes: [read_mail]
+    settings:
+      - {protocol: imap, host: imap.example.com, port: 993, security: ssl}
+`), 0o600)
+	c := &Config{AppsFile: good}
+	cat, err := c.Catalogue()
+	if err != nil || len(cat.Apps()) != 1 || cat.Apps()[0].Settings[0].Host != "imap.example.com" {
+		t.Fatalf("catalogue %+v, %v", cat, err)
+	}
+	for name, body := range map[string]string{
+		"unknown field":    "apps:\n  - name: a\n    displayName: A\n    protocols: [imap]\n    colour: red\n",
+		"unknown protocol": "apps:\n  - name: a\n    displayName: A\n    protocols: [gopher]\n",
+		"no apps":          "apps: []\n",
+		"not yaml":         "{{{",
+	} {
+		bad := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".yaml")
+		os.WriteFile(bad, []byte(body), 0o600)
+		if _, err := (&Config{AppsFile: bad}).Catalogue(); err == nil || !strings.Contains(err.Error(), "APPPASS_APPS_FILE") {
+			t.Errorf("%s: error %v", name, err)
+		}
+	}
+}

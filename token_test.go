@@ -1,0 +1,81 @@
+package apppass
+
+import (
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestUserTokens(t *testing.T) {
+	key := []byte(strings.Repeat("k", 32))
+	tokens, err := NewUserTokens(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewUserTokens([]byte("short")); err == nil {
+		t.Fatal("a short key was accepted")
+	}
+	now := time.Unix(1_800_000_000, 0)
+	alice := User{ContextID: 7, UserID: 42, Login: "alice@example.com"}
+
+	good := tokens.Mint(alice, time.Hour, now, "pwd")
+	user, viaApp, exp, err := tokens.Verify(good, now)
+	if err != nil || user != alice || viaApp || !exp.Equal(now.Add(time.Hour)) {
+		t.Fatalf("Verify(good) = %+v, %v, %v, %v", user, viaApp, exp, err)
+	}
+	if _, viaApp, _, _ := tokens.Verify(tokens.Mint(alice, time.Hour, now, "app_password"), now); !viaApp {
+		t.Fatal("amr app_password not reported")
+	}
+
+	enc := base64.RawURLEncoding.EncodeToString
+	payload := func(claims string) string { return enc([]byte(claims)) }
+	other, _ := NewUserTokens([]byte(strings.Repeat("o", 32)))
+	parts := strings.Split(good, ".")
+	for name, token := range map[string]string{
+		"expired":        good,
+		"other key":      other.Mint(alice, time.Hour, now.Add(-time.Hour)),
+		"alg none":       enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + ".",
+		"alg HS512":      enc([]byte(`{"alg":"HS512"}`)) + "." + parts[1] + "." + parts[2],
+		"tampered":       parts[0] + "." + payload(`{"cid":7,"uid":1,"login":"root","exp":9999999999}`) + "." + parts[2],
+		"two parts":      parts[0] + "." + parts[1],
+		"four parts":     good + ".x",
+		"garbage":        "not-a-token",
+		"bad signature":  parts[0] + "." + parts[1] + ".!!!",
+		"empty":          "",
+		"header not b64": "***." + parts[1] + "." + parts[2],
+	} {
+		at := now
+		if name == "expired" {
+			at = now.Add(2 * time.Hour)
+		}
+		if _, _, _, err := tokens.Verify(token, at); err == nil {
+			t.Errorf("%s: token accepted", name)
+		}
+	}
+
+	// Signed with the right key but missing or mistyped claims.
+	sign := func(claims string) string {
+		signed := tokenHeader + "." + payload(claims)
+		return signed + "." + enc(tokens.sign(signed))
+	}
+	for name, claims := range map[string]string{
+		"no exp":          `{"cid":7,"uid":42,"login":"a"}`,
+		"no cid":          `{"uid":42,"login":"a","exp":1900000000}`,
+		"no login":        `{"cid":7,"uid":42,"exp":1900000000}`,
+		"cid string":      `{"cid":"7","uid":42,"login":"a","exp":1900000000}`,
+		"uid fractional":  `{"cid":7,"uid":4.2,"login":"a","exp":1900000000}`,
+		"uid negative":    `{"cid":7,"uid":-4,"login":"a","exp":1900000000}`,
+		"login empty":     `{"cid":7,"uid":42,"login":"","exp":1900000000}`,
+		"login object":    `{"cid":7,"uid":42,"login":{"$ne":""},"exp":1900000000}`,
+		"exp in the past": `{"cid":7,"uid":42,"login":"a","exp":1700000000}`,
+		"not an object":   `[1,2]`,
+	} {
+		if _, _, _, err := tokens.Verify(sign(claims), now); err == nil {
+			t.Errorf("%s: token accepted", name)
+		}
+	}
+	if u, _, _, err := tokens.Verify(sign(`{"cid":7,"uid":42,"login":"a","exp":1900000000}`), now); err != nil || u.UserID != 42 {
+		t.Fatalf("hand-signed valid token refused: %v", err)
+	}
+}
