@@ -1,0 +1,634 @@
+// Package storagetest is the conformance suite every app password backend
+// must pass, in the manner of dex's storage/conformance: a backend's own test
+// calls RunTests with a constructor of fresh, empty stores.
+//
+// The suite drives the backend only through apppass.Store and
+// apppass.Outbox, so it states the contract those interfaces document.
+package storagetest
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/internal/testenv"
+)
+
+// Backend is what a storage adapter provides: the store and its outbox.
+type Backend interface {
+	apppass.Store
+	apppass.Outbox
+}
+
+// opTimeout bounds each call, so a hung backend fails the test instead of
+// hanging it. It is generous on purpose: it is not a speed assertion.
+const opTimeout = 30 * time.Second
+
+// RunTests runs the conformance suite. newStore must return a fresh, empty
+// backend for each call; it is called once per subtest.
+func RunTests(t *testing.T, newStore func(t *testing.T) Backend) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s Backend)
+	}{
+		{"InsertList", testInsertList},
+		{"OwnersIsolated", testOwnersIsolated},
+		{"Limit", testLimit},
+		{"LimitConcurrent", testLimitConcurrent},
+		{"Revoke", testRevoke},
+		{"RevokeNotFound", testRevokeNotFound},
+		{"RevokeEventError", testRevokeEventError},
+		{"Authenticate", testAuthenticate},
+		{"AuthenticateRejected", testAuthenticateRejected},
+		{"Outbox", testOutbox},
+		{"OutboxLimit", testOutboxLimit},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore(t)) })
+	}
+}
+
+// ctx returns a context bounded by opTimeout and cancelled with the test.
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(t.Context(), opTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// newUUID returns a random version 4 UUID in its canonical lowercase form.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// now is a timestamp as a backend keeps it: UTC, whole milliseconds.
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// newUser returns a user no other test uses.
+func newUser() apppass.User {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	cid := int64(b[0])<<8 | int64(b[1]) + 1
+	uid := int64(b[2])<<8 | int64(b[3]) + 1
+	return apppass.User{ContextID: cid, UserID: uid, Login: fmt.Sprintf("User-%s@Example.COM", testenv.RandomHex(4))}
+}
+
+// newPassword builds a password for owner with a random digest.
+func newPassword(owner apppass.User, appScope, name string, created time.Time) *apppass.Password {
+	return &apppass.Password{
+		UUID: newUUID(), Owner: owner, AppScope: appScope, Name: name, Created: created,
+		Digest: "digest-" + testenv.RandomHex(16), KeyID: "key1",
+	}
+}
+
+// event builds an event about p, the way the service does.
+func event(typ string, ts time.Time, p *apppass.Password, reason string) apppass.Event {
+	return apppass.Event{
+		ID: testenv.RandomHex(12), Type: typ, Timestamp: ts,
+		Data: apppass.EventData{UUID: p.UUID, ContextID: p.Owner.ContextID, UserID: p.Owner.UserID,
+			Login: p.Owner.Login, AppScope: p.AppScope, Name: p.Name, Reason: reason},
+	}
+}
+
+func createdEvent(p *apppass.Password) apppass.Event {
+	return event(apppass.EventCreated, p.Created, p, "")
+}
+
+// revokedBy returns a Revoke callback that builds a revoked event and
+// keeps it, and the password it was handed, for the test to check.
+func revokedBy(reason string, ev *apppass.Event, seen *apppass.Password) func(*apppass.Password) (apppass.Event, error) {
+	return func(p *apppass.Password) (apppass.Event, error) {
+		*seen = *p
+		*ev = event(apppass.EventRevoked, now(), p, reason)
+		return *ev, nil
+	}
+}
+
+// insert inserts p with its created event and fails the test on error.
+func insert(t *testing.T, s Backend, p *apppass.Password, limit int) apppass.Event {
+	t.Helper()
+	ev := createdEvent(p)
+	if err := s.Insert(ctx(t), p, ev, limit); err != nil {
+		t.Fatalf("Insert(%s): %v", p.UUID, err)
+	}
+	return ev
+}
+
+func revoke(t *testing.T, s Backend, p *apppass.Password) ([]apppass.Event, apppass.Event) {
+	t.Helper()
+	var ev apppass.Event
+	var seen apppass.Password
+	pending, err := s.Revoke(ctx(t), p.Owner, p.UUID, revokedBy(apppass.ReasonUser, &ev, &seen))
+	if err != nil {
+		t.Fatalf("Revoke(%s): %v", p.UUID, err)
+	}
+	return pending, ev
+}
+
+func list(t *testing.T, s Backend, owner apppass.User) []apppass.Password {
+	t.Helper()
+	ps, err := s.List(ctx(t), owner)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	return ps
+}
+
+func uuids(ps []apppass.Password) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.UUID
+	}
+	return out
+}
+
+func pendingCount(t *testing.T, s Backend) int64 {
+	t.Helper()
+	n, err := s.PendingCount(ctx(t))
+	if err != nil {
+		t.Fatalf("PendingCount: %v", err)
+	}
+	return n
+}
+
+// pending returns Pending as a map from password UUID to its events.
+func pending(t *testing.T, s Backend) map[string][]apppass.Event {
+	t.Helper()
+	ps, err := s.Pending(ctx(t), 1000)
+	if err != nil {
+		t.Fatalf("Pending: %v", err)
+	}
+	out := map[string][]apppass.Event{}
+	for _, p := range ps {
+		if _, dup := out[p.PasswordUUID]; dup {
+			t.Errorf("Pending lists password %s twice", p.PasswordUUID)
+		}
+		out[p.PasswordUUID] = p.Events
+	}
+	return out
+}
+
+func markPublished(t *testing.T, s Backend, uuid string, ev apppass.Event) {
+	t.Helper()
+	if err := s.MarkPublished(ctx(t), uuid, ev); err != nil {
+		t.Fatalf("MarkPublished(%s, %s): %v", uuid, ev.Type, err)
+	}
+}
+
+// sameEvent compares events field by field, times by instant.
+func sameEvent(a, b apppass.Event) bool {
+	return a.ID == b.ID && a.Type == b.Type && a.Timestamp.Equal(b.Timestamp) && a.Data == b.Data
+}
+
+func checkEvents(t *testing.T, what string, got []apppass.Event, want ...apppass.Event) {
+	t.Helper()
+	if !slices.EqualFunc(got, want, sameEvent) {
+		t.Errorf("%s: got events\n%s\nwant\n%s", what, fmtEvents(got), fmtEvents(want))
+	}
+}
+
+func fmtEvents(evs []apppass.Event) string {
+	s := ""
+	for _, e := range evs {
+		s += fmt.Sprintf("  %s %s %s %+v\n", e.ID, e.Type, e.Timestamp.Format(time.RFC3339Nano), e.Data)
+	}
+	return s
+}
+
+func checkKind(t *testing.T, what string, err error, want apppass.Kind) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: no error, want kind %d", what, want)
+		return
+	}
+	if k := apppass.KindOf(err); k != want {
+		t.Errorf("%s: error %v has kind %d, want %d", what, err, k, want)
+	}
+}
+
+func testInsertList(t *testing.T, s Backend) {
+	owner := newUser()
+	base := now().Add(-time.Hour)
+	// Inserted out of created order, so only a sort gives newest first.
+	older := newPassword(owner, "mail", "Phone mail", base.Add(1*time.Second+123*time.Millisecond))
+	newest := newPassword(owner, "caldav", "Tablet calendar ✓", base.Add(3*time.Second+456*time.Millisecond))
+	oldest := newPassword(owner, "eas", "Car", base.Add(7*time.Millisecond))
+	for _, p := range []*apppass.Password{older, newest, oldest} {
+		insert(t, s, p, 10)
+	}
+
+	got := list(t, s, owner)
+	want := []*apppass.Password{newest, older, oldest}
+	if len(got) != len(want) {
+		t.Fatalf("List returned %d passwords %v, want 3", len(got), uuids(got))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.UUID != w.UUID {
+			t.Errorf("List[%d] is %s, want %s (newest first)", i, g.UUID, w.UUID)
+			continue
+		}
+		if g.Owner != w.Owner {
+			t.Errorf("List[%d].Owner = %+v, want %+v", i, g.Owner, w.Owner)
+		}
+		if g.AppScope != w.AppScope || g.Name != w.Name || g.KeyID != w.KeyID {
+			t.Errorf("List[%d] = app %q name %q key %q, want %q %q %q", i, g.AppScope, g.Name, g.KeyID, w.AppScope, w.Name, w.KeyID)
+		}
+		if !g.Created.Equal(w.Created) {
+			t.Errorf("List[%d].Created = %s, want %s", i, g.Created.Format(time.RFC3339Nano), w.Created.Format(time.RFC3339Nano))
+		}
+		if g.Digest != "" {
+			t.Errorf("List[%d] returned the digest %q; List must never return it", i, g.Digest)
+		}
+		if g.LastLogin != nil {
+			t.Errorf("List[%d].LastLogin = %+v for a password never used", i, g.LastLogin)
+		}
+	}
+}
+
+func testOwnersIsolated(t *testing.T, s Backend) {
+	alice, bob := newUser(), newUser()
+	// Same context, other user; and same user id in another context.
+	carol := apppass.User{ContextID: alice.ContextID, UserID: alice.UserID + 1, Login: "carol"}
+	dave := apppass.User{ContextID: alice.ContextID + 1, UserID: alice.UserID, Login: "dave"}
+	p := newPassword(alice, "mail", "alice's", now())
+	insert(t, s, p, 10)
+
+	for _, other := range []apppass.User{bob, carol, dave} {
+		if got := list(t, s, other); len(got) != 0 {
+			t.Errorf("List(%+v) returned %v, another user's passwords", other, uuids(got))
+		}
+	}
+	if got := list(t, s, alice); !slices.Equal(uuids(got), []string{p.UUID}) {
+		t.Errorf("List(alice) = %v, want [%s]", uuids(got), p.UUID)
+	}
+}
+
+func testLimit(t *testing.T, s Backend) {
+	owner, other := newUser(), newUser()
+	var ps []*apppass.Password
+	for i := range 3 {
+		p := newPassword(owner, "mail", fmt.Sprintf("p%d", i), now().Add(time.Duration(i)*time.Millisecond))
+		insert(t, s, p, 3)
+		ps = append(ps, p)
+	}
+	fourth := newPassword(owner, "mail", "fourth", now())
+	err := s.Insert(ctx(t), fourth, createdEvent(fourth), 3)
+	checkKind(t, "4th insert with limit 3", err, apppass.KindLimit)
+	if got := list(t, s, owner); len(got) != 3 {
+		t.Errorf("List after the refused insert has %d passwords, want 3", len(got))
+	}
+
+	// The limit is per owner.
+	insert(t, s, newPassword(other, "mail", "someone else's", now()), 3)
+
+	// Revoking releases a slot, exactly one.
+	revoke(t, s, ps[1])
+	insert(t, s, fourth, 3)
+	fifth := newPassword(owner, "mail", "fifth", now())
+	err = s.Insert(ctx(t), fifth, createdEvent(fifth), 3)
+	checkKind(t, "insert after refilling the released slot", err, apppass.KindLimit)
+	if got := list(t, s, owner); len(got) != 3 {
+		t.Errorf("List has %d passwords, want 3", len(got))
+	}
+}
+
+func testLimitConcurrent(t *testing.T, s Backend) {
+	const tries, limit = 20, 5
+	owner := newUser()
+	c := ctx(t)
+	errs := make([]error, tries)
+	ps := make([]*apppass.Password, tries)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range tries {
+		ps[i] = newPassword(owner, "mail", fmt.Sprintf("racer %d", i), now())
+		wg.Go(func() {
+			<-start
+			errs[i] = s.Insert(c, ps[i], createdEvent(ps[i]), limit)
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	var ok []string
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok = append(ok, ps[i].UUID)
+		case apppass.KindOf(err) != apppass.KindLimit:
+			t.Errorf("insert %d: %v (kind %d), want success or KindLimit", i, err, apppass.KindOf(err))
+		}
+	}
+	if len(ok) != limit {
+		t.Errorf("%d of %d concurrent inserts succeeded, want exactly %d", len(ok), tries, limit)
+	}
+	got := list(t, s, owner)
+	if len(got) != limit {
+		t.Fatalf("List has %d passwords after the race, want %d", len(got), limit)
+	}
+	if listed := uuids(got); !sameSet(listed, ok) {
+		t.Errorf("List %v is not the successful inserts %v", listed, ok)
+	}
+
+	// A revocation frees exactly one slot.
+	revoke(t, s, &apppass.Password{UUID: got[0].UUID, Owner: owner})
+	insert(t, s, newPassword(owner, "mail", "after revoke", now()), limit)
+	extra := newPassword(owner, "mail", "one too many", now())
+	checkKind(t, "insert beyond the limit again", s.Insert(ctx(t), extra, createdEvent(extra), limit), apppass.KindLimit)
+	if got := list(t, s, owner); len(got) != limit {
+		t.Errorf("List has %d passwords, want %d", len(got), limit)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+func testRevoke(t *testing.T, s Backend) {
+	owner := newUser()
+	keep := newPassword(owner, "mail", "keep", now())
+	gone := newPassword(owner, "drive", "gone", now().Add(time.Millisecond))
+	insert(t, s, keep, 10)
+	created := insert(t, s, gone, 10)
+
+	var revoked apppass.Event
+	var seen apppass.Password
+	got, err := s.Revoke(ctx(t), owner, gone.UUID, revokedBy(apppass.ReasonAdmin, &revoked, &seen))
+	if err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	if seen.UUID != gone.UUID || seen.Owner != owner || seen.AppScope != gone.AppScope || seen.Name != gone.Name {
+		t.Errorf("the event callback was handed %+v, want the password %+v", seen, *gone)
+	}
+	checkEvents(t, "Revoke with the created event unpublished", got, created, revoked)
+	if l := list(t, s, owner); !slices.Equal(uuids(l), []string{keep.UUID}) {
+		t.Errorf("List after Revoke = %v, want only [%s]", uuids(l), keep.UUID)
+	}
+
+	// With the created event published, only the revoked one is pending.
+	keepCreated := pending(t, s)[keep.UUID]
+	if len(keepCreated) != 1 {
+		t.Fatalf("Pending for %s = %v, want its created event", keep.UUID, keepCreated)
+	}
+	markPublished(t, s, keep.UUID, keepCreated[0])
+	got, revoked = revoke(t, s, keep)
+	checkEvents(t, "Revoke with the created event published", got, revoked)
+	if l := list(t, s, owner); len(l) != 0 {
+		t.Errorf("List after revoking everything = %v, want none", uuids(l))
+	}
+}
+
+func testRevokeNotFound(t *testing.T, s Backend) {
+	owner, other := newUser(), newUser()
+	p := newPassword(owner, "mail", "mine", now())
+	insert(t, s, p, 10)
+	theirs := newPassword(other, "mail", "theirs", now())
+	insert(t, s, theirs, 10)
+	revoked := newPassword(owner, "mail", "revoked", now())
+	insert(t, s, revoked, 10)
+	revoke(t, s, revoked)
+	before := pendingCount(t, s)
+
+	for _, tc := range []struct {
+		what string
+		uuid string
+	}{
+		{"someone else's password", theirs.UUID},
+		{"an unknown password", newUUID()},
+		{"an already revoked password", revoked.UUID},
+	} {
+		// A backend may build the event before it finds out; it must not store it.
+		_, err := s.Revoke(ctx(t), owner, tc.uuid, func(p *apppass.Password) (apppass.Event, error) {
+			return event(apppass.EventRevoked, now(), p, apppass.ReasonUser), nil
+		})
+		checkKind(t, "revoking "+tc.what, err, apppass.KindNotFound)
+		if !errors.Is(err, apppass.ErrNotFound) {
+			t.Errorf("revoking %s: error %v is not apppass.ErrNotFound", tc.what, err)
+		}
+	}
+	if after := pendingCount(t, s); after != before {
+		t.Errorf("PendingCount went from %d to %d after refused revocations", before, after)
+	}
+	if l := list(t, s, other); !slices.Equal(uuids(l), []string{theirs.UUID}) {
+		t.Errorf("the other user's list is %v after an attempt to revoke it, want [%s]", uuids(l), theirs.UUID)
+	}
+	if l := list(t, s, owner); !slices.Equal(uuids(l), []string{p.UUID}) {
+		t.Errorf("List = %v, want [%s]", uuids(l), p.UUID)
+	}
+}
+
+func testRevokeEventError(t *testing.T, s Backend) {
+	owner := newUser()
+	p := newPassword(owner, "mail", "mine", now())
+	insert(t, s, p, 10)
+	boom := errors.New("no randomness today")
+	_, err := s.Revoke(ctx(t), owner, p.UUID, func(*apppass.Password) (apppass.Event, error) {
+		return apppass.Event{}, boom
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("Revoke returned %v, want the callback's error", err)
+	}
+	if l := list(t, s, owner); !slices.Equal(uuids(l), []string{p.UUID}) {
+		t.Errorf("List = %v after a failed revocation, want the password still active", uuids(l))
+	}
+	if n := pendingCount(t, s); n != 1 {
+		t.Errorf("PendingCount = %d after a failed revocation, want 1", n)
+	}
+}
+
+func testAuthenticate(t *testing.T, s Backend) {
+	owner := newUser()
+	p := newPassword(owner, "calcarddav", "Thunderbird", now())
+	other := newPassword(owner, "mail", "Phone", now().Add(time.Millisecond))
+	insert(t, s, p, 10)
+	insert(t, s, other, 10)
+
+	login := apppass.LastLogin{Time: now(), IP: "192.0.2.7", Device: "Thunderbird 128", UserAgent: "Mozilla/5.0 Thunderbird/128.0"}
+	// Logins compare case-insensitively: the caller passes the login key.
+	got, err := s.Authenticate(ctx(t), p.Digest, apppass.LoginKey("  "+owner.Login+" "), []string{"caldav", "calcarddav"}, login)
+	if err != nil {
+		t.Fatalf("Authenticate: %v", err)
+	}
+	if got.UUID != p.UUID || got.Owner != owner || got.AppScope != p.AppScope || got.Name != p.Name {
+		t.Errorf("Authenticate returned %+v, want the password %+v", *got, *p)
+	}
+
+	ps := list(t, s, owner)
+	for _, l := range ps {
+		switch l.UUID {
+		case p.UUID:
+			ll := l.LastLogin
+			if ll == nil {
+				t.Fatalf("List shows no lastLogin after a successful login")
+			}
+			if !ll.Time.Equal(login.Time) || ll.IP != login.IP || ll.Device != login.Device || ll.UserAgent != login.UserAgent {
+				t.Errorf("lastLogin = %+v, want %+v", *ll, login)
+			}
+		case other.UUID:
+			if l.LastLogin != nil {
+				t.Errorf("the password not used has lastLogin %+v", *l.LastLogin)
+			}
+		}
+	}
+
+	// A later login replaces the record.
+	second := apppass.LastLogin{Time: now().Add(time.Minute), IP: "2001:db8::1", Device: "iPhone", UserAgent: "iOS/17.5 (21F79) dataaccessd/1.0"}
+	if _, err := s.Authenticate(ctx(t), p.Digest, apppass.LoginKey(owner.Login), []string{"calcarddav"}, second); err != nil {
+		t.Fatalf("second Authenticate: %v", err)
+	}
+	for _, l := range list(t, s, owner) {
+		if l.UUID == p.UUID && (l.LastLogin == nil || !l.LastLogin.Time.Equal(second.Time) || l.LastLogin.IP != second.IP ||
+			l.LastLogin.Device != second.Device || l.LastLogin.UserAgent != second.UserAgent) {
+			t.Errorf("lastLogin after the second login = %+v, want %+v", l.LastLogin, second)
+		}
+	}
+}
+
+func testAuthenticateRejected(t *testing.T, s Backend) {
+	owner, other := newUser(), newUser()
+	p := newPassword(owner, "mail", "Phone", now())
+	theirs := newPassword(other, "mail", "Theirs", now())
+	revoked := newPassword(owner, "mail", "Old phone", now())
+	for _, x := range []*apppass.Password{p, theirs, revoked} {
+		insert(t, s, x, 10)
+	}
+	revoke(t, s, revoked)
+
+	key := apppass.LoginKey(owner.Login)
+	attempt := apppass.LastLogin{Time: now(), IP: "198.51.100.9", Device: "attacker", UserAgent: "curl"}
+	for _, tc := range []struct {
+		what     string
+		digest   string
+		loginKey string
+		apps     []string
+	}{
+		{"wrong digest", "digest-" + testenv.RandomHex(16), key, []string{"mail"}},
+		{"another user's digest", theirs.Digest, key, []string{"mail"}},
+		{"wrong login", p.Digest, apppass.LoginKey(other.Login), []string{"mail"}},
+		{"app not allowed", p.Digest, key, []string{"caldav", "calcarddav"}},
+		{"no app allowed", p.Digest, key, []string{}},
+		{"revoked password", revoked.Digest, key, []string{"mail"}},
+	} {
+		got, err := s.Authenticate(ctx(t), tc.digest, tc.loginKey, tc.apps, attempt)
+		checkKind(t, tc.what, err, apppass.KindRejected)
+		if got != nil {
+			t.Errorf("%s: returned the password %+v along with the rejection", tc.what, *got)
+		}
+	}
+	for _, u := range []apppass.User{owner, other} {
+		for _, l := range list(t, s, u) {
+			if l.LastLogin != nil {
+				t.Errorf("a rejected login was recorded on %s: %+v", l.UUID, *l.LastLogin)
+			}
+		}
+	}
+}
+
+func testOutbox(t *testing.T, s Backend) {
+	if n := pendingCount(t, s); n != 0 {
+		t.Fatalf("a fresh store has PendingCount %d", n)
+	}
+	if got := pending(t, s); len(got) != 0 {
+		t.Fatalf("a fresh store has pending events: %v", got)
+	}
+	owner := newUser()
+	a := newPassword(owner, "mail", "a", now())
+	b := newPassword(owner, "mail", "b", now())
+	c := newPassword(newUser(), "eas", "c", now())
+	aCreated, bCreated, cCreated := insert(t, s, a, 10), insert(t, s, b, 10), insert(t, s, c, 10)
+	_, aRevoked := revoke(t, s, a)
+
+	got := pending(t, s)
+	if len(got) != 3 {
+		t.Errorf("Pending lists %d passwords, want 3", len(got))
+	}
+	checkEvents(t, "Pending for a (created, then revoked)", got[a.UUID], aCreated, aRevoked)
+	checkEvents(t, "Pending for b", got[b.UUID], bCreated)
+	checkEvents(t, "Pending for c", got[c.UUID], cCreated)
+	if n := pendingCount(t, s); n != 4 {
+		t.Errorf("PendingCount = %d, want 4", n)
+	}
+
+	// Publishing b's only event takes b out of the outbox but keeps it active.
+	markPublished(t, s, b.UUID, bCreated)
+	markPublished(t, s, b.UUID, bCreated) // a relay retry: harmless
+	got = pending(t, s)
+	if _, ok := got[b.UUID]; ok || len(got) != 2 {
+		t.Errorf("Pending after publishing b = %v, want a and c only", keys(got))
+	}
+	if n := pendingCount(t, s); n != 3 {
+		t.Errorf("PendingCount after publishing b (twice) = %d, want 3", n)
+	}
+	if l := list(t, s, owner); !slices.Equal(uuids(l), []string{b.UUID}) {
+		t.Errorf("List after publishing b's created event = %v, want [%s]", uuids(l), b.UUID)
+	}
+
+	// a: created, then revoked; after both, nothing is left of it.
+	markPublished(t, s, a.UUID, aCreated)
+	checkEvents(t, "Pending for a after publishing created", pending(t, s)[a.UUID], aRevoked)
+	if n := pendingCount(t, s); n != 2 {
+		t.Errorf("PendingCount = %d, want 2", n)
+	}
+	markPublished(t, s, a.UUID, aRevoked)
+	markPublished(t, s, a.UUID, aRevoked) // the document is gone by now: still harmless
+	markPublished(t, s, a.UUID, aCreated)
+	if got := pending(t, s); len(got) != 1 || got[c.UUID] == nil {
+		t.Errorf("Pending after publishing a = %v, want c only", keys(got))
+	}
+	if _, err := s.Revoke(ctx(t), owner, a.UUID, revokedBy("", new(apppass.Event), new(apppass.Password))); !errors.Is(err, apppass.ErrNotFound) {
+		t.Errorf("Revoke of a published revoked password = %v, want ErrNotFound", err)
+	}
+
+	markPublished(t, s, c.UUID, cCreated)
+	if n := pendingCount(t, s); n != 0 {
+		t.Errorf("PendingCount after publishing everything = %d, want 0", n)
+	}
+	if got := pending(t, s); len(got) != 0 {
+		t.Errorf("Pending after publishing everything = %v, want none", keys(got))
+	}
+	// Marking an event of a password that never existed is harmless too.
+	ghost := newPassword(owner, "mail", "ghost", now())
+	markPublished(t, s, ghost.UUID, createdEvent(ghost))
+	if n := pendingCount(t, s); n != 0 {
+		t.Errorf("PendingCount = %d, want 0", n)
+	}
+}
+
+func testOutboxLimit(t *testing.T, s Backend) {
+	owner := newUser()
+	for i := range 5 {
+		insert(t, s, newPassword(owner, "mail", fmt.Sprint(i), now()), 10)
+	}
+	got, err := s.Pending(ctx(t), 2)
+	if err != nil {
+		t.Fatalf("Pending: %v", err)
+	}
+	if len(got) != 2 {
+		t.Errorf("Pending(2) returned %d passwords, want 2", len(got))
+	}
+	if n := pendingCount(t, s); n != 5 {
+		t.Errorf("PendingCount = %d, want 5", n)
+	}
+}
+
+func keys(m map[string][]apppass.Event) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
