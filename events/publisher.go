@@ -107,5 +107,10 @@ func (p *Publisher) Publish(ctx context.Context, ev apppass.Event) error {
 		return err
 	}
 	_, err = p.js.Publish(ctx, ev.Subject(), body, jetstream.WithMsgID(ev.ID))
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		// No stream listens on the subject: it was deleted, or NATS came
+		// back without its data. Ensure it again on the next attempt.
+		p.streamReady.Store(false)
+	}
 	return err
 }

@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/apppass/apppass"
@@ -375,8 +376,11 @@ func wrap(err error) error {
 	if err == nil {
 		return nil
 	}
+	// A cleared connection pool means another operation just lost the
+	// server: the driver reports it to the operations queued behind it.
+	var poolCleared driver.RetryablePoolError
 	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &topology.ServerSelectionError{}) {
+		errors.As(err, &topology.ServerSelectionError{}) || errors.As(err, &poolCleared) {
 		return apppass.Unavailable("MongoDB", err)
 	}
 	return err

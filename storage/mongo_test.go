@@ -44,7 +44,7 @@ func testUnavailable(t *testing.T) {
 		Created: time.Now().UTC().Truncate(time.Millisecond), Digest: "d", KeyID: "k"}
 	ev := apppass.Event{ID: testenv.RandomHex(12), Type: apppass.EventCreated, Timestamp: p.Created}
 	ops := map[string]func() error{
-		"List": func() error { _, err := s.List(ctx, owner); return err },
+		"List":   func() error { _, err := s.List(ctx, owner); return err },
 		"Insert": func() error { return s.Insert(ctx, p, ev, 5) },
 		"Revoke": func() error {
 			_, err := s.Revoke(ctx, owner, p.UUID, func(*apppass.Password) (apppass.Event, error) { return ev, nil })

@@ -47,6 +47,7 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Backend) {
 		{"Authenticate", testAuthenticate},
 		{"AuthenticateRejected", testAuthenticateRejected},
 		{"Outbox", testOutbox},
+		{"PublishOrder", testPublishOrder},
 		{"OutboxLimit", testOutboxLimit},
 	}
 	for _, tc := range tests {
@@ -575,6 +576,17 @@ func testOutbox(t *testing.T, s Backend) {
 	if l := list(t, s, owner); !slices.Equal(uuids(l), []string{b.UUID}) {
 		t.Errorf("List after publishing b's created event = %v, want [%s]", uuids(l), b.UUID)
 	}
+	// The repeated mark must not have disturbed b's bookkeeping: its
+	// revocation is pending like any other event.
+	_, bRevoked := revoke(t, s, b)
+	checkEvents(t, "Pending for b after its revocation", pending(t, s)[b.UUID], bRevoked)
+	if n := pendingCount(t, s); n != 4 {
+		t.Errorf("PendingCount after revoking b = %d, want 4", n)
+	}
+	markPublished(t, s, b.UUID, bRevoked)
+	if n := pendingCount(t, s); n != 3 {
+		t.Errorf("PendingCount after publishing b's revocation = %d, want 3", n)
+	}
 
 	// a: created, then revoked; after both, nothing is left of it.
 	markPublished(t, s, a.UUID, aCreated)
@@ -604,6 +616,39 @@ func testOutbox(t *testing.T, s Backend) {
 	markPublished(t, s, ghost.UUID, createdEvent(ghost))
 	if n := pendingCount(t, s); n != 0 {
 		t.Errorf("PendingCount = %d, want 0", n)
+	}
+}
+
+// testPublishOrder checks that pending events come created first, revoked
+// last, whatever their timestamps say (clocks of two replicas may disagree)
+// and however the backend happens to keep them.
+func testPublishOrder(t *testing.T, s Backend) {
+	owner := newUser()
+	type pw struct {
+		p                *apppass.Password
+		created, revoked apppass.Event
+	}
+	var ps []pw
+	for i := range 8 {
+		p := newPassword(owner, "mail", fmt.Sprint(i), now())
+		created := createdEvent(p)
+		if i%2 == 0 {
+			// A created event stamped after the revocation.
+			created.Timestamp = now().Add(time.Hour)
+		}
+		if err := s.Insert(ctx(t), p, created, 10); err != nil {
+			t.Fatalf("Insert: %v", err)
+		}
+		ps = append(ps, pw{p: p, created: created})
+	}
+	for i := range ps {
+		got, revoked := revoke(t, s, ps[i].p)
+		ps[i].revoked = revoked
+		checkEvents(t, "Revoke "+fmt.Sprint(i), got, ps[i].created, revoked)
+	}
+	got := pending(t, s)
+	for i, x := range ps {
+		checkEvents(t, "Pending "+fmt.Sprint(i), got[x.p.UUID], x.created, x.revoked)
 	}
 }
 

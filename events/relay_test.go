@@ -1,0 +1,604 @@
+package events_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/internal/testenv"
+	"github.com/apppass/apppass/storage"
+)
+
+// Generous bounds: they catch a hang, they do not measure speed.
+const (
+	opTimeout     = 30 * time.Second
+	deliveryBound = 60 * time.Second
+)
+
+type env struct {
+	store   *storage.Store
+	pub     *events.Publisher
+	relay   *events.Relay
+	svc     *apppass.Service
+	digests *apppass.Digester
+}
+
+// newEnv wires a service to a real store and a relay publishing to natsURL.
+// The relay is not running; see run.
+func newEnv(t *testing.T, natsURL string) *env {
+	t.Helper()
+	store := testenv.Store(t)
+	pub, err := events.Connect(natsURL, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	relay := events.NewRelay(store, pub, testenv.Quiet())
+	relay.SweepInterval = 100 * time.Millisecond
+	apps, err := apppass.NewCatalogue(apppass.BuiltinApps("localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pepper := make([]byte, 32)
+	_, _ = rand.Read(pepper)
+	digests, err := apppass.NewDigester(pepper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &apppass.Service{Store: store, Apps: apps, Digester: digests, Events: relay, MaxPerUser: 50}
+	return &env{store: store, pub: pub, relay: relay, svc: svc, digests: digests}
+}
+
+// run starts the relay until the end of the test, and waits for it to stop
+// before the store and the connection close.
+func (e *env) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.relay.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(t.Context(), opTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+func (e *env) pendingCount(t *testing.T) int64 {
+	t.Helper()
+	n, err := e.store.PendingCount(ctx(t))
+	if err != nil {
+		t.Fatalf("PendingCount: %v", err)
+	}
+	return n
+}
+
+// waitDrained polls until the outbox is empty.
+func (e *env) waitDrained(t *testing.T, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n := e.pendingCount(t)
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events still in the outbox after %s", n, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not %s after %s", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// received is one message read back from the stream.
+type received struct {
+	Seq     uint64
+	Subject string
+	MsgID   string
+	Raw     []byte
+	Event   apppass.Event
+}
+
+func toReceived(t *testing.T, m jetstream.Msg) received {
+	t.Helper()
+	md, err := m.Metadata()
+	if err != nil {
+		t.Fatalf("message metadata: %v", err)
+	}
+	r := received{Seq: md.Sequence.Stream, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Raw: slices.Clone(m.Data())}
+	if err := json.Unmarshal(r.Raw, &r.Event); err != nil {
+		t.Fatalf("payload %s is not an event: %v", r.Raw, err)
+	}
+	return r
+}
+
+// subscribe opens an ordered consumer on the whole stream, which must exist.
+func subscribe(t *testing.T, natsURL string) <-chan received {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.OrderedConsumer(ctx(t), events.StreamName, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("ordered consumer on %s: %v", events.StreamName, err)
+	}
+	ch := make(chan received, 1024)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			return // not a JetStream message: the test then misses it and fails waiting
+		}
+		var ev apppass.Event
+		_ = json.Unmarshal(m.Data(), &ev)
+		ch <- received{Seq: md.Sequence.Stream, Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader),
+			Raw: slices.Clone(m.Data()), Event: ev}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	return ch
+}
+
+func next(t *testing.T, ch <-chan received) received {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(opTimeout):
+		t.Fatalf("no message on the stream within %s", opTimeout)
+		return received{}
+	}
+}
+
+// readStream returns every message in the stream, in stream order.
+func readStream(t *testing.T, natsURL string) []received {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx(t), events.StreamName)
+	if err != nil {
+		t.Fatalf("stream %s: %v", events.StreamName, err)
+	}
+	info, err := stream.Info(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int(info.State.Msgs)
+	cons, err := stream.OrderedConsumer(ctx(t), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []received
+	deadline := time.Now().Add(opTimeout)
+	for len(out) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("read %d of the stream's %d messages within %s", len(out), want, opTimeout)
+		}
+		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatalf("fetching from the stream: %v", err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, toReceived(t, m))
+		}
+		if err := batch.Error(); err != nil && err != nats.ErrTimeout {
+			t.Fatalf("fetching from the stream: %v", err)
+		}
+	}
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+var hexID = regexp.MustCompile(`^[0-9a-f]{24}$`)
+
+// checkPayload checks the documented JSON shape of an event against what
+// the test knows about the password.
+func checkPayload(t *testing.T, r received, typ, subject string, owner apppass.User, c *apppass.Created, reason string) {
+	t.Helper()
+	if r.Subject != subject {
+		t.Errorf("%s: subject %q, want %q", typ, r.Subject, subject)
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(r.Raw, &top); err != nil {
+		t.Fatalf("%s: payload %s: %v", typ, r.Raw, err)
+	}
+	if got := sortedKeys(top); !slices.Equal(got, []string{"data", "id", "timestamp", "type"}) {
+		t.Errorf("%s: payload keys %v, want [data id timestamp type]", typ, got)
+	}
+	var id, gotType, ts string
+	_ = json.Unmarshal(top["id"], &id)
+	_ = json.Unmarshal(top["type"], &gotType)
+	_ = json.Unmarshal(top["timestamp"], &ts)
+	if !hexID.MatchString(id) {
+		t.Errorf("%s: id %q is not 24 hex digits", typ, id)
+	}
+	if r.MsgID != id {
+		t.Errorf("%s: Nats-Msg-Id %q, payload id %q: they must be equal", typ, r.MsgID, id)
+	}
+	if gotType != typ {
+		t.Errorf("payload type %q, want %q", gotType, typ)
+	}
+	stamp, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil || !strings.HasSuffix(ts, "Z") {
+		t.Errorf("%s: timestamp %q is not RFC 3339 UTC (%v)", typ, ts, err)
+	}
+	if typ == apppass.EventCreated && !stamp.Equal(c.Created) {
+		t.Errorf("created: timestamp %s, want the creation time %s", stamp, c.Created)
+	}
+
+	var data map[string]any
+	d := json.NewDecoder(bytes.NewReader(top["data"]))
+	d.UseNumber()
+	if err := d.Decode(&data); err != nil {
+		t.Fatalf("%s: data %s: %v", typ, top["data"], err)
+	}
+	wantData := map[string]any{
+		"uuid": c.UUID, "contextId": json.Number(fmt.Sprint(owner.ContextID)), "userId": json.Number(fmt.Sprint(owner.UserID)),
+		"login": owner.Login, "appScope": c.AppScope, "name": c.Name,
+	}
+	if reason != "" {
+		wantData["reason"] = reason
+	}
+	if !reflect.DeepEqual(data, wantData) {
+		t.Errorf("%s: data %v, want %v", typ, data, wantData)
+	}
+	checkNoSecret(t, r.Raw, c.Password)
+}
+
+func checkNoSecret(t *testing.T, raw []byte, password string) {
+	t.Helper()
+	normalized, ok := apppass.NormalizePassword(password)
+	if !ok {
+		t.Fatalf("the service made a password %q that does not normalise", password)
+	}
+	for _, secret := range [][]byte{[]byte(password), normalized, bytes.ToUpper(normalized)} {
+		if bytes.Contains(bytes.ToLower(raw), bytes.ToLower(secret)) {
+			t.Errorf("the event payload %s contains the password %q", raw, secret)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestRelayPublishesCreatedThenRevoked(t *testing.T) {
+	n := testenv.NATS(t)
+	e := newEnv(t, n.URL())
+	if err := e.pub.EnsureStream(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := subscribe(t, n.URL())
+	e.run(t)
+
+	owner := apppass.User{ContextID: 314, UserID: 27, Login: "Anna.Schmidt@Example.org"}
+	c, err := e.svc.Add(ctx(t), owner, "mail", "  Anna's phone ✓ ")
+	if err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	if err := e.svc.Remove(ctx(t), owner, c.UUID, apppass.ReasonUser); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+
+	created, revoked := next(t, msgs), next(t, msgs)
+	if created.Event.Type != apppass.EventCreated || revoked.Event.Type != apppass.EventRevoked {
+		t.Fatalf("stream order %s, %s; want created, then revoked", created.Event.Type, revoked.Event.Type)
+	}
+	checkPayload(t, created, apppass.EventCreated, "apppasswords.created.314.27", owner, c, "")
+	checkPayload(t, revoked, apppass.EventRevoked, "apppasswords.revoked.314.27", owner, c, apppass.ReasonUser)
+	if created.MsgID == revoked.MsgID {
+		t.Errorf("created and revoked share the id %s", created.MsgID)
+	}
+
+	e.waitDrained(t, opTimeout)
+	// Nothing more, in particular no second copy of either event.
+	all := readStream(t, n.URL())
+	if len(all) != 2 {
+		t.Errorf("the stream holds %d messages, want 2", len(all))
+	}
+	select {
+	case r := <-msgs:
+		t.Errorf("unexpected third message %s %s", r.Subject, r.Raw)
+	default:
+	}
+}
+
+func TestRelaySurvivesNATSOutage(t *testing.T) {
+	addr, dir := freeAddr(t), t.TempDir()
+	n := testenv.NATSAt(t, addr, dir)
+	url := n.URL()
+	e := newEnv(t, url)
+	e.run(t)
+	owner := apppass.User{ContextID: 9, UserID: 1001, Login: "outage@example.org"}
+
+	// The path works before the outage (and the stream exists).
+	first, err := e.svc.Add(ctx(t), owner, "eas", "before the outage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(t, deliveryBound)
+
+	n.Stop()
+	waitFor(t, "disconnected", opTimeout, func() bool { return !e.pub.Connected() })
+
+	var added []*apppass.Created
+	for i := range 20 {
+		c, err := e.svc.Add(ctx(t), owner, "mail", fmt.Sprintf("device %d", i))
+		if err != nil {
+			t.Fatalf("Add %d during the outage: %v", i, err)
+		}
+		added = append(added, c)
+	}
+	removed := map[string]bool{}
+	for _, c := range added[:10] {
+		if err := e.svc.Remove(ctx(t), owner, c.UUID, apppass.ReasonUser); err != nil {
+			t.Fatalf("Remove during the outage: %v", err)
+		}
+		removed[c.UUID] = true
+	}
+	// Nothing can have been published: all 30 events wait.
+	if got := e.pendingCount(t); got != 30 {
+		t.Errorf("PendingCount during the outage = %d, want 30", got)
+	}
+	// The event ids, as the outbox holds them.
+	outboxIDs := map[string]string{} // id -> type
+	pend, err := e.store.Pending(ctx(t), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pend {
+		for _, ev := range p.Events {
+			outboxIDs[ev.ID] = ev.Type
+		}
+	}
+	if len(outboxIDs) != 30 {
+		t.Errorf("the outbox holds %d distinct events, want 30", len(outboxIDs))
+	}
+
+	testenv.NATSAt(t, addr, dir)
+	e.waitDrained(t, deliveryBound)
+
+	all := readStream(t, url)
+	seen := map[string]int{}
+	type key struct{ uuid, typ string }
+	seq := map[key]uint64{}
+	count := map[key]int{}
+	for _, r := range all {
+		seen[r.Event.ID]++
+		if r.MsgID != r.Event.ID {
+			t.Errorf("message %d: Nats-Msg-Id %q, payload id %q", r.Seq, r.MsgID, r.Event.ID)
+		}
+		k := key{r.Event.Data.UUID, r.Event.Type}
+		count[k]++
+		seq[k] = r.Seq
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("event %s is in the stream %d times", id, n)
+		}
+	}
+	for id, typ := range outboxIDs {
+		if seen[id] == 0 {
+			t.Errorf("%s event %s from the outbox never reached the stream", typ, id)
+		}
+	}
+	if len(all) != 31 {
+		t.Errorf("the stream holds %d messages, want 31 (1 before the outage, 20 created and 10 revoked during it)", len(all))
+	}
+	if count[key{first.UUID, apppass.EventCreated}] != 1 {
+		t.Errorf("the created event from before the outage is in the stream %d times", count[key{first.UUID, apppass.EventCreated}])
+	}
+	for _, c := range added {
+		ck, rk := key{c.UUID, apppass.EventCreated}, key{c.UUID, apppass.EventRevoked}
+		if count[ck] != 1 {
+			t.Errorf("%s: %d created events, want 1", c.UUID, count[ck])
+		}
+		wantRevoked := 0
+		if removed[c.UUID] {
+			wantRevoked = 1
+		}
+		if count[rk] != wantRevoked {
+			t.Errorf("%s: %d revoked events, want %d", c.UUID, count[rk], wantRevoked)
+		}
+		if wantRevoked == 1 && count[ck] == 1 && seq[rk] < seq[ck] {
+			t.Errorf("%s: revoked (seq %d) before created (seq %d)", c.UUID, seq[rk], seq[ck])
+		}
+	}
+	for _, r := range all {
+		for _, c := range added {
+			checkNoSecret(t, r.Raw, c.Password)
+		}
+	}
+}
+
+func TestFlush(t *testing.T) {
+	n := testenv.NATS(t)
+	url := n.URL()
+	e := newEnv(t, url) // relay not running: Notify only queues
+	owner := apppass.User{ContextID: 1, UserID: 2, Login: "flush@example.org"}
+	var added []*apppass.Created
+	for i := range 3 {
+		c, err := e.svc.Add(ctx(t), owner, "drive", fmt.Sprintf("laptop %d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, c)
+	}
+	if err := e.svc.Remove(ctx(t), owner, added[0].UUID, apppass.ReasonAdmin); err != nil {
+		t.Fatal(err)
+	}
+	// With no relay running nothing goes out by itself.
+	if got := e.pendingCount(t); got != 4 {
+		t.Fatalf("PendingCount before Flush = %d, want 4", got)
+	}
+
+	fctx, cancel := context.WithTimeout(t.Context(), deliveryBound)
+	defer cancel()
+	if err := e.relay.Flush(fctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if got := e.pendingCount(t); got != 0 {
+		t.Errorf("PendingCount after Flush = %d, want 0", got)
+	}
+	all := readStream(t, url)
+	var got []string
+	for _, r := range all {
+		got = append(got, r.Event.Type+" "+r.Event.Data.UUID)
+	}
+	if len(all) != 4 {
+		t.Fatalf("the stream holds %v, want 3 created and 1 revoked", got)
+	}
+	for _, c := range added {
+		if !slices.Contains(got, apppass.EventCreated+" "+c.UUID) {
+			t.Errorf("no created event for %s in %v", c.UUID, got)
+		}
+	}
+	ci := slices.Index(got, apppass.EventCreated+" "+added[0].UUID)
+	ri := slices.Index(got, apppass.EventRevoked+" "+added[0].UUID)
+	if ri < 0 || ri < ci {
+		t.Errorf("stream %v: want the revoked event of %s after its created event", got, added[0].UUID)
+	}
+	if all[ri].Event.Data.Reason != apppass.ReasonAdmin {
+		t.Errorf("revoked reason %q, want %q", all[ri].Event.Data.Reason, apppass.ReasonAdmin)
+	}
+
+	// NATS down: Flush fails instead of waiting forever, and keeps the event.
+	if _, err := e.svc.Add(ctx(t), owner, "drive", "after the outage"); err != nil {
+		t.Fatal(err)
+	}
+	n.Stop()
+	waitFor(t, "disconnected", opTimeout, func() bool { return !e.pub.Connected() })
+	fctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.relay.Flush(fctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Flush with NATS stopped returned nil")
+		}
+	case <-time.After(opTimeout):
+		t.Fatalf("Flush with NATS stopped still running %s after its 5 s deadline", opTimeout)
+	}
+	if got := e.pendingCount(t); got != 1 {
+		t.Errorf("PendingCount after a failed Flush = %d, want 1", got)
+	}
+}
+
+// TestRelayRecreatesLostStream: when the stream disappears under a running
+// relay (NATS came back without its data, or an operator deleted it), the
+// relay creates it again instead of retrying into nothing forever.
+func TestRelayRecreatesLostStream(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lose func(t *testing.T, n *events.EmbeddedNATS, addr string) string // returns the new URL
+	}{
+		{"NATSRestartedEmpty", func(t *testing.T, n *events.EmbeddedNATS, addr string) string {
+			n.Stop()
+			return testenv.NATSAt(t, addr, t.TempDir()).URL()
+		}},
+		{"StreamDeleted", func(t *testing.T, n *events.EmbeddedNATS, _ string) string {
+			nc, err := nats.Connect(n.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := js.DeleteStream(ctx(t), events.StreamName); err != nil {
+				t.Fatalf("deleting the stream: %v", err)
+			}
+			return n.URL()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := freeAddr(t)
+			n := testenv.NATSAt(t, addr, t.TempDir())
+			e := newEnv(t, n.URL())
+			e.run(t)
+			owner := apppass.User{ContextID: 5, UserID: 6, Login: "lost@example.org"}
+			if _, err := e.svc.Add(ctx(t), owner, "mail", "before"); err != nil {
+				t.Fatal(err)
+			}
+			e.waitDrained(t, deliveryBound)
+
+			url := tc.lose(t, n, addr)
+			after, err := e.svc.Add(ctx(t), owner, "mail", "after")
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.waitDrained(t, deliveryBound)
+			all := readStream(t, url)
+			if len(all) != 1 || all[0].Event.Data.UUID != after.UUID || all[0].Event.Type != apppass.EventCreated {
+				var got []string
+				for _, r := range all {
+					got = append(got, r.Event.Type+" "+r.Event.Data.UUID)
+				}
+				t.Errorf("the new stream holds %v, want only the created event of %s", got, after.UUID)
+			}
+		})
+	}
+}
