@@ -162,12 +162,14 @@ func (s *Server) handleRequest(ctx context.Context, c caller, raw json.RawMessag
 	if !notification && !validID(env.ID) {
 		return errorResponse(nil, newError(CodeInvalidRequest, "invalid request: id must be a string, a number or null")), true
 	}
+	// An invalid request is answered even without an id: it is not a
+	// notification, and JSON-RPC 2.0 answers it with a null id.
 	var version, name string
 	if json.Unmarshal(env.JSONRPC, &version) != nil || version != "2.0" {
-		return errorResponse(env.ID, newError(CodeInvalidRequest, `invalid request: "jsonrpc" must be "2.0"`)), !notification
+		return errorResponse(env.ID, newError(CodeInvalidRequest, `invalid request: "jsonrpc" must be "2.0"`)), true
 	}
 	if len(env.Method) == 0 || env.Method[0] != '"' || json.Unmarshal(env.Method, &name) != nil {
-		return errorResponse(env.ID, newError(CodeInvalidRequest, `invalid request: "method" must be a string`)), !notification
+		return errorResponse(env.ID, newError(CodeInvalidRequest, `invalid request: "method" must be a string`)), true
 	}
 	result, rpcErr := s.call(ctx, c, name, env.Params)
 	if notification {
@@ -349,10 +351,18 @@ func (t *socketStream) ReadObject(v any) error {
 }
 
 // isPlainRequest reports whether msg is a single request jsonrpc2 handles
-// faithfully: valid envelope, "jsonrpc":"2.0", string method, integer or
-// string id (or none).
+// faithfully: valid envelope, "jsonrpc":"2.0", string method, no "result"
+// or "error" member (jsonrpc2 drops the connection on those), a string id,
+// an integer id jsonrpc2 can hold (0 to MaxInt64) or none (a null id is not
+// a notification, but jsonrpc2 takes it for one), and params without a
+// duplicate member name (jsonrpc2 decodes params into a map, which hides
+// duplicates that POST /rpc refuses).
 func (t *socketStream) isPlainRequest(msg []byte) bool {
-	var env envelope
+	var env struct {
+		envelope
+		Result json.RawMessage `json:"result"`
+		Error  json.RawMessage `json:"error"`
+	}
 	msg = bytes.TrimSpace(msg)
 	if len(msg) == 0 || msg[0] != '{' || json.Unmarshal(msg, &env) != nil {
 		return false
@@ -362,11 +372,55 @@ func (t *socketStream) isPlainRequest(msg []byte) bool {
 		len(env.Method) == 0 || env.Method[0] != '"' || json.Unmarshal(env.Method, &name) != nil {
 		return false
 	}
+	if env.Result != nil || env.Error != nil || hasDuplicateKeys(env.Params) {
+		return false
+	}
 	if env.ID == nil {
 		return true
 	}
-	var n uint64
-	return env.ID[0] == '"' || (json.Unmarshal(env.ID, &n) == nil)
+	var n int64
+	return env.ID[0] == '"' || (env.ID[0] >= '0' && env.ID[0] <= '9' && json.Unmarshal(env.ID, &n) == nil)
+}
+
+// hasDuplicateKeys reports whether an object anywhere in raw, which is
+// valid JSON, names a member twice. It reads raw once, token by token.
+func hasDuplicateKeys(raw json.RawMessage) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	var objects []map[string]bool // one per open object or array (nil)
+	inObject := func() bool { return len(objects) > 0 && objects[len(objects)-1] != nil }
+	expectKey := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if expectKey {
+			if tok == json.Delim('}') {
+				objects = objects[:len(objects)-1]
+				expectKey = inObject()
+				continue
+			}
+			key, _ := tok.(string)
+			if objects[len(objects)-1][key] {
+				return true
+			}
+			objects[len(objects)-1][key] = true
+			expectKey = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			objects = append(objects, map[string]bool{})
+			expectKey = true
+		case json.Delim('['):
+			objects = append(objects, nil)
+		case json.Delim(']'):
+			objects = objects[:len(objects)-1]
+			expectKey = inObject()
+		default: // a scalar value
+			expectKey = inObject()
+		}
+	}
 }
 
 func (t *socketStream) Close() error { return t.ws.Close() }

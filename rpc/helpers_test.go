@@ -1,0 +1,425 @@
+package rpc_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/internal/testenv"
+	"github.com/apppass/apppass/rpc"
+)
+
+const (
+	gatewaySecret = "gateway-secret-123456"
+	adminSecret   = "admin-secret-1234567"
+)
+
+var (
+	alice = apppass.User{ContextID: 1, UserID: 5, Login: "alice@example.com"}
+	bob   = apppass.User{ContextID: 1, UserID: 6, Login: "bob@example.com"}
+	// carol has alice's user id in another context: a different user.
+	carol = apppass.User{ContextID: 2, UserID: 5, Login: "carol@example.org"}
+)
+
+var (
+	passwordRE = regexp.MustCompile(`^[a-z]{4}-[a-z]{4}-[a-z]{4}-[a-z]{4}$`)
+	uuidRE     = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+)
+
+// fixture is a real rpc.Server on a real store, served over loopback HTTP.
+type fixture struct {
+	URL      string
+	Server   *rpc.Server
+	Service  *apppass.Service
+	Tokens   *apppass.UserTokens
+	TokenKey []byte
+	Digester *apppass.Digester
+	// authOffset moves the Authenticator's clock (nanoseconds).
+	authOffset atomic.Int64
+}
+
+type fixtureOptions struct {
+	// mongoURI shares one FerretDB between fixtures; "" starts a new one.
+	mongoURI   string
+	maxPerUser int
+	// ready replaces the store's Ping as the readiness check.
+	ready func(context.Context) error
+}
+
+func randomBytes(t testing.TB, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func newFixture(t *testing.T, o fixtureOptions) *fixture {
+	t.Helper()
+	if o.mongoURI == "" {
+		o.mongoURI = testenv.MongoURI(t)
+	}
+	if o.maxPerUser == 0 {
+		o.maxPerUser = 50
+	}
+	store := testenv.StoreAt(t, o.mongoURI)
+	apps, err := apppass.NewCatalogue(apppass.BuiltinApps("localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	digester, err := apppass.NewDigester(randomBytes(t, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenKey := randomBytes(t, 32)
+	tokens, err := apppass.NewUserTokens(tokenKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{Tokens: tokens, TokenKey: tokenKey, Digester: digester}
+	// A clock that moves one second per reading, so that every password
+	// has its own creation time and "newest first" is well defined.
+	var tick atomic.Int64
+	base := time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC)
+	f.Service = &apppass.Service{
+		Store: store, Apps: apps, Digester: digester, MaxPerUser: o.maxPerUser,
+		Now: func() time.Time { return base.Add(time.Duration(tick.Add(1)) * time.Second) },
+	}
+	ready := o.ready
+	if ready == nil {
+		ready = func(ctx context.Context) error { return store.Ping(ctx) }
+	}
+	f.Server = &rpc.Server{
+		Service: f.Service,
+		Auth: &rpc.Authenticator{
+			Tokens: tokens,
+			ServiceKeys: []apppass.ServiceKey{
+				{Name: "gw", Role: apppass.RoleGateway, Secret: gatewaySecret},
+				{Name: "adm", Role: apppass.RoleAdmin, Secret: adminSecret},
+			},
+			Now: func() time.Time { return time.Now().Add(time.Duration(f.authOffset.Load())) },
+		},
+		Ready:  ready,
+		Logger: testenv.Quiet(),
+	}
+	hs := httptest.NewServer(f.Server.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		f.Server.CloseWebSockets(ctx)
+		hs.Close()
+	})
+	f.URL = hs.URL
+	return f
+}
+
+// token mints a user token valid for an hour.
+func (f *fixture) token(u apppass.User, amr ...string) string {
+	return f.Tokens.Mint(u, time.Hour, time.Now(), amr...)
+}
+
+// rpcError is a JSON-RPC error object as it arrives.
+type rpcError struct {
+	Code    int64           `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// errorData is our errors' "data" member.
+type errorData struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+	OX     string `json:"ox"`
+}
+
+// response is a JSON-RPC response as it arrives; Raw keeps the bytes.
+type response struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  json.RawMessage `json:"result"`
+	Error   *rpcError       `json:"error"`
+	Raw     json.RawMessage `json:"-"`
+}
+
+// parseResponse decodes one response object and checks its envelope:
+// "jsonrpc":"2.0", an id, and exactly one of result and error.
+func parseResponse(t testing.TB, raw []byte) response {
+	t.Helper()
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil {
+		t.Fatalf("response is not a JSON object: %v: %s", err, raw)
+	}
+	_, hasResult := members["result"]
+	_, hasError := members["error"]
+	_, hasID := members["id"]
+	if hasResult == hasError || !hasID || len(members) != 3 {
+		t.Fatalf("response must have jsonrpc, id and exactly one of result and error: %s", raw)
+	}
+	var r response
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatalf("decoding response: %v: %s", err, raw)
+	}
+	if r.JSONRPC != "2.0" {
+		t.Fatalf(`response "jsonrpc" = %q, want "2.0": %s`, r.JSONRPC, raw)
+	}
+	r.Raw = raw
+	return r
+}
+
+func parseBatch(t testing.TB, raw []byte) []response {
+	t.Helper()
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		t.Fatalf("batch answer is not a JSON array: %v: %s", err, raw)
+	}
+	out := make([]response, len(items))
+	for i, item := range items {
+		out[i] = parseResponse(t, item)
+	}
+	return out
+}
+
+// postAsync is post for other goroutines: it reports instead of failing.
+func (f *fixture) postAsync(authorization, body string) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodPost, f.URL+"/rpc", strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", authorization)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, err
+}
+
+// post sends body to POST /rpc with an Authorization header (none if "").
+func (f *fixture) post(t testing.TB, authorization string, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, f.URL+"/rpc", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, out
+}
+
+// request builds a request with id 1; params "" leaves them out.
+func request(method, params string) string {
+	m, _ := json.Marshal(method)
+	if params == "" {
+		return `{"jsonrpc":"2.0","id":1,"method":` + string(m) + `}`
+	}
+	return `{"jsonrpc":"2.0","id":1,"method":` + string(m) + `,"params":` + params + `}`
+}
+
+// call makes one call with id 1 as bearer over POST /rpc and expects
+// HTTP 200 and a well-formed answer for id 1.
+func (f *fixture) call(t testing.TB, bearer, method, params string) response {
+	t.Helper()
+	status, body := f.post(t, "Bearer "+bearer, request(method, params))
+	if status != http.StatusOK {
+		t.Fatalf("%s: HTTP %d, want 200: %s", method, status, body)
+	}
+	r := parseResponse(t, body)
+	if string(r.ID) != "1" {
+		t.Fatalf("%s: id %s, want 1", method, r.ID)
+	}
+	return r
+}
+
+// ok returns the result of r, failing on an error answer.
+func ok(t testing.TB, r response) json.RawMessage {
+	t.Helper()
+	if r.Error != nil {
+		t.Fatalf("want a result, got error %d %q %s", r.Error.Code, r.Error.Message, r.Error.Data)
+	}
+	return r.Result
+}
+
+// wantError checks r is an error with code and returns its data.
+func wantError(t testing.TB, r response, code int64) errorData {
+	t.Helper()
+	if r.Error == nil {
+		t.Fatalf("want error %d, got result %s", code, r.Result)
+	}
+	if r.Error.Code != code {
+		t.Fatalf("error code %d (%q), want %d", r.Error.Code, r.Error.Message, code)
+	}
+	if r.Error.Message == "" {
+		t.Fatalf("error %d has no message", code)
+	}
+	var d errorData
+	if len(r.Error.Data) > 0 {
+		if err := json.Unmarshal(r.Error.Data, &d); err != nil {
+			t.Fatalf("error data %s: %v", r.Error.Data, err)
+		}
+	}
+	return d
+}
+
+// wantInvalid checks r is -32602 naming field.
+func wantInvalid(t testing.TB, r response, field string) errorData {
+	t.Helper()
+	d := wantError(t, r, rpc.CodeInvalidParams)
+	if d.Field != field {
+		t.Fatalf("data.field = %q, want %q (%s)", d.Field, field, r.Raw)
+	}
+	if d.Reason == "" {
+		t.Fatalf("data.reason is empty: %s", r.Raw)
+	}
+	return d
+}
+
+func decode[T any](t testing.TB, raw json.RawMessage) T {
+	t.Helper()
+	var v T
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&v); err != nil {
+		t.Fatalf("decoding %T from %s: %v", v, raw, err)
+	}
+	return v
+}
+
+// keysOf returns the member names of a JSON object, sorted.
+func keysOf(t testing.TB, raw json.RawMessage) []string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("not an object: %s", raw)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func wantKeys(t testing.TB, raw json.RawMessage, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	if got := keysOf(t, raw); !slices.Equal(got, want) {
+		t.Fatalf("members %v, want %v: %s", got, want, raw)
+	}
+}
+
+type created struct {
+	UUID     string            `json:"uuid"`
+	Login    string            `json:"login"`
+	Password string            `json:"password"`
+	NewLogin bool              `json:"newLogin"`
+	AppScope string            `json:"appScope"`
+	Name     string            `json:"name"`
+	Created  string            `json:"created"`
+	Settings []apppass.Setting `json:"settings"`
+}
+
+type listed struct {
+	UUID      string             `json:"uuid"`
+	Name      string             `json:"name"`
+	AppScope  string             `json:"appScope"`
+	Created   string             `json:"created"`
+	LastLogin *apppass.LastLogin `json:"lastLogin"`
+}
+
+type authenticated struct {
+	UUID      string   `json:"uuid"`
+	ContextID int64    `json:"contextId"`
+	UserID    int64    `json:"userId"`
+	Login     string   `json:"login"`
+	AppScope  string   `json:"appScope"`
+	Scopes    []string `json:"scopes"`
+}
+
+func params(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func (f *fixture) add(t testing.TB, bearer, appScope, appName string) created {
+	t.Helper()
+	r := f.call(t, bearer, "appPasswords.add", params(t, map[string]string{"appScope": appScope, "appName": appName}))
+	return decode[created](t, ok(t, r))
+}
+
+func (f *fixture) list(t testing.TB, bearer string) []listed {
+	t.Helper()
+	return decode[[]listed](t, ok(t, f.call(t, bearer, "appPasswords.list", "")))
+}
+
+func (f *fixture) listRaw(t testing.TB, bearer string) string {
+	t.Helper()
+	return string(ok(t, f.call(t, bearer, "appPasswords.list", "")))
+}
+
+func (f *fixture) authenticate(t testing.TB, login, password, protocol string) response {
+	t.Helper()
+	return f.call(t, gatewaySecret, "appPasswords.authenticate",
+		params(t, map[string]string{"login": login, "password": password, "protocol": protocol}))
+}
+
+// rfc3339UTC parses an RFC 3339 timestamp and checks it is in UTC.
+func rfc3339UTC(t testing.TB, s string) time.Time {
+	t.Helper()
+	ts, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatalf("timestamp %q is not RFC 3339: %v", s, err)
+	}
+	if !strings.HasSuffix(s, "Z") {
+		t.Fatalf("timestamp %q is not UTC", s)
+	}
+	return ts
+}
+
+// stallingReader yields n bytes of filler, then blocks until released: a
+// request body whose end the server can never reach.
+type stallingReader struct {
+	n       int
+	release chan struct{}
+}
+
+func (r *stallingReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		<-r.release
+		return 0, errors.New("released")
+	}
+	k := min(len(p), r.n)
+	for i := range p[:k] {
+		p[i] = ' '
+	}
+	r.n -= k
+	return k, nil
+}
