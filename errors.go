@@ -3,6 +3,7 @@ package apppass
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind classifies an Error. Each kind maps to exactly one JSON-RPC code in
@@ -27,6 +28,8 @@ type Error struct {
 	Field   string // for KindInvalid: the parameter at fault
 	OX      string // the matching OX error code, e.g. ASP-0002, if OX has one
 	Err     error  // the cause, for logs only
+	// RetryAfter is, for KindLimit, how long until trying again can succeed.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -64,4 +67,13 @@ func KindOf(err error) Kind {
 		return e.Kind
 	}
 	return KindInternal
+}
+
+// RetryAfterOf returns how long err asks the caller to wait, or 0.
+func RetryAfterOf(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,6 +38,11 @@ type Config struct {
 	ServiceHost        string
 	LogLevel           slog.Level
 	LogFormat          string
+	// MailBackends overrides the default backend of imap, pop3 or smtp.
+	MailBackends       map[string]netip.AddrPort
+	MailMasterUser     string
+	MailMasterPassword string
+	BasicRealm         string
 }
 
 // EmbeddedStore reports whether MongoDB is the embedded FerretDB.
@@ -113,6 +119,26 @@ var settings = []setting{
 		c.ServiceHost = v
 		return nonEmpty(v)
 	}},
+	{"APPPASS_MAIL_BACKENDS", "mail-backends", "", "nginx mail proxy backends as imap=IP:port,pop3=IP:port,smtp=IP:port; unset ones use the standard port on 127.0.0.1", func(c *Config, v string) error {
+		backends, err := parseMailBackends(v)
+		c.MailBackends = backends
+		return err
+	}},
+	{"APPPASS_MAIL_MASTER_USER", "mail-master-user", "", "optional master user nginx logs in to the mail backend as (<login>*<master>)", func(c *Config, v string) error {
+		c.MailMasterUser = v
+		return nil
+	}},
+	{"APPPASS_MAIL_MASTER_PASSWORD", "mail-master-password", "", "the master user's password", func(c *Config, v string) error {
+		c.MailMasterPassword = v
+		return nil
+	}},
+	{"APPPASS_BASIC_REALM", "basic-realm", "App password", "realm of the HTTP Basic challenge on /auth/basic", func(c *Config, v string) error {
+		c.BasicRealm = v
+		if strings.ContainsAny(v, "\"\\\r\n") {
+			return errors.New("must not contain quotes, backslashes or line breaks")
+		}
+		return nil
+	}},
 	{"APPPASS_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
 		return c.LogLevel.UnmarshalText([]byte(v))
 	}},
@@ -184,6 +210,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 			}
 			return nil, fmt.Errorf("config: %s (--%s): %v, got %q", s.env, s.flag, err, shown)
 		}
+	}
+	if (c.MailMasterUser == "") != (c.MailMasterPassword == "") {
+		return nil, errors.New("config: APPPASS_MAIL_MASTER_USER (--mail-master-user) and APPPASS_MAIL_MASTER_PASSWORD (--mail-master-password) must be set together")
 	}
 	if !c.EmbeddedStore() && c.Pepper == "" {
 		return nil, errors.New("config: APPPASS_PEPPER (--pepper) is required when APPPASS_MONGODB_URI is set: every replica must digest passwords with the same key")
@@ -275,6 +304,26 @@ func (c *Config) Catalogue() (*apppass.Catalogue, error) {
 		return nil, fmt.Errorf("config: APPPASS_APPS_FILE (--apps-file): %v", err)
 	}
 	return cat, nil
+}
+
+func parseMailBackends(v string) (map[string]netip.AddrPort, error) {
+	out := map[string]netip.AddrPort{}
+	for entry := range strings.SplitSeq(v, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		protocol, addr, ok := strings.Cut(entry, "=")
+		if !ok || (protocol != "imap" && protocol != "pop3" && protocol != "smtp") {
+			return nil, fmt.Errorf("entry %q: must be imap=, pop3= or smtp= followed by IP:port", entry)
+		}
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: nginx needs an IP address and port, e.g. 127.0.0.1:143", entry)
+		}
+		out[protocol] = ap
+	}
+	return out, nil
 }
 
 func checkHostPort(v string) error {

@@ -38,9 +38,10 @@ var codeOfKind = map[apppass.Kind]int64{
 
 // errorData is the "data" member of our errors.
 type errorData struct {
-	Field  string `json:"field,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	OX     string `json:"ox,omitempty"`
+	Field      string `json:"field,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	OX         string `json:"ox,omitempty"`
+	RetryAfter int    `json:"retryAfter,omitempty"` // seconds
 }
 
 // toRPCError maps any error to the JSON-RPC error the caller sees. Errors
@@ -65,6 +66,9 @@ func toRPCError(err error, logger *slog.Logger, method string) *jsonrpc2.Error {
 	}
 	out := &jsonrpc2.Error{Code: code, Message: e.Message}
 	data := errorData{OX: e.OX}
+	if e.Kind == apppass.KindLimit && e.RetryAfter > 0 {
+		data.RetryAfter = retryAfterSeconds(e)
+	}
 	if e.Kind == apppass.KindInvalid {
 		out.Message = "invalid params: " + e.Field + " " + e.Message
 		data.Field, data.Reason = e.Field, e.Message

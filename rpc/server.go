@@ -33,6 +33,12 @@ type Server struct {
 	// Ready reports whether the backing services answer; nil error is ready.
 	Ready  func(ctx context.Context) error
 	Logger *slog.Logger
+	// MailBackends maps imap, pop3 and smtp to the servers nginx's mail
+	// proxy hands accepted logins to; MailMaster optionally logs in there.
+	MailBackends map[string]MailBackend
+	MailMaster   *MailMaster
+	// BasicRealm is the realm of the HTTP Basic challenge on /auth/basic.
+	BasicRealm string
 
 	upgrader websocket.Upgrader
 	mu       sync.Mutex
@@ -46,6 +52,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /rpc", s.serveHTTP)
 	mux.HandleFunc("GET /rpc", s.serveWebSocket)
+	mux.HandleFunc("GET /auth/basic", s.serveBasicAuth)
+	mux.HandleFunc("GET /auth/mail", s.serveMailAuth)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

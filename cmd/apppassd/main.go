@@ -143,6 +143,14 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 			return nil
 		},
 	}
+	srv.MailBackends = rpc.DefaultMailBackends()
+	for protocol, addr := range cfg.MailBackends {
+		srv.MailBackends[protocol] = rpc.MailBackend{Addr: addr}
+	}
+	if cfg.MailMasterUser != "" {
+		srv.MailMaster = &rpc.MailMaster{User: cfg.MailMasterUser, Password: cfg.MailMasterPassword, Separator: "*"}
+	}
+	srv.BasicRealm = cfg.BasicRealm
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("APPPASS_LISTEN %s: %w", cfg.Listen, err)
