@@ -15,8 +15,10 @@ const (
 
 // Revocation reasons.
 const (
-	ReasonUser  = "user"  // the user deleted it
-	ReasonAdmin = "admin" // an admin service deleted it
+	ReasonUser    = "user"    // the user deleted it
+	ReasonAdmin   = "admin"   // an admin service deleted it
+	ReasonExpired = "expired" // its expiry time passed
+	ReasonIdle    = "idle"    // it was unused for its idle expiry
 )
 
 // Event is what NATS subscribers (and later webhooks) receive. It never
@@ -37,13 +39,20 @@ type EventData struct {
 	AppScope  string `json:"appScope"`
 	Name      string `json:"name"`
 	Reason    string `json:"reason,omitempty"`
+	// On used events: where the login came from.
+	IP        string `json:"ip,omitempty"`
+	Device    string `json:"device,omitempty"`
+	UserAgent string `json:"userAgent,omitempty"`
 }
 
 // Subject is the NATS subject the event is published on:
-// apppasswords.<created|revoked>.<contextId>.<userId>.
+// apppasswords.<created|revoked|used>.<contextId>.<userId>.
 func (e Event) Subject() string {
-	kind := "created"
-	if e.Type == EventRevoked {
+	kind := "used"
+	switch e.Type {
+	case EventCreated:
+		kind = "created"
+	case EventRevoked:
 		kind = "revoked"
 	}
 	return fmt.Sprintf("apppasswords.%s.%d.%d", kind, e.Data.ContextID, e.Data.UserID)

@@ -10,71 +10,6 @@ import (
 	"unicode/utf8"
 )
 
-// Password is a stored app password. It holds only the digest of the secret.
-type Password struct {
-	UUID      string
-	Owner     User
-	AppScope  string
-	Name      string
-	Created   time.Time
-	Digest    string
-	KeyID     string
-	LastLogin *LastLogin
-}
-
-// LastLogin records the most recent successful use of an app password.
-type LastLogin struct {
-	Time      time.Time `json:"time"`
-	IP        string    `json:"ip"`
-	Device    string    `json:"device"`
-	UserAgent string    `json:"userAgent"`
-}
-
-// Store keeps app passwords. Every method changes at most one document, so
-// each is atomic on MongoDB and FerretDB alike; a change and the event that
-// announces it are written together (the transactional outbox).
-type Store interface {
-	// Insert stores p with its created event pending, unless the owner
-	// already has limit active passwords (ErrLimit). Two concurrent inserts
-	// must not both pass the limit.
-	Insert(ctx context.Context, p *Password, created Event, limit int) error
-	// List returns the owner's active passwords, newest first.
-	List(ctx context.Context, owner User) ([]Password, error)
-	// Revoke marks the owner's active password uuid revoked and queues ev.
-	// It returns every event still pending for that password, in publish
-	// order, or ErrNotFound.
-	Revoke(ctx context.Context, owner User, uuid string, ev func(*Password) (Event, error)) ([]Event, error)
-	// Authenticate finds the active password with this digest and login
-	// whose app is one of apps, records the login on it, and returns it; or
-	// ErrRejected.
-	Authenticate(ctx context.Context, digest, loginKey string, apps []string, login LastLogin) (*Password, error)
-}
-
-// ErrLimit is returned by Store.Insert when the owner is at the limit.
-var ErrLimit = &Error{Kind: KindLimit, Message: "the maximum number of app passwords is reached"}
-
-// PendingEvents are the unpublished events of one password, in publish order.
-type PendingEvents struct {
-	PasswordUUID string
-	Events       []Event
-}
-
-// Outbox is the store's side of event delivery, used by events.Relay.
-type Outbox interface {
-	// Pending returns up to limit passwords that have unpublished events.
-	Pending(ctx context.Context, limit int) ([]PendingEvents, error)
-	// MarkPublished removes a published event from its password's outbox.
-	MarkPublished(ctx context.Context, passwordUUID string, ev Event) error
-	// PendingCount is how many events wait to be published.
-	PendingCount(ctx context.Context) (int64, error)
-}
-
-// EventNotifier is told about events just written, so they can be published
-// at once rather than at the relay's next sweep. It must not block.
-type EventNotifier interface {
-	Notify(PendingEvents)
-}
-
 // Service is what the sidecar does, independent of transport and storage.
 type Service struct {
 	Store      Store
@@ -82,6 +17,10 @@ type Service struct {
 	Digester   *Digester
 	Events     EventNotifier
 	MaxPerUser int
+	// Cache keeps recent positive authenticate results; nil disables it.
+	Cache *AuthCache
+	// Throttle guards authenticate against guessing; nil disables it.
+	Throttle *Throttle
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }
@@ -104,6 +43,7 @@ type Created struct {
 	AppScope string    `json:"appScope"`
 	Name     string    `json:"name"`
 	Created  time.Time `json:"created"`
+	Limits
 	Settings []Setting `json:"settings"`
 }
 
@@ -111,14 +51,19 @@ type Created struct {
 func (s *Service) GetApps() []App { return s.Apps.Apps() }
 
 // Add creates an app password for owner.
-func (s *Service) Add(ctx context.Context, owner User, appScope, appName string) (*Created, error) {
-	app, ok := s.Apps.App(appScope)
+func (s *Service) Add(ctx context.Context, owner User, req AddRequest) (*Created, error) {
+	app, ok := s.Apps.App(req.AppScope)
 	if !ok {
 		return nil, &Error{Kind: KindInvalid, Field: "appScope", OX: "ASP-0002",
-			Message: fmt.Sprintf("unknown application %q", appScope)}
+			Message: fmt.Sprintf("unknown application %q", req.AppScope)}
 	}
-	name, err := cleanName(appName)
+	name, err := cleanName(req.AppName)
 	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	p := &Password{UUID: newUUID(), Owner: owner, AppScope: app.Name, Name: name, Created: now, KeyID: s.Digester.KeyID()}
+	if err := req.applyLimits(p, now); err != nil {
 		return nil, err
 	}
 	secret, err := GeneratePassword()
@@ -126,11 +71,8 @@ func (s *Service) Add(ctx context.Context, owner User, appScope, appName string)
 		return nil, err
 	}
 	normalized, _ := NormalizePassword(secret)
-	p := &Password{
-		UUID: newUUID(), Owner: owner, AppScope: app.Name, Name: name, Created: s.now(),
-		Digest: s.Digester.Digest(normalized), KeyID: s.Digester.KeyID(),
-	}
-	ev, err := newEvent(EventCreated, p.Created, p, "")
+	p.Digest = s.Digester.Digest(normalized)
+	ev, err := newEvent(EventCreated, now, p, "")
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +82,7 @@ func (s *Service) Add(ctx context.Context, owner User, appScope, appName string)
 	s.notify(PendingEvents{PasswordUUID: p.UUID, Events: []Event{ev}})
 	return &Created{
 		UUID: p.UUID, Login: owner.Login, Password: secret, AppScope: app.Name, Name: name,
-		Created: p.Created, Settings: app.Settings,
+		Created: p.Created, Settings: app.Settings, Limits: limitsOf(p),
 		// The login is the user's own: OX sets newLogin only when it mints a
 		// separate login name for the app, which this service never does.
 		NewLogin: false,
@@ -154,6 +96,7 @@ type Listed struct {
 	AppScope  string     `json:"appScope"`
 	Created   time.Time  `json:"created"`
 	LastLogin *LastLogin `json:"lastLogin"`
+	Limits
 }
 
 // List returns owner's active app passwords, newest first.
@@ -163,18 +106,29 @@ func (s *Service) List(ctx context.Context, owner User) ([]Listed, error) {
 		return nil, err
 	}
 	out := make([]Listed, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, Listed{UUID: p.UUID, Name: p.Name, AppScope: p.AppScope, Created: p.Created, LastLogin: p.LastLogin})
+	for i := range ps {
+		p := &ps[i]
+		out = append(out, Listed{UUID: p.UUID, Name: p.Name, AppScope: p.AppScope, Created: p.Created,
+			LastLogin: p.LastLogin, Limits: limitsOf(p)})
 	}
 	return out, nil
 }
 
-// Remove revokes one of owner's app passwords.
+// deliverTimeout bounds how long remove waits for the revoked event's ack.
+const deliverTimeout = 2 * time.Second
+
+// Remove revokes one of owner's app passwords. It returns once the
+// revocation is stored and, unless NATS is unreachable, once the revoked
+// event is in the stream, so gateways hear of it before the caller does.
 func (s *Service) Remove(ctx context.Context, owner User, uuid, reason string) error {
 	uuid = strings.ToLower(uuid)
 	if !validUUID(uuid) {
 		return Invalid("uuid", "must be an app password's UUID")
 	}
+	return s.revoke(ctx, owner, uuid, reason)
+}
+
+func (s *Service) revoke(ctx context.Context, owner User, uuid, reason string) error {
 	now := s.now()
 	pending, err := s.Store.Revoke(ctx, owner, uuid, func(p *Password) (Event, error) {
 		return newEvent(EventRevoked, now, p, reason)
@@ -182,7 +136,16 @@ func (s *Service) Remove(ctx context.Context, owner User, uuid, reason string) e
 	if err != nil {
 		return err
 	}
-	s.notify(PendingEvents{PasswordUUID: uuid, Events: pending})
+	if s.Cache != nil {
+		s.Cache.EvictUUID(uuid)
+	}
+	if s.Events != nil {
+		dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
+		defer cancel()
+		// An error leaves the event in the outbox for the relay: the
+		// revocation itself is stored, so remove still succeeds.
+		_ = s.Events.Deliver(dctx, PendingEvents{PasswordUUID: uuid, Events: pending})
+	}
 	return nil
 }
 
@@ -204,7 +167,7 @@ func (s *Service) RemoveAll(ctx context.Context, owner User, appScope *string, r
 		if appScope != nil && p.AppScope != *appScope {
 			continue
 		}
-		switch err := s.Remove(ctx, owner, p.UUID, reason); {
+		switch err := s.revoke(ctx, owner, p.UUID, reason); {
 		case err == nil:
 			removed++
 		case KindOf(err) == KindNotFound: // revoked concurrently: not ours to count
@@ -213,47 +176,6 @@ func (s *Service) RemoveAll(ctx context.Context, owner User, appScope *string, r
 		}
 	}
 	return removed, nil
-}
-
-// LoginAttempt is what a gateway hands to Authenticate.
-type LoginAttempt struct {
-	Login     string
-	Password  string
-	Protocol  string
-	IP        string
-	Device    string
-	UserAgent string
-}
-
-// Authenticated is what a gateway learns from a successful login.
-type Authenticated struct {
-	UUID      string   `json:"uuid"`
-	ContextID int64    `json:"contextId"`
-	UserID    int64    `json:"userId"`
-	Login     string   `json:"login"`
-	AppScope  string   `json:"appScope"`
-	Scopes    []string `json:"scopes"`
-}
-
-// Authenticate checks an app password login: one indexed lookup by digest.
-func (s *Service) Authenticate(ctx context.Context, a LoginAttempt) (*Authenticated, error) {
-	if !KnownProtocol(a.Protocol) {
-		return nil, Invalid("protocol", "must be one of "+strings.Join(knownProtocols, ", "))
-	}
-	apps, ok := s.Apps.AppsAllowedOn(a.Protocol)
-	normalized, wellFormed := NormalizePassword(a.Password)
-	loginKey := LoginKey(a.Login)
-	if !ok || !wellFormed || loginKey == "" {
-		return nil, ErrRejected
-	}
-	p, err := s.Store.Authenticate(ctx, s.Digester.Digest(normalized), loginKey, apps,
-		LastLogin{Time: s.now(), IP: a.IP, Device: a.Device, UserAgent: a.UserAgent})
-	if err != nil {
-		return nil, err
-	}
-	app, _ := s.Apps.App(p.AppScope)
-	return &Authenticated{UUID: p.UUID, ContextID: p.Owner.ContextID, UserID: p.Owner.UserID,
-		Login: p.Owner.Login, AppScope: p.AppScope, Scopes: app.Scopes}, nil
 }
 
 func (s *Service) notify(p PendingEvents) {

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -43,6 +44,9 @@ type Config struct {
 	MailMasterUser     string
 	MailMasterPassword string
 	BasicRealm         string
+	AuthCacheTTL       time.Duration
+	Throttle           apppass.ThrottlePolicy
+	SweepInterval      time.Duration
 }
 
 // EmbeddedStore reports whether MongoDB is the embedded FerretDB.
@@ -104,12 +108,7 @@ var settings = []setting{
 		return minLen(v, 32)
 	}},
 	{"APPPASS_MAX_PER_USER", "max-per-user", "50", "most active app passwords one user may have", func(c *Config, v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 10000 {
-			return errors.New("must be a whole number from 1 to 10000")
-		}
-		c.MaxPerUser = n
-		return nil
+		return count(v, 1, 10000, &c.MaxPerUser)
 	}},
 	{"APPPASS_APPS_FILE", "apps-file", "", "YAML or JSON app catalogue replacing the built-in one", func(c *Config, v string) error {
 		c.AppsFile = v
@@ -138,6 +137,24 @@ var settings = []setting{
 			return errors.New("must not contain quotes, backslashes or line breaks")
 		}
 		return nil
+	}},
+	{"APPPASS_AUTH_CACHE_TTL", "auth-cache-ttl", "30s", "how long a successful authenticate is remembered (0 turns the cache off)", func(c *Config, v string) error {
+		return duration(v, 0, time.Hour, &c.AuthCacheTTL)
+	}},
+	{"APPPASS_THROTTLE_PAIR_LIMIT", "throttle-pair-limit", "5", "failed logins of one login from one IP before its logins are refused for a growing time (0: off)", func(c *Config, v string) error {
+		return count(v, 0, 1_000_000, &c.Throttle.PairLimit)
+	}},
+	{"APPPASS_THROTTLE_IP_LIMIT", "throttle-ip-limit", "50", "failed logins from one IP, any login, before its logins are refused (0: off)", func(c *Config, v string) error {
+		return count(v, 0, 1_000_000, &c.Throttle.IPLimit)
+	}},
+	{"APPPASS_THROTTLE_WINDOW", "throttle-window", "15m", "failed logins older than this are forgotten", func(c *Config, v string) error {
+		return duration(v, time.Second, 24*time.Hour, &c.Throttle.Window)
+	}},
+	{"APPPASS_THROTTLE_MAX_BLOCK", "throttle-max-block", "15m", "the longest a throttled login or IP waits", func(c *Config, v string) error {
+		return duration(v, time.Second, 24*time.Hour, &c.Throttle.MaxBlock)
+	}},
+	{"APPPASS_SWEEP_INTERVAL", "sweep-interval", "1m", "how often expired and idle passwords are revoked", func(c *Config, v string) error {
+		return duration(v, 10*time.Millisecond, time.Hour, &c.SweepInterval)
 	}},
 	{"APPPASS_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
 		return c.LogLevel.UnmarshalText([]byte(v))
@@ -335,6 +352,24 @@ func checkHostPort(v string) error {
 		return errors.New("port must be a number from 0 to 65535")
 	}
 	_ = host
+	return nil
+}
+
+func count(v string, lo, hi int, into *int) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return fmt.Errorf("must be a whole number from %d to %d", lo, hi)
+	}
+	*into = n
+	return nil
+}
+
+func duration(v string, lo, hi time.Duration, into *time.Duration) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		return fmt.Errorf("must be a duration (such as 30s, 15m) from %s to %s", lo, hi)
+	}
+	*into = d
 	return nil
 }
 

@@ -22,7 +22,7 @@ type Relay struct {
 
 	// Events of one password always go to the same worker, which keeps
 	// them in order (created before revoked).
-	shards []chan apppass.PendingEvents
+	shards []chan job
 
 	// SweepInterval is how often the outbox is swept for leftovers.
 	SweepInterval time.Duration
@@ -42,9 +42,15 @@ const (
 func NewRelay(outbox apppass.Outbox, publisher *Publisher, logger *slog.Logger) *Relay {
 	r := &Relay{outbox: outbox, publisher: publisher, logger: logger, SweepInterval: time.Second}
 	for range relayWorkers {
-		r.shards = append(r.shards, make(chan apppass.PendingEvents, 1024))
+		r.shards = append(r.shards, make(chan job, 1024))
 	}
 	return r
+}
+
+// job is one password's events for a worker; done, if set, hears the result.
+type job struct {
+	events apppass.PendingEvents
+	done   chan error
 }
 
 // Notify implements apppass.EventNotifier. It never blocks: when NATS is
@@ -54,12 +60,33 @@ func (r *Relay) Notify(p apppass.PendingEvents) {
 		return
 	}
 	select {
-	case r.shard(p.PasswordUUID) <- p:
+	case r.shard(p.PasswordUUID) <- job{events: p}:
 	default:
 	}
 }
 
-func (r *Relay) shard(uuid string) chan apppass.PendingEvents {
+// Deliver implements apppass.EventNotifier: it hands p to its worker (so
+// it stays in order with the password's other events) and waits for the
+// acks. While NATS is failing it returns at once.
+func (r *Relay) Deliver(ctx context.Context, p apppass.PendingEvents) error {
+	if r.backingOff() {
+		return ErrNotConnected
+	}
+	done := make(chan error, 1)
+	select {
+	case r.shard(p.PasswordUUID) <- job{events: p, done: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Relay) shard(uuid string) chan job {
 	h := fnv.New32a()
 	h.Write([]byte(uuid))
 	return r.shards[h.Sum32()%uint32(len(r.shards))]
@@ -74,8 +101,11 @@ func (r *Relay) Run(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					return
-				case p := <-ch:
-					_ = r.publish(ctx, p)
+				case j := <-ch:
+					err := r.publish(ctx, j.events)
+					if j.done != nil {
+						j.done <- err
+					}
 				}
 			}
 		})
@@ -124,7 +154,7 @@ func (r *Relay) sweep(ctx context.Context, viaWorkers bool) (int, error) {
 	for _, p := range batch {
 		if viaWorkers {
 			select {
-			case r.shard(p.PasswordUUID) <- p:
+			case r.shard(p.PasswordUUID) <- job{events: p}:
 			case <-ctx.Done():
 				return 0, ctx.Err()
 			}

@@ -333,7 +333,7 @@ func TestRelayPublishesCreatedThenRevoked(t *testing.T) {
 	e.run(t)
 
 	owner := apppass.User{ContextID: 314, UserID: 27, Login: "Anna.Schmidt@Example.org"}
-	c, err := e.svc.Add(ctx(t), owner, "mail", "  Anna's phone ✓ ")
+	c, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: "  Anna's phone ✓ "})
 	if err != nil {
 		t.Fatalf("Add: %v", err)
 	}
@@ -373,7 +373,7 @@ func TestRelaySurvivesNATSOutage(t *testing.T) {
 	owner := apppass.User{ContextID: 9, UserID: 1001, Login: "outage@example.org"}
 
 	// The path works before the outage (and the stream exists).
-	first, err := e.svc.Add(ctx(t), owner, "eas", "before the outage")
+	first, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "eas", AppName: "before the outage"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestRelaySurvivesNATSOutage(t *testing.T) {
 
 	var added []*apppass.Created
 	for i := range 20 {
-		c, err := e.svc.Add(ctx(t), owner, "mail", fmt.Sprintf("device %d", i))
+		c, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: fmt.Sprintf("device %d", i)})
 		if err != nil {
 			t.Fatalf("Add %d during the outage: %v", i, err)
 		}
@@ -479,7 +479,7 @@ func TestFlush(t *testing.T) {
 	owner := apppass.User{ContextID: 1, UserID: 2, Login: "flush@example.org"}
 	var added []*apppass.Created
 	for i := range 3 {
-		c, err := e.svc.Add(ctx(t), owner, "drive", fmt.Sprintf("laptop %d", i))
+		c, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "drive", AppName: fmt.Sprintf("laptop %d", i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -524,7 +524,7 @@ func TestFlush(t *testing.T) {
 	}
 
 	// NATS down: Flush fails instead of waiting forever, and keeps the event.
-	if _, err := e.svc.Add(ctx(t), owner, "drive", "after the outage"); err != nil {
+	if _, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "drive", AppName: "after the outage"}); err != nil {
 		t.Fatal(err)
 	}
 	n.Stop()
@@ -580,13 +580,13 @@ func TestRelayRecreatesLostStream(t *testing.T) {
 			e := newEnv(t, n.URL())
 			e.run(t)
 			owner := apppass.User{ContextID: 5, UserID: 6, Login: "lost@example.org"}
-			if _, err := e.svc.Add(ctx(t), owner, "mail", "before"); err != nil {
+			if _, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: "before"}); err != nil {
 				t.Fatal(err)
 			}
 			e.waitDrained(t, deliveryBound)
 
 			url := tc.lose(t, n, addr)
-			after, err := e.svc.Add(ctx(t), owner, "mail", "after")
+			after, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: "after"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -340,7 +340,15 @@ type created struct {
 	AppScope string            `json:"appScope"`
 	Name     string            `json:"name"`
 	Created  string            `json:"created"`
+	limits
 	Settings []apppass.Setting `json:"settings"`
+}
+
+// limits are the per-password limits add and list show (null when unset).
+type limits struct {
+	Expires    *string  `json:"expires"`
+	IdleExpiry *string  `json:"idleExpiry"`
+	AllowedIPs []string `json:"allowedIPs"`
 }
 
 type listed struct {
@@ -349,6 +357,7 @@ type listed struct {
 	AppScope  string             `json:"appScope"`
 	Created   string             `json:"created"`
 	LastLogin *apppass.LastLogin `json:"lastLogin"`
+	limits
 }
 
 type authenticated struct {

@@ -26,12 +26,13 @@ var methods = map[string]method{
 		return svc.GetApps(), nil
 	}},
 	"appPasswords.add": {manages: true, call: func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
-		var appScope, appName string
-		owner, err := decodeForUser(c, params, str("appScope", &appScope, true), str("appName", &appName, true))
+		var req apppass.AddRequest
+		owner, err := decodeForUser(c, params, str("appScope", &req.AppScope, true), str("appName", &req.AppName, true),
+			optionalStr("expires", &req.Expires), optionalStr("idleExpiry", &req.IdleExpiry), strList("allowedIPs", &req.AllowedIPs))
 		if err != nil {
 			return nil, err
 		}
-		return svc.Add(ctx, owner, appScope, appName)
+		return svc.Add(ctx, owner, req)
 	}},
 	"appPasswords.list": {manages: true, call: func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
 		owner, err := decodeForUser(c, params)

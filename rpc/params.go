@@ -99,6 +99,27 @@ func optionalStr(name string, into **string) param {
 	}}
 }
 
+// strList reads an optional array of strings (null means none).
+func strList(name string, into *[]string) param {
+	return param{name: name, decode: func(raw json.RawMessage) error {
+		if string(raw) == "null" {
+			return nil
+		}
+		var items []json.RawMessage
+		if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+			return apppass.Invalid(name, "must be an array of strings")
+		}
+		for _, item := range items {
+			var s string
+			if len(item) == 0 || item[0] != '"' || json.Unmarshal(item, &s) != nil {
+				return apppass.Invalid(name, "must be an array of strings")
+			}
+			*into = append(*into, s)
+		}
+		return nil
+	}}
+}
+
 func integer(name string, into *int64) param {
 	return param{name: name, required: true, decode: func(raw json.RawMessage) error {
 		var f float64

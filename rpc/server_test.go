@@ -74,7 +74,7 @@ func TestUIFlow(t *testing.T) {
 
 	// add: the one time the password is shown.
 	rawMail := ok(t, f.call(t, user, "appPasswords.add", `{"appScope":"mail","appName":"  iPhone Mail  "}`))
-	wantKeys(t, rawMail, "uuid", "login", "password", "newLogin", "appScope", "name", "created", "settings")
+	wantKeys(t, rawMail, "uuid", "login", "password", "newLogin", "appScope", "name", "created", "expires", "idleExpiry", "allowedIPs", "settings")
 	mail := decode[created](t, rawMail)
 	if !passwordRE.MatchString(mail.Password) {
 		t.Fatalf("password %q is not xxxx-xxxx-xxxx-xxxx", mail.Password)
@@ -105,7 +105,7 @@ func TestUIFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, row := range rows {
-		wantKeys(t, row, "uuid", "name", "appScope", "created", "lastLogin")
+		wantKeys(t, row, "uuid", "name", "appScope", "created", "lastLogin", "expires", "idleExpiry", "allowedIPs")
 	}
 	for _, c := range []created{mail, cal, dav} {
 		norm, _ := apppass.NormalizePassword(c.Password)

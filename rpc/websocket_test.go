@@ -122,7 +122,7 @@ func TestWebSocket(t *testing.T) {
 			t.Fatalf("getApps: %d apps", len(apps))
 		}
 		rawC := ok(t, user.call(t, "appPasswords.add", `{"appScope":"mail","appName":"phone"}`))
-		wantKeys(t, rawC, "uuid", "login", "password", "newLogin", "appScope", "name", "created", "settings")
+		wantKeys(t, rawC, "uuid", "login", "password", "newLogin", "appScope", "name", "created", "expires", "idleExpiry", "allowedIPs", "settings")
 		c := decode[created](t, rawC)
 		if !passwordRE.MatchString(c.Password) || c.Login != alice.Login || c.NewLogin || len(c.Settings) == 0 {
 			t.Fatalf("add = %+v", c)

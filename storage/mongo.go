@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"time"
@@ -25,6 +26,8 @@ import (
 type Store struct {
 	client    *mongo.Client
 	passwords *mongo.Collection
+	failures  *mongo.Collection // login failure tallies for the throttle
+	locks     docLocks
 }
 
 // Open connects to uri, uses database db, and creates the indexes. It waits
@@ -38,7 +41,8 @@ func Open(ctx context.Context, uri, db string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to MongoDB: %w", err)
 	}
-	s := &Store{client: client, passwords: client.Database(db).Collection("app_passwords")}
+	s := &Store{client: client, passwords: client.Database(db).Collection("app_passwords"),
+		failures: client.Database(db).Collection("login_failures")}
 	if err := s.createIndexes(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err
@@ -47,7 +51,13 @@ func Open(ctx context.Context, uri, db string) (*Store, error) {
 }
 
 func (s *Store) createIndexes(ctx context.Context) error {
-	wanted := []mongo.IndexModel{
+	err := ensureIndexes(ctx, s.failures, []mongo.IndexModel{
+		{Keys: bson.D{{Key: "lastFailure", Value: 1}}, Options: options.Index().SetName("lastFailure")},
+	})
+	if err != nil {
+		return err
+	}
+	return ensureIndexes(ctx, s.passwords, []mongo.IndexModel{
 		// authenticate: one lookup by digest.
 		{Keys: bson.D{{Key: "digest", Value: 1}}, Options: options.Index().SetUnique(true).SetName("digest")},
 		// The per-user limit: an active password holds one of its owner's
@@ -57,10 +67,17 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		{Keys: bson.D{{Key: "contextId", Value: 1}, {Key: "userId", Value: 1}, {Key: "created", Value: -1}}, Options: options.Index().SetName("owner_created")},
 		// the outbox relay's sweep.
 		{Keys: bson.D{{Key: "pending", Value: 1}}, Options: options.Index().SetName("pending")},
-	}
+		// the expiry sweeper.
+		{Keys: bson.D{{Key: "expires", Value: 1}}, Options: options.Index().SetName("expires")},
+		{Keys: bson.D{{Key: "idleDeadline", Value: 1}}, Options: options.Index().SetName("idleDeadline")},
+	})
+}
+
+// ensureIndexes creates the wanted indexes of coll that are missing.
+func ensureIndexes(ctx context.Context, coll *mongo.Collection, wanted []mongo.IndexModel) error {
 	// Create only the missing ones: FerretDB v1 fails on a createIndexes
 	// that repeats an existing index.
-	existing, err := s.passwords.Indexes().ListSpecifications(ctx)
+	existing, err := coll.Indexes().ListSpecifications(ctx)
 	if err != nil {
 		return fmt.Errorf("listing MongoDB indexes: %w", wrap(err))
 	}
@@ -74,7 +91,7 @@ func (s *Store) createIndexes(ctx context.Context) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	if _, err := s.passwords.Indexes().CreateMany(ctx, missing); err != nil {
+	if _, err := coll.Indexes().CreateMany(ctx, missing); err != nil {
 		return fmt.Errorf("creating MongoDB indexes: %w", wrap(err))
 	}
 	return nil
@@ -96,21 +113,27 @@ func (s *Store) Close(ctx context.Context) error { return s.client.Disconnect(ct
 
 // passwordDoc is the stored shape of an app password.
 type passwordDoc struct {
-	UUID      string              `bson:"_id"`
-	ContextID int64               `bson:"contextId"`
-	UserID    int64               `bson:"userId"`
-	Login     string              `bson:"login"`
-	LoginKey  string              `bson:"loginKey"`
-	AppScope  string              `bson:"appScope"`
-	Name      string              `bson:"name"`
-	Created   time.Time           `bson:"created"`
-	Digest    string              `bson:"digest"`
-	KeyID     string              `bson:"keyId"`
-	Slot      string              `bson:"slot"`
-	Revoked   *revocationDoc      `bson:"revoked,omitempty"`
-	LastLogin *lastLoginDoc       `bson:"lastLogin,omitempty"`
-	Outbox    map[string]eventDoc `bson:"outbox"`
-	Pending   int                 `bson:"pending"`
+	UUID      string         `bson:"_id"`
+	ContextID int64          `bson:"contextId"`
+	UserID    int64          `bson:"userId"`
+	Login     string         `bson:"login"`
+	LoginKey  string         `bson:"loginKey"`
+	AppScope  string         `bson:"appScope"`
+	Name      string         `bson:"name"`
+	Created   time.Time      `bson:"created"`
+	Digest    string         `bson:"digest"`
+	KeyID     string         `bson:"keyId"`
+	Slot      string         `bson:"slot"`
+	Revoked   *revocationDoc `bson:"revoked,omitempty"`
+	LastLogin *lastLoginDoc  `bson:"lastLogin,omitempty"`
+	// Limits; IdleDeadline is the last use plus IdleExpiry, for the sweeper.
+	Expires      *time.Time          `bson:"expires,omitempty"`
+	IdleExpiry   int64               `bson:"idleExpiryMs,omitempty"`
+	IdleDeadline *time.Time          `bson:"idleDeadline,omitempty"`
+	AllowedIPs   []string            `bson:"allowedIPs,omitempty"`
+	KnownIPs     []string            `bson:"knownIPs,omitempty"`
+	Outbox       map[string]eventDoc `bson:"outbox"`
+	Pending      int                 `bson:"pending"`
 }
 
 type revocationDoc struct {
@@ -136,17 +159,22 @@ type eventDoc struct {
 	AppScope  string    `bson:"appScope"`
 	Name      string    `bson:"name"`
 	Reason    string    `bson:"reason,omitempty"`
+	IP        string    `bson:"ip,omitempty"`
+	Device    string    `bson:"device,omitempty"`
+	UserAgent string    `bson:"userAgent,omitempty"`
 }
 
 func toEventDoc(e apppass.Event) eventDoc {
 	d := e.Data
 	return eventDoc{ID: e.ID, Type: e.Type, Timestamp: e.Timestamp, UUID: d.UUID, ContextID: d.ContextID,
-		UserID: d.UserID, Login: d.Login, AppScope: d.AppScope, Name: d.Name, Reason: d.Reason}
+		UserID: d.UserID, Login: d.Login, AppScope: d.AppScope, Name: d.Name, Reason: d.Reason,
+		IP: d.IP, Device: d.Device, UserAgent: d.UserAgent}
 }
 
 func (d eventDoc) event() apppass.Event {
 	return apppass.Event{ID: d.ID, Type: d.Type, Timestamp: d.Timestamp.UTC(), Data: apppass.EventData{
-		UUID: d.UUID, ContextID: d.ContextID, UserID: d.UserID, Login: d.Login, AppScope: d.AppScope, Name: d.Name, Reason: d.Reason}}
+		UUID: d.UUID, ContextID: d.ContextID, UserID: d.UserID, Login: d.Login, AppScope: d.AppScope, Name: d.Name, Reason: d.Reason,
+		IP: d.IP, Device: d.Device, UserAgent: d.UserAgent}}
 }
 
 func (d *passwordDoc) password() apppass.Password {
@@ -157,6 +185,17 @@ func (d *passwordDoc) password() apppass.Password {
 	if l := d.LastLogin; l != nil {
 		p.LastLogin = &apppass.LastLogin{Time: l.Time.UTC(), IP: l.IP, Device: l.Device, UserAgent: l.UserAgent}
 	}
+	if d.Expires != nil {
+		t := d.Expires.UTC()
+		p.Expires = &t
+	}
+	p.IdleExpiry = time.Duration(d.IdleExpiry) * time.Millisecond
+	for _, s := range d.AllowedIPs {
+		if prefix, err := netip.ParsePrefix(s); err == nil {
+			p.AllowedIPs = append(p.AllowedIPs, prefix)
+		}
+	}
+	p.KnownIPs = d.KnownIPs
 	return p
 }
 
@@ -202,6 +241,14 @@ func (s *Store) Insert(ctx context.Context, p *apppass.Password, created apppass
 			LoginKey: apppass.LoginKey(p.Owner.Login), AppScope: p.AppScope, Name: p.Name, Created: p.Created,
 			Digest: p.Digest, KeyID: p.KeyID, Slot: slotKey(p.Owner, free),
 			Outbox: map[string]eventDoc{created.ID: toEventDoc(created)}, Pending: 1,
+			Expires: p.Expires, IdleExpiry: p.IdleExpiry.Milliseconds(),
+		}
+		if p.IdleExpiry > 0 {
+			deadline := p.Created.Add(p.IdleExpiry)
+			doc.IdleDeadline = &deadline
+		}
+		for _, prefix := range p.AllowedIPs {
+			doc.AllowedIPs = append(doc.AllowedIPs, prefix.String())
 		}
 		_, err = s.passwords.InsertOne(ctx, doc)
 		if mongo.IsDuplicateKeyError(err) {
@@ -254,6 +301,7 @@ func (s *Store) List(ctx context.Context, owner apppass.User) ([]apppass.Passwor
 // Revoke implements apppass.Store: the revocation, the release of the
 // slot and the revoked event are one update of one document.
 func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, newEvent func(*apppass.Password) (apppass.Event, error)) ([]apppass.Event, error) {
+	defer s.locks.lock(uuid)()
 	filter := append(bson.D{{Key: "_id", Value: uuid}}, ownerFilter(owner)...)
 	var cur passwordDoc
 	err := s.passwords.FindOne(ctx, filter, options.FindOne().SetProjection(listProjection)).Decode(&cur)
@@ -288,20 +336,12 @@ func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, new
 	return after.pendingEvents(), nil
 }
 
-// Authenticate implements apppass.Store: lookup and lastLogin in one update.
-// (No projection: FerretDB's findAndModify does not support one.)
-// The lookup is by keyed digest, so its timing tells nothing about the
-// password; no per-password comparison is needed.
-func (s *Store) Authenticate(ctx context.Context, digest, loginKey string, apps []string, login apppass.LastLogin) (*apppass.Password, error) {
-	filter := bson.D{
-		{Key: "digest", Value: digest},
-		{Key: "loginKey", Value: loginKey},
-		{Key: "appScope", Value: bson.D{{Key: "$in", Value: apps}}},
-		{Key: "revoked", Value: bson.D{{Key: "$exists", Value: false}}},
-	}
-	update := bson.D{{Key: "$set", Value: bson.D{{Key: "lastLogin", Value: lastLoginDoc(login)}}}}
+// FindByDigest implements apppass.Store. The lookup is by keyed digest,
+// so its timing tells nothing about the password.
+func (s *Store) FindByDigest(ctx context.Context, digest string) (*apppass.Password, error) {
 	var d passwordDoc
-	err := s.passwords.FindOneAndUpdate(ctx, filter, update).Decode(&d)
+	err := s.passwords.FindOne(ctx, bson.D{{Key: "digest", Value: digest}, notRevoked},
+		options.FindOne().SetProjection(bson.D{{Key: "outbox", Value: 0}})).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, apppass.ErrRejected
 	}
@@ -310,6 +350,62 @@ func (s *Store) Authenticate(ctx context.Context, digest, loginKey string, apps 
 	}
 	p := d.password()
 	return &p, nil
+}
+
+var notRevoked = bson.E{Key: "revoked", Value: bson.D{{Key: "$exists", Value: false}}}
+
+// RecordLogin implements apppass.Store.
+func (s *Store) RecordLogin(ctx context.Context, uuid string, login apppass.LastLogin, idleDeadline *time.Time, used *apppass.Event) (bool, error) {
+	defer s.locks.lock(uuid)()
+	set := bson.D{{Key: "lastLogin", Value: lastLoginDoc(login)}}
+	if idleDeadline != nil {
+		set = append(set, bson.E{Key: "idleDeadline", Value: *idleDeadline})
+	}
+	if used != nil {
+		filter := bson.D{{Key: "_id", Value: uuid}, notRevoked}
+		if used.Type == apppass.EventFirstUse {
+			filter = append(filter, bson.E{Key: "lastLogin", Value: bson.D{{Key: "$exists", Value: false}}})
+		} else {
+			filter = append(filter, bson.E{Key: "knownIPs", Value: bson.D{{Key: "$ne", Value: login.IP}}})
+		}
+		update := bson.D{
+			{Key: "$set", Value: append(set, bson.E{Key: "outbox." + used.ID, Value: toEventDoc(*used)})},
+			{Key: "$inc", Value: bson.D{{Key: "pending", Value: 1}}},
+		}
+		if login.IP != "" {
+			update = append(update, bson.E{Key: "$addToSet", Value: bson.D{{Key: "knownIPs", Value: login.IP}}})
+		}
+		res, err := s.passwords.UpdateOne(ctx, filter, update)
+		if err != nil {
+			return false, wrap(err)
+		}
+		if res.MatchedCount == 1 {
+			return true, nil
+		}
+		// Another login recorded this first use or IP first: just the login.
+	}
+	_, err := s.passwords.UpdateOne(ctx, bson.D{{Key: "_id", Value: uuid}, notRevoked}, bson.D{{Key: "$set", Value: set}})
+	return false, wrap(err)
+}
+
+// Expired implements apppass.Store.
+func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]apppass.Password, error) {
+	cur, err := s.passwords.Find(ctx, bson.D{notRevoked, {Key: "$or", Value: bson.A{
+		bson.D{{Key: "expires", Value: bson.D{{Key: "$lte", Value: now}}}},
+		bson.D{{Key: "idleDeadline", Value: bson.D{{Key: "$lte", Value: now}}}},
+	}}}, options.Find().SetLimit(int64(limit)).SetProjection(listProjection))
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var docs []passwordDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, wrap(err)
+	}
+	out := make([]apppass.Password, len(docs))
+	for i := range docs {
+		out[i] = docs[i].password()
+	}
+	return out, nil
 }
 
 // Pending implements apppass.Outbox.
@@ -335,6 +431,7 @@ func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents
 // MarkPublished implements apppass.Outbox. Once a revoked password has no
 // event left to publish, nothing needs it any more and it is deleted.
 func (s *Store) MarkPublished(ctx context.Context, uuid string, ev apppass.Event) error {
+	defer s.locks.lock(uuid)()
 	field := "outbox." + ev.ID
 	_, err := s.passwords.UpdateOne(ctx,
 		bson.D{{Key: "_id", Value: uuid}, {Key: field, Value: bson.D{{Key: "$exists", Value: true}}}},

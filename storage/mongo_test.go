@@ -50,10 +50,14 @@ func testUnavailable(t *testing.T) {
 			_, err := s.Revoke(ctx, owner, p.UUID, func(*apppass.Password) (apppass.Event, error) { return ev, nil })
 			return err
 		},
-		"Authenticate": func() error {
-			_, err := s.Authenticate(ctx, "d", "user", []string{"mail"}, apppass.LastLogin{})
+		"FindByDigest": func() error { _, err := s.FindByDigest(ctx, "d"); return err },
+		"RecordLogin": func() error {
+			_, err := s.RecordLogin(ctx, p.UUID, apppass.LastLogin{}, nil, nil)
 			return err
 		},
+		"Expired":       func() error { _, err := s.Expired(ctx, time.Now(), 10); return err },
+		"AddFailure":    func() error { _, err := s.AddFailure(ctx, "k", time.Now(), time.Now()); return err },
+		"Failures":      func() error { _, err := s.Failures(ctx, []string{"k"}); return err },
 		"Pending":       func() error { _, err := s.Pending(ctx, 10); return err },
 		"MarkPublished": func() error { return s.MarkPublished(ctx, p.UUID, ev) },
 		"PendingCount":  func() error { _, err := s.PendingCount(ctx); return err },

@@ -129,6 +129,18 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	go func() { relay.Run(relayCtx); close(relayDone) }()
 
 	svc := &apppass.Service{Store: store, Apps: apps, Digester: digester, Events: relay, MaxPerUser: cfg.MaxPerUser}
+	if cfg.Throttle.PairLimit > 0 || cfg.Throttle.IPLimit > 0 {
+		svc.Throttle = &apppass.Throttle{Store: store, Policy: cfg.Throttle}
+	}
+	if cfg.AuthCacheTTL > 0 {
+		svc.Cache = apppass.NewAuthCache(cfg.AuthCacheTTL)
+		watcher, err := events.WatchRevocations(natsURL, svc.Cache)
+		if err != nil {
+			return err
+		}
+		defer watcher.Close()
+	}
+	go svc.RunSweeper(relayCtx, cfg.SweepInterval, logger)
 	srv := &rpc.Server{
 		Service: svc,
 		Auth:    &rpc.Authenticator{Tokens: tokens, ServiceKeys: serviceKeys},

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
@@ -44,8 +45,10 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Backend) {
 		{"Revoke", testRevoke},
 		{"RevokeNotFound", testRevokeNotFound},
 		{"RevokeEventError", testRevokeEventError},
-		{"Authenticate", testAuthenticate},
-		{"AuthenticateRejected", testAuthenticateRejected},
+		{"FindByDigest", testFindByDigest},
+		{"RecordLogin", testRecordLogin},
+		{"Expired", testExpired},
+		{"ThrottleStore", testThrottleStore},
 		{"Outbox", testOutbox},
 		{"PublishOrder", testPublishOrder},
 		{"OutboxLimit", testOutboxLimit},
@@ -450,91 +453,174 @@ func testRevokeEventError(t *testing.T, s Backend) {
 	}
 }
 
-func testAuthenticate(t *testing.T, s Backend) {
+func testFindByDigest(t *testing.T, s Backend) {
 	owner := newUser()
 	p := newPassword(owner, "calcarddav", "Thunderbird", now())
-	other := newPassword(owner, "mail", "Phone", now().Add(time.Millisecond))
+	exp := now().Add(time.Hour)
+	p.Expires, p.IdleExpiry = &exp, 90*time.Minute
+	p.AllowedIPs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")}
+	revoked := newPassword(owner, "mail", "Old phone", now())
 	insert(t, s, p, 10)
-	insert(t, s, other, 10)
+	insert(t, s, revoked, 10)
+	revoke(t, s, revoked)
 
-	login := apppass.LastLogin{Time: now(), IP: "192.0.2.7", Device: "Thunderbird 128", UserAgent: "Mozilla/5.0 Thunderbird/128.0"}
-	// Logins compare case-insensitively: the caller passes the login key.
-	got, err := s.Authenticate(ctx(t), p.Digest, apppass.LoginKey("  "+owner.Login+" "), []string{"caldav", "calcarddav"}, login)
+	got, err := s.FindByDigest(ctx(t), p.Digest)
 	if err != nil {
-		t.Fatalf("Authenticate: %v", err)
+		t.Fatalf("FindByDigest: %v", err)
 	}
-	if got.UUID != p.UUID || got.Owner != owner || got.AppScope != p.AppScope || got.Name != p.Name {
-		t.Errorf("Authenticate returned %+v, want the password %+v", *got, *p)
+	if got.UUID != p.UUID || got.Owner != p.Owner || got.AppScope != p.AppScope || got.Digest != p.Digest ||
+		!got.Expires.Equal(exp) || got.IdleExpiry != p.IdleExpiry || !slices.Equal(got.AllowedIPs, p.AllowedIPs) || got.LastLogin != nil {
+		t.Errorf("FindByDigest = %+v, want %+v", *got, *p)
 	}
-
-	ps := list(t, s, owner)
-	for _, l := range ps {
-		switch l.UUID {
-		case p.UUID:
-			ll := l.LastLogin
-			if ll == nil {
-				t.Fatalf("List shows no lastLogin after a successful login")
-			}
-			if !ll.Time.Equal(login.Time) || ll.IP != login.IP || ll.Device != login.Device || ll.UserAgent != login.UserAgent {
-				t.Errorf("lastLogin = %+v, want %+v", *ll, login)
-			}
-		case other.UUID:
-			if l.LastLogin != nil {
-				t.Errorf("the password not used has lastLogin %+v", *l.LastLogin)
-			}
-		}
-	}
-
-	// A later login replaces the record.
-	second := apppass.LastLogin{Time: now().Add(time.Minute), IP: "2001:db8::1", Device: "iPhone", UserAgent: "iOS/17.5 (21F79) dataaccessd/1.0"}
-	if _, err := s.Authenticate(ctx(t), p.Digest, apppass.LoginKey(owner.Login), []string{"calcarddav"}, second); err != nil {
-		t.Fatalf("second Authenticate: %v", err)
-	}
-	for _, l := range list(t, s, owner) {
-		if l.UUID == p.UUID && (l.LastLogin == nil || !l.LastLogin.Time.Equal(second.Time) || l.LastLogin.IP != second.IP ||
-			l.LastLogin.Device != second.Device || l.LastLogin.UserAgent != second.UserAgent) {
-			t.Errorf("lastLogin after the second login = %+v, want %+v", l.LastLogin, second)
+	for what, digest := range map[string]string{"unknown digest": "digest-" + testenv.RandomHex(16), "revoked password": revoked.Digest} {
+		got, err := s.FindByDigest(ctx(t), digest)
+		checkKind(t, what, err, apppass.KindRejected)
+		if got != nil {
+			t.Errorf("%s: returned %+v", what, *got)
 		}
 	}
 }
 
-func testAuthenticateRejected(t *testing.T, s Backend) {
-	owner, other := newUser(), newUser()
+func testRecordLogin(t *testing.T, s Backend) {
+	owner := newUser()
 	p := newPassword(owner, "mail", "Phone", now())
-	theirs := newPassword(other, "mail", "Theirs", now())
-	revoked := newPassword(owner, "mail", "Old phone", now())
-	for _, x := range []*apppass.Password{p, theirs, revoked} {
-		insert(t, s, x, 10)
-	}
-	revoke(t, s, revoked)
+	p.IdleExpiry = time.Hour
+	insert(t, s, p, 10)
+	markPublished(t, s, p.UUID, pending(t, s)[p.UUID][0])
 
-	key := apppass.LoginKey(owner.Login)
-	attempt := apppass.LastLogin{Time: now(), IP: "198.51.100.9", Device: "attacker", UserAgent: "curl"}
-	for _, tc := range []struct {
-		what     string
-		digest   string
-		loginKey string
-		apps     []string
-	}{
-		{"wrong digest", "digest-" + testenv.RandomHex(16), key, []string{"mail"}},
-		{"another user's digest", theirs.Digest, key, []string{"mail"}},
-		{"wrong login", p.Digest, apppass.LoginKey(other.Login), []string{"mail"}},
-		{"app not allowed", p.Digest, key, []string{"caldav", "calcarddav"}},
-		{"no app allowed", p.Digest, key, []string{}},
-		{"revoked password", revoked.Digest, key, []string{"mail"}},
-	} {
-		got, err := s.Authenticate(ctx(t), tc.digest, tc.loginKey, tc.apps, attempt)
-		checkKind(t, tc.what, err, apppass.KindRejected)
-		if got != nil {
-			t.Errorf("%s: returned the password %+v along with the rejection", tc.what, *got)
+	first := apppass.LastLogin{Time: now(), IP: "192.0.2.7", Device: "iPhone", UserAgent: "Mail/1.0"}
+	used := event(apppass.EventFirstUse, first.Time, p, "")
+	used.Data.IP = first.IP
+	deadline := first.Time.Add(time.Hour)
+	queued, err := s.RecordLogin(ctx(t), p.UUID, first, &deadline, &used)
+	if err != nil || !queued {
+		t.Fatalf("RecordLogin(first use) = %v, %v; want queued", queued, err)
+	}
+	// The same first use recorded by a racing login: no second event.
+	again := event(apppass.EventFirstUse, first.Time, p, "")
+	if queued, err := s.RecordLogin(ctx(t), p.UUID, first, &deadline, &again); err != nil || queued {
+		t.Fatalf("second first use = %v, %v; want not queued", queued, err)
+	}
+	checkEvents(t, "pending after first use", pending(t, s)[p.UUID], used)
+	got, _ := s.FindByDigest(ctx(t), p.Digest)
+	if got.LastLogin == nil || *got.LastLogin != first || !slices.Equal(got.KnownIPs, []string{first.IP}) {
+		t.Fatalf("after first use: lastLogin %+v knownIPs %v", got.LastLogin, got.KnownIPs)
+	}
+
+	// A known IP queues nothing; a new one queues once.
+	sameIP := event(apppass.EventNewIP, now(), p, "")
+	if queued, _ := s.RecordLogin(ctx(t), p.UUID, first, nil, &sameIP); queued {
+		t.Fatal("a new-IP event was queued for a known IP")
+	}
+	second := apppass.LastLogin{Time: now().Add(time.Minute), IP: "2001:db8::9", Device: "iPad", UserAgent: "Mail/2.0"}
+	newIP := event(apppass.EventNewIP, second.Time, p, "")
+	if queued, err := s.RecordLogin(ctx(t), p.UUID, second, nil, &newIP); err != nil || !queued {
+		t.Fatalf("RecordLogin(new IP) = %v, %v", queued, err)
+	}
+	got, _ = s.FindByDigest(ctx(t), p.Digest)
+	if *got.LastLogin != second || !sameSet(got.KnownIPs, []string{first.IP, second.IP}) {
+		t.Fatalf("after new IP: lastLogin %+v knownIPs %v", got.LastLogin, got.KnownIPs)
+	}
+	if n := pendingCount(t, s); n != 2 {
+		t.Fatalf("PendingCount = %d, want 2 (first use and new IP)", n)
+	}
+
+	// A plain login only moves lastLogin; a revoked password is left alone.
+	third := apppass.LastLogin{Time: now().Add(2 * time.Minute), IP: second.IP}
+	if _, err := s.RecordLogin(ctx(t), p.UUID, third, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.FindByDigest(ctx(t), p.Digest); *got.LastLogin != third {
+		t.Fatalf("lastLogin %+v, want %+v", got.LastLogin, third)
+	}
+	revoke(t, s, p)
+	late := apppass.LastLogin{Time: now().Add(3 * time.Minute), IP: "198.51.100.1"}
+	lateEv := event(apppass.EventNewIP, late.Time, p, "")
+	if queued, err := s.RecordLogin(ctx(t), p.UUID, late, nil, &lateEv); err != nil || queued {
+		t.Fatalf("RecordLogin on a revoked password = %v, %v", queued, err)
+	}
+}
+
+func testExpired(t *testing.T, s Backend) {
+	owner := newUser()
+	t0 := now()
+	past, future := t0.Add(-time.Second), t0.Add(time.Hour)
+	expired := newPassword(owner, "mail", "expired", t0)
+	expired.Expires = &past
+	notYet := newPassword(owner, "mail", "not yet", t0)
+	notYet.Expires = &future
+	idle := newPassword(owner, "mail", "idle", t0.Add(-2*time.Hour))
+	idle.IdleExpiry = time.Hour
+	used := newPassword(owner, "mail", "used", t0.Add(-2*time.Hour))
+	used.IdleExpiry = time.Hour
+	plain := newPassword(owner, "mail", "plain", t0)
+	for _, p := range []*apppass.Password{expired, notYet, idle, used, plain} {
+		insert(t, s, p, 10)
+	}
+	// A recent login moves the idle deadline of "used".
+	deadline := t0.Add(time.Hour)
+	if _, err := s.RecordLogin(ctx(t), used.UUID, apppass.LastLogin{Time: t0}, &deadline, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Expired(ctx(t), t0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameSet(uuids(got), []string{expired.UUID, idle.UUID}) {
+		t.Fatalf("Expired = %v, want expired and idle %v", uuids(got), []string{expired.UUID, idle.UUID})
+	}
+	if limited, _ := s.Expired(ctx(t), t0, 1); len(limited) != 1 {
+		t.Fatalf("Expired(limit 1) returned %d", len(limited))
+	}
+	revoke(t, s, expired)
+	if got, _ := s.Expired(ctx(t), t0, 10); !slices.Equal(uuids(got), []string{idle.UUID}) {
+		t.Fatalf("Expired after revoking one = %v", uuids(got))
+	}
+}
+
+func testThrottleStore(t *testing.T, s Backend) {
+	ts, ok := s.(apppass.ThrottleStore)
+	if !ok {
+		t.Skip("backend keeps no throttle tallies")
+	}
+	key, other := "pair:"+testenv.RandomHex(4), "ip:"+testenv.RandomHex(4)
+	t0 := now()
+	for i := 1; i <= 3; i++ {
+		c, err := ts.AddFailure(ctx(t), key, t0.Add(time.Duration(i)*time.Second), t0.Add(-time.Minute))
+		if err != nil || c.Failures != i || !c.WindowStart.Equal(t0.Add(time.Second)) || !c.LastFailure.Equal(t0.Add(time.Duration(i)*time.Second)) {
+			t.Fatalf("AddFailure #%d = %+v, %v", i, c, err)
 		}
 	}
-	for _, u := range []apppass.User{owner, other} {
-		for _, l := range list(t, s, u) {
-			if l.LastLogin != nil {
-				t.Errorf("a rejected login was recorded on %s: %+v", l.UUID, *l.LastLogin)
-			}
-		}
+	// A window that started after the tally did: a fresh tally.
+	later := t0.Add(time.Hour)
+	if c, err := ts.AddFailure(ctx(t), key, later, later.Add(-time.Minute)); err != nil || c.Failures != 1 || !c.WindowStart.Equal(later) {
+		t.Fatalf("AddFailure after the window = %+v, %v", c, err)
+	}
+	if _, err := ts.AddFailure(ctx(t), other, t0, t0.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ts.Failures(ctx(t), []string{key, other, "ip:none"})
+	if err != nil || len(got) != 2 || got[key].Failures != 1 || got[other].Failures != 1 {
+		t.Fatalf("Failures = %+v, %v", got, err)
+	}
+	if err := ts.ClearFailures(ctx(t), key); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.PurgeFailures(ctx(t), t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ts.Failures(ctx(t), []string{key, other}); len(got) != 0 {
+		t.Fatalf("after clear and purge: %+v", got)
+	}
+
+	// Concurrent failures are all counted within a window.
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() { _, _ = ts.AddFailure(ctx(t), other, t0, t0.Add(-time.Minute)) })
+	}
+	wg.Wait()
+	if got, _ := ts.Failures(ctx(t), []string{other}); got[other].Failures != 20 {
+		t.Fatalf("20 concurrent failures counted as %d", got[other].Failures)
 	}
 }
 

@@ -1,0 +1,72 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/apppass/apppass"
+)
+
+// RevokedSubjects are the subjects every replica listens on to evict
+// revoked passwords from its authenticate cache.
+const RevokedSubjects = "apppasswords.revoked.>"
+
+// RevocationWatcher keeps an AuthCache honest across replicas: it evicts
+// each password another replica revokes, and it makes the cache untrusted
+// while its NATS subscription is down (revocations would be missed), and
+// emptied when the subscription is back.
+type RevocationWatcher struct {
+	nc *nats.Conn
+}
+
+// WatchRevocations subscribes to revoked events on url and feeds cache.
+// It uses a plain NATS subscription: evictions must be as fast as the
+// message, and after any gap the cache starts empty anyway.
+func WatchRevocations(url string, cache *apppass.AuthCache) (*RevocationWatcher, error) {
+	nc, err := nats.Connect(url,
+		nats.Name("apppassd-revocations"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		// Notice a silent network partition within seconds, not minutes.
+		nats.PingInterval(5*time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { cache.SetTrusted(false) }),
+		nats.ClosedHandler(func(*nats.Conn) { cache.SetTrusted(false) }),
+		// nats.go resubscribes before calling this, so from here on no
+		// revocation is missed.
+		nats.ReconnectHandler(func(nc *nats.Conn) { cache.SetTrusted(true) }),
+		nats.ConnectHandler(func(nc *nats.Conn) { cache.SetTrusted(true) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS for revocations: %w", err)
+	}
+	_, err = nc.Subscribe(RevokedSubjects, func(m *nats.Msg) {
+		var ev struct {
+			Data struct {
+				UUID string `json:"uuid"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(m.Data, &ev) == nil && ev.Data.UUID != "" {
+			cache.EvictUUID(ev.Data.UUID)
+		}
+	})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if nc.IsConnected() {
+		// Connected synchronously: the subscription is registered with
+		// the server once this flush returns.
+		if err := nc.Flush(); err == nil {
+			cache.SetTrusted(true)
+		}
+	}
+	return &RevocationWatcher{nc: nc}, nil
+}
+
+// Close stops watching; the cache is no longer trusted.
+func (w *RevocationWatcher) Close() { w.nc.Close() }
