@@ -333,13 +333,13 @@ func wantKeys(t testing.TB, raw json.RawMessage, want ...string) {
 }
 
 type created struct {
-	UUID     string            `json:"uuid"`
-	Login    string            `json:"login"`
-	Password string            `json:"password"`
-	NewLogin bool              `json:"newLogin"`
-	AppScope string            `json:"appScope"`
-	Name     string            `json:"name"`
-	Created  string            `json:"created"`
+	UUID     string `json:"uuid"`
+	Login    string `json:"login"`
+	Password string `json:"password"`
+	NewLogin bool   `json:"newLogin"`
+	AppScope string `json:"appScope"`
+	Name     string `json:"name"`
+	Created  string `json:"created"`
 	limits
 	Settings []apppass.Setting `json:"settings"`
 }
