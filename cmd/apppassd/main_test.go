@@ -227,7 +227,10 @@ type event struct {
 		UUID     string `json:"uuid"`
 		Reason   string `json:"reason"`
 		AppScope string `json:"appScope"`
+		IP       string `json:"ip"`
+		Device   string `json:"device"`
 	} `json:"data"`
+	subject string
 }
 
 // watch collects events from the APPPASSWORDS stream with an ordered consumer.
@@ -258,6 +261,7 @@ func watchStream(t *testing.T, natsURL string) *watch {
 			cc, err := cons.Consume(func(m jetstream.Msg) {
 				var e event
 				_ = json.Unmarshal(m.Data(), &e)
+				e.subject = m.Subject()
 				if m.Headers().Get("Nats-Msg-Id") != e.ID {
 					e.ID = "header-mismatch:" + e.ID
 				}

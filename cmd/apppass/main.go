@@ -1,0 +1,124 @@
+// Command apppass is the command-line companion of apppassd. Each job is a
+// subcommand; the first is checkpassword, which lets Dovecot (or anything
+// else speaking the checkpassword protocol) check app passwords against the
+// sidecar.
+//
+// Adding a subcommand means adding one entry to commands: its name, a
+// one-line summary, its help text and a run function. Settings shared by
+// subcommands (APPPASS_URL, the bearer credentials, the timeout) are read
+// by sidecarFromEnv; JSON-RPC calls go through rpcClient.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+// system is what a subcommand may touch of the outside world, so tests can
+// run subcommands in-process.
+type system struct {
+	getenv  func(string) string
+	environ func() []string
+	stdout  io.Writer
+	stderr  io.Writer
+	// input opens the checkpassword credentials (file descriptor 3); an
+	// error means there is no such descriptor.
+	input func() (io.ReadCloser, error)
+	// exec replaces the process with path; it returns only on failure.
+	exec func(path string, argv, env []string) error
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	args    string // the argument synopsis for usage lines
+	summary string // one line for the command list
+	help    string // what `apppass <name> --help` explains, after the usage line
+	run     func(sys *system, args []string) int
+}
+
+// commands lists the subcommands in the order --help shows them.
+var commands = []*command{
+	checkpasswordCommand,
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], osSystem()))
+}
+
+func osSystem() *system {
+	return &system{
+		getenv:  os.Getenv,
+		environ: os.Environ,
+		stdout:  os.Stdout,
+		stderr:  os.Stderr,
+		input:   openFD3,
+		exec:    syscall.Exec,
+	}
+}
+
+// run dispatches to a subcommand and returns the exit code.
+func run(args []string, sys *system) int {
+	if len(args) == 0 {
+		usage(sys.stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && args[0] == "help" {
+			if c := lookup(args[1]); c != nil {
+				commandUsage(sys.stdout, c)
+				return 0
+			}
+			fmt.Fprintf(sys.stderr, "apppass: unknown command %q\n", args[1])
+			return 2
+		}
+		usage(sys.stdout)
+		return 0
+	}
+	c := lookup(args[0])
+	if c == nil {
+		fmt.Fprintf(sys.stderr, "apppass: unknown command %q (see apppass --help)\n", args[0])
+		return 2
+	}
+	return c.run(sys, args[1:])
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `apppass: the command-line client of the apppass sidecar (apppassd).
+
+Usage:
+  apppass <command> [arguments]
+
+Commands:
+`)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-15s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Run "apppass <command> --help" for a command's details.
+
+Environment:
+`+envHelp)
+}
+
+func commandUsage(w io.Writer, c *command) {
+	fmt.Fprintf(w, "Usage: apppass %s %s\n\n%s\nEnvironment:\n%s", c.name, c.args, c.help, envHelp)
+}
+
+const envHelp = `  APPPASS_URL               the sidecar's base URL (default ` + defaultURL + `)
+  APPPASS_GATEWAY_KEY       a gateway service key (one of apppassd's APPPASS_SERVICE_KEYS)
+  APPPASS_GATEWAY_KEY_FILE  a file holding that key, read when APPPASS_GATEWAY_KEY is unset
+  APPPASS_TIMEOUT           how long one call may take, as a Go duration (default 5s)
+`
