@@ -1,0 +1,98 @@
+// Command apppass-bench is the load generator for apppassd. It starts the
+// daemon it measures (built from this repository, on the embedded default)
+// and drives it over its real interfaces: JSON-RPC over HTTP keep-alive and
+// WebSocket, and NATS. Run it from the repository root:
+//
+//	go run ./cmd/apppass-bench [flags] auth-hot|auth-cold|ui-mix|propagation|scale|baseline|all
+//
+// It prints a progress line while it runs and a summary table (or JSON with
+// --json) at the end. BENCHMARKS.md lists the commands and the numbers.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	duration := flag.Duration("duration", 10*time.Second, "how long each load step runs")
+	conc := flag.String("concurrency", "1,16,64", "concurrent connections (comma-separated list)")
+	transports := flag.String("transport", "http,ws", "for authenticate: http, ws or both")
+	sizes := flag.String("scale-sizes", "1000,200000", "stored passwords for the scale scenario")
+	propagations := flag.Int("propagations", 1000, "add/remove rounds for the propagation scenario")
+	asJSON := flag.Bool("json", false, "print the results as JSON")
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: apppass-bench [flags] auth-hot|auth-cold|ui-mix|propagation|scale|baseline|all\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() != 1 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	o := options{duration: *duration, transports: strings.Split(*transports, ","), progress: os.Stderr, propagations: *propagations}
+	var err error
+	if o.concurrency, err = ints(*conc); err != nil {
+		fmt.Fprintln(os.Stderr, "apppass-bench: --concurrency:", err)
+		os.Exit(2)
+	}
+	if o.scaleSizes, err = ints(*sizes); err != nil {
+		fmt.Fprintln(os.Stderr, "apppass-bench: --scale-sizes:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+
+	scenarios := map[string]func(context.Context, options) ([]Result, error){
+		"auth-hot":    func(ctx context.Context, o options) ([]Result, error) { return authScenario(ctx, o, true) },
+		"auth-cold":   func(ctx context.Context, o options) ([]Result, error) { return authScenario(ctx, o, false) },
+		"ui-mix":      uiMix,
+		"propagation": propagation,
+		"scale":       scale,
+		"baseline":    baseline,
+	}
+	order := []string{"auth-hot", "auth-cold", "ui-mix", "propagation", "scale", "baseline"}
+	names := []string{flag.Arg(0)}
+	if names[0] == "all" {
+		names = order
+	} else if scenarios[names[0]] == nil {
+		flag.Usage()
+		os.Exit(2)
+	}
+	var all []Result
+	for _, name := range names {
+		fmt.Fprintf(os.Stderr, "== %s\n", name)
+		rs, err := scenarios[name](ctx, o)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "apppass-bench: %s: %v\n", name, err)
+			os.Exit(1)
+		}
+		all = append(all, rs...)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(all)
+		return
+	}
+	printTable(os.Stdout, all)
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for part := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", part)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

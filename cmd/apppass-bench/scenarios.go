@@ -1,0 +1,416 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/storage"
+)
+
+type options struct {
+	duration     time.Duration
+	concurrency  []int
+	transports   []string
+	scaleSizes   []int
+	progress     *os.File
+	propagations int
+}
+
+type login struct {
+	login, password string
+}
+
+// addPasswords creates n mail passwords through the real API, spread over
+// users at the per-user limit of 50, and returns them as logins.
+func addPasswords(ctx context.Context, t *target, n int) ([]login, error) {
+	client := newHTTPClient(8)
+	out := make([]login, 0, n)
+	for i := 0; len(out) < n; i++ {
+		u, token := t.userToken(i)
+		c := &httpCaller{url: t.url, bearer: token, client: client}
+		for j := 0; j < 50 && len(out) < n; j++ {
+			var created struct{ Password string }
+			if err := c.call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": fmt.Sprintf("bench %d", j)}, &created); err != nil {
+				return nil, fmt.Errorf("adding bench passwords: %w", err)
+			}
+			out = append(out, login{u.Login, created.Password})
+		}
+	}
+	return out, nil
+}
+
+// gatewayCallers returns one caller per worker over transport.
+func gatewayCallers(t *target, transport string, n int) ([]caller, error) {
+	callers := make([]caller, n)
+	shared := newHTTPClient(n)
+	for i := range callers {
+		if transport == "ws" {
+			ws, err := dialWS(t.url, t.gatewayKey)
+			if err != nil {
+				return nil, err
+			}
+			callers[i] = ws
+			continue
+		}
+		callers[i] = &httpCaller{url: t.url, bearer: t.gatewayKey, client: shared}
+	}
+	return callers, nil
+}
+
+func closeAll(cs []caller) {
+	for _, c := range cs {
+		c.close()
+	}
+}
+
+// authLoad authenticates logins round-robin from every worker.
+func authLoad(ctx context.Context, t *target, name string, logins []login, o options, random bool) ([]Result, error) {
+	var results []Result
+	for _, transport := range o.transports {
+		for _, c := range o.concurrency {
+			callers, err := gatewayCallers(t, transport, c)
+			if err != nil {
+				return nil, err
+			}
+			next := make([]int, c)
+			for w := range next {
+				next[w] = w * len(logins) / c
+			}
+			r := run(ctx, name, c, o.duration, o.progress, func(ctx context.Context, w int) error {
+				i := next[w] % len(logins)
+				if random {
+					i = mrand.IntN(len(logins))
+				}
+				next[w]++
+				l := logins[i]
+				var res struct{ UUID string }
+				return callers[w].call(ctx, "appPasswords.authenticate",
+					map[string]any{"login": l.login, "password": l.password, "protocol": "imap", "ip": "192.0.2.1"}, &res)
+			})
+			closeAll(callers)
+			r.Transport = transport
+			r.PeakRSSMB = t.peakRSSMB()
+			results = append(results, r)
+		}
+	}
+	return results, nil
+}
+
+// authScenario: "hot" with the cache on, "cold" with it off so every call
+// is a storage lookup (plus the throttle's read).
+func authScenario(ctx context.Context, o options, hot bool) ([]Result, error) {
+	ttl, name := "0", "authenticate cold"
+	if hot {
+		ttl, name = "5m", "authenticate hot"
+	}
+	t, err := spawn("APPPASS_AUTH_CACHE_TTL=" + ttl)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	logins, err := addPasswords(ctx, t, 200)
+	if err != nil {
+		return nil, err
+	}
+	// One login each first: the first use writes lastLogin and an event.
+	if err := warmUp(ctx, t, logins); err != nil {
+		return nil, err
+	}
+	return authLoad(ctx, t, name, logins, o, false)
+}
+
+func warmUp(ctx context.Context, t *target, logins []login) error {
+	c := &httpCaller{url: t.url, bearer: t.gatewayKey, client: newHTTPClient(1)}
+	for _, l := range logins {
+		if err := c.call(ctx, "appPasswords.authenticate", map[string]any{"login": l.login, "password": l.password, "protocol": "imap", "ip": "192.0.2.1"}, nil); err != nil {
+			return fmt.Errorf("warming up: %w", err)
+		}
+	}
+	return nil
+}
+
+// uiMix: each worker is a user adding, listing and removing passwords.
+func uiMix(ctx context.Context, o options) ([]Result, error) {
+	t, err := spawn()
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	var results []Result
+	for _, c := range o.concurrency {
+		client := newHTTPClient(c)
+		type userState struct {
+			c     *httpCaller
+			step  int
+			added string
+		}
+		users := make([]*userState, c)
+		for w := range users {
+			_, token := t.userToken(w + 10000*c)
+			users[w] = &userState{c: &httpCaller{url: t.url, bearer: token, client: client}}
+		}
+		r := run(ctx, "ui mix add/list/remove", c, o.duration, o.progress, func(ctx context.Context, w int) error {
+			u := users[w]
+			defer func() { u.step = (u.step + 1) % 3 }()
+			switch u.step {
+			case 0:
+				var created struct{ UUID string }
+				err := u.c.call(ctx, "appPasswords.add", map[string]any{"appScope": "caldav", "appName": "bench"}, &created)
+				u.added = created.UUID
+				return err
+			case 1:
+				var list []json.RawMessage
+				return u.c.call(ctx, "appPasswords.list", nil, &list)
+			default:
+				return u.c.call(ctx, "appPasswords.remove", map[string]any{"uuid": u.added}, nil)
+			}
+		})
+		r.Transport = "http"
+		r.PeakRSSMB = t.peakRSSMB()
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// propagation: time from remove returning to a NATS subscriber holding
+// the revoked event. remove waits for the stream's ack, so the event
+// usually arrives before remove returns: such samples count as 0 and the
+// note says how many there were.
+func propagation(ctx context.Context, o options) ([]Result, error) {
+	t, err := spawn()
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	nc, err := nats.Connect(t.natsURL)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	arrived := map[string]chan time.Time{}
+	waitFor := func(uuid string) chan time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		ch, ok := arrived[uuid]
+		if !ok {
+			ch = make(chan time.Time, 1)
+			arrived[uuid] = ch
+		}
+		return ch
+	}
+	_, err = nc.Subscribe("apppasswords.revoked.>", func(m *nats.Msg) {
+		at := time.Now()
+		var ev struct{ Data struct{ UUID string } }
+		if json.Unmarshal(m.Data, &ev) == nil {
+			waitFor(ev.Data.UUID) <- at
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.Flush(); err != nil {
+		return nil, err
+	}
+	_, token := t.userToken(0)
+	c := &httpCaller{url: t.url, bearer: token, client: newHTTPClient(1)}
+	var fromReturn, fromCall []time.Duration
+	early := 0
+	start := time.Now()
+	for i := range o.propagations {
+		var created struct{ UUID string }
+		if err := c.call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "p"}, &created); err != nil {
+			return nil, err
+		}
+		called := time.Now()
+		if err := c.call(ctx, "appPasswords.remove", map[string]any{"uuid": created.UUID}, nil); err != nil {
+			return nil, err
+		}
+		returned := time.Now()
+		select {
+		case at := <-waitFor(created.UUID):
+			d := at.Sub(returned)
+			if d < 0 {
+				early++
+				d = 0
+			}
+			fromReturn = append(fromReturn, d)
+			fromCall = append(fromCall, at.Sub(called))
+		case <-time.After(10 * time.Second):
+			return nil, fmt.Errorf("revoked event %d never arrived", i)
+		}
+		fmt.Fprintf(o.progress, "\r  propagation %d/%d   ", i+1, o.propagations)
+	}
+	fmt.Fprintf(o.progress, "\r%60s\r", "")
+	el := time.Since(start).Seconds()
+	r1 := summarize("revocation: remove returned -> event", 1, fromReturn, el)
+	r1.Note = fmt.Sprintf("%d of %d events arrived before remove returned (counted as 0 ms)", early, len(fromReturn))
+	r2 := summarize("revocation: remove called -> event", 1, fromCall, el)
+	r1.PeakRSSMB, r2.PeakRSSMB = t.peakRSSMB(), t.peakRSSMB()
+	r1.PerSecond, r2.PerSecond = 0, 0
+	return []Result{r1, r2}, nil
+}
+
+// scale: cold authenticate latency with few and with many stored
+// passwords, seeded in bulk straight into the store.
+func scale(ctx context.Context, o options) ([]Result, error) {
+	t, err := spawn("APPPASS_AUTH_CACHE_TTL=0")
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	if t.mongoURI == "" {
+		return nil, fmt.Errorf("could not find the embedded store's URI in apppassd's log")
+	}
+	store, err := storage.Open(ctx, t.mongoURI, "apppass")
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close(context.Background())
+	var logins []login
+	var results []Result
+	seeded := 0
+	for _, size := range o.scaleSizes {
+		began := time.Now()
+		batch, more, err := seedPasswords(t, seeded, size-seeded)
+		if err != nil {
+			return nil, err
+		}
+		if err := store.Seed(ctx, batch); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(o.progress, "  seeded %d passwords in %s\n", size-seeded, time.Since(began).Round(time.Millisecond))
+		seeded = size
+		logins = append(logins, more...)
+		so := o
+		so.transports = []string{"http"}
+		rs, err := authLoad(ctx, t, fmt.Sprintf("authenticate cold @%d stored", size), logins, so, true)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, rs...)
+	}
+	return results, nil
+}
+
+// seedPasswords makes n passwords for users from index from/50 on.
+func seedPasswords(t *target, from, n int) ([]apppass.Password, []login, error) {
+	ps := make([]apppass.Password, 0, n)
+	ls := make([]login, 0, n)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for i := from; i < from+n; i++ {
+		u := apppass.User{ContextID: 2, UserID: int64(i / 50), Login: fmt.Sprintf("seed%d@example.com", i/50)}
+		secret, err := apppass.GeneratePassword()
+		if err != nil {
+			return nil, nil, err
+		}
+		norm, _ := apppass.NormalizePassword(secret)
+		var id [16]byte
+		_, _ = rand.Read(id[:])
+		id[6] = id[6]&0x0f | 0x40
+		id[8] = id[8]&0x3f | 0x80
+		ps = append(ps, apppass.Password{
+			UUID:  fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16]),
+			Owner: u, AppScope: "mail", Name: "seeded", Created: now, Digest: t.digester.Digest(norm), KeyID: t.digester.KeyID(),
+		})
+		ls = append(ls, login{u.Login, secret})
+	}
+	return ps, ls, nil
+}
+
+// baseline verifies the same logins in process the way Mailcow/Dovecot
+// setups do (bcrypt cost 10 against each of the user's passwords until one
+// matches), with Argon2id at OWASP's parameters, and with this design's
+// keyed digest plus one map lookup, so the ratios are measured.
+func baseline(ctx context.Context, o options) ([]Result, error) {
+	const perUser = 5 // active passwords per user
+	type stored struct {
+		bcrypt [][]byte
+		argon  [][]byte
+		salt   [][]byte
+	}
+	users := make([]stored, 16)
+	secrets := make([][]string, len(users))
+	pepper := make([]byte, 32)
+	_, _ = rand.Read(pepper)
+	index := map[string]int{}
+	for u := range users {
+		for range perUser {
+			s, _ := apppass.GeneratePassword()
+			norm, _ := apppass.NormalizePassword(s)
+			h, err := bcrypt.GenerateFromPassword(norm, 10)
+			if err != nil {
+				return nil, err
+			}
+			salt := make([]byte, 16)
+			_, _ = rand.Read(salt)
+			users[u].bcrypt = append(users[u].bcrypt, h)
+			users[u].salt = append(users[u].salt, salt)
+			users[u].argon = append(users[u].argon, argon2.IDKey(norm, salt, 2, 19*1024, 1, 32))
+			secrets[u] = append(secrets[u], s)
+			m := hmac.New(sha256.New, pepper)
+			m.Write(norm)
+			index[string(m.Sum(nil))] = u
+		}
+	}
+	pick := func() (int, []byte) {
+		u := mrand.IntN(len(users))
+		norm, _ := apppass.NormalizePassword(secrets[u][mrand.IntN(perUser)])
+		return u, norm
+	}
+	kinds := []struct {
+		name   string
+		verify func() error
+	}{
+		{"baseline bcrypt-10 x5/user", func() error {
+			u, norm := pick()
+			for _, h := range users[u].bcrypt {
+				if bcrypt.CompareHashAndPassword(h, norm) == nil {
+					return nil
+				}
+			}
+			return fmt.Errorf("no match")
+		}},
+		{"baseline argon2id m=19MiB t=2 x5/user", func() error {
+			u, norm := pick()
+			for i, h := range users[u].argon {
+				if subtle.ConstantTimeCompare(argon2.IDKey(norm, users[u].salt[i], 2, 19*1024, 1, 32), h) == 1 {
+					return nil
+				}
+			}
+			return fmt.Errorf("no match")
+		}},
+		{"this design: HMAC + lookup", func() error {
+			_, norm := pick()
+			m := hmac.New(sha256.New, pepper)
+			m.Write(norm)
+			if _, ok := index[string(m.Sum(nil))]; !ok {
+				return fmt.Errorf("no match")
+			}
+			return nil
+		}},
+	}
+	var results []Result
+	for _, k := range kinds {
+		for _, c := range o.concurrency {
+			r := run(ctx, k.name, c, o.duration, o.progress, func(context.Context, int) error { return k.verify() })
+			r.Transport = "inproc"
+			results = append(results, r)
+		}
+	}
+	return results, nil
+}

@@ -1,0 +1,34 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/apppass/apppass"
+)
+
+// Seed bulk-inserts passwords for benchmarks and load tests: many per
+// round trip, with no created events (seeded data is not news). Each
+// owner's passwords take slots from 0, so owners must be new and hold at
+// most the per-user limit.
+func (s *Store) Seed(ctx context.Context, ps []apppass.Password) error {
+	next := map[apppass.User]int{}
+	docs := make([]any, 0, len(ps))
+	for i := range ps {
+		p := &ps[i]
+		slot := next[p.Owner]
+		next[p.Owner]++
+		docs = append(docs, passwordDoc{
+			UUID: p.UUID, ContextID: p.Owner.ContextID, UserID: p.Owner.UserID, Login: p.Owner.Login,
+			LoginKey: apppass.LoginKey(p.Owner.Login), AppScope: p.AppScope, Name: p.Name, Created: p.Created,
+			Digest: p.Digest, KeyID: p.KeyID, Slot: slotKey(p.Owner, slot), Outbox: map[string]eventDoc{},
+		})
+	}
+	for start := 0; start < len(docs); start += 1000 {
+		end := min(start+1000, len(docs))
+		if _, err := s.passwords.InsertMany(ctx, docs[start:end]); err != nil {
+			return fmt.Errorf("seeding passwords %d-%d: %w", start, end, wrap(err))
+		}
+	}
+	return nil
+}
