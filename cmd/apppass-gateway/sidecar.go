@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// identity is who an app password belongs to, as the sidecar says.
+type identity struct {
+	UUID      string
+	ContextID string
+	UserID    string
+	Login     string
+	Scopes    string // comma-separated
+}
+
+// attempt is one login to check with the sidecar.
+type attempt struct {
+	Login, Password string
+	Protocol        string
+	IP, UserAgent   string
+}
+
+// Outcomes other than success.
+var (
+	errRejected = errors.New("app password not accepted")
+	errSidecar  = errors.New("the sidecar cannot authenticate now")
+)
+
+// limitedError is the sidecar's throttle: try again after RetryAfter.
+type limitedError struct{ RetryAfter int }
+
+func (e *limitedError) Error() string {
+	return fmt.Sprintf("too many failed logins; retry after %d s", e.RetryAfter)
+}
+
+// authenticator asks the sidecar whether an app password is good.
+type authenticator interface {
+	authenticate(ctx context.Context, a attempt) (identity, error)
+}
+
+// basicAuth uses the sidecar's nginx auth_request endpoint, GET /auth/basic.
+type basicAuth struct {
+	endpoint string // http://sidecar/auth/basic
+	key      string
+	client   *http.Client
+}
+
+func (b *basicAuth) authenticate(ctx context.Context, a attempt) (identity, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.endpoint, nil)
+	if err != nil {
+		return identity{}, err
+	}
+	req.SetBasicAuth(a.Login, a.Password)
+	req.Header.Set("X-AppPass-Gateway-Key", b.key)
+	req.Header.Set("X-AppPass-Protocol", a.Protocol)
+	if a.IP != "" {
+		req.Header.Set("X-Real-IP", a.IP)
+	}
+	req.Header.Set("User-Agent", a.UserAgent)
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: %v", errSidecar, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		h := resp.Header
+		id := identity{UUID: h.Get("X-AppPass-UUID"), ContextID: h.Get("X-AppPass-Context"), UserID: h.Get("X-AppPass-User"),
+			Login: h.Get("X-AppPass-Login"), Scopes: h.Get("X-AppPass-Scopes")}
+		if id.UUID == "" {
+			return identity{}, fmt.Errorf("%w: 200 without X-AppPass-UUID", errSidecar)
+		}
+		return id, nil
+	case http.StatusUnauthorized:
+		return identity{}, errRejected
+	case http.StatusTooManyRequests:
+		retry, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		return identity{}, &limitedError{RetryAfter: max(retry, 1)}
+	case http.StatusForbidden:
+		return identity{}, fmt.Errorf("%w: the sidecar refused the gateway key (403)", errSidecar)
+	}
+	return identity{}, fmt.Errorf("%w: /auth/basic answered %s", errSidecar, resp.Status)
+}
+
+// rpcAuth calls appPasswords.authenticate over JSON-RPC, POST /rpc.
+type rpcAuth struct {
+	endpoint string // http://sidecar/rpc
+	key      string
+	client   *http.Client
+}
+
+func (r *rpcAuth) authenticate(ctx context.Context, a attempt) (identity, error) {
+	params := map[string]any{"login": a.Login, "password": a.Password, "protocol": a.Protocol}
+	if a.IP != "" {
+		params["ip"] = a.IP
+	}
+	if a.UserAgent != "" {
+		params["userAgent"] = a.UserAgent
+	}
+	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "appPasswords.authenticate", "params": params})
+	if err != nil {
+		return identity{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return identity{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+r.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: %v", errSidecar, err)
+	}
+	defer resp.Body.Close()
+	var reply struct {
+		Result *struct {
+			UUID      string   `json:"uuid"`
+			ContextID int64    `json:"contextId"`
+			UserID    int64    `json:"userId"`
+			Login     string   `json:"login"`
+			Scopes    []string `json:"scopes"`
+		} `json:"result"`
+		Error *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+			Data    struct {
+				RetryAfter int `json:"retryAfter"`
+			} `json:"data"`
+		} `json:"error"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&reply); err != nil {
+		return identity{}, fmt.Errorf("%w: /rpc answered %s: %v", errSidecar, resp.Status, err)
+	}
+	switch {
+	case reply.Error != nil && reply.Error.Code == -32010:
+		return identity{}, errRejected
+	case reply.Error != nil && reply.Error.Code == -32029:
+		return identity{}, &limitedError{RetryAfter: max(reply.Error.Data.RetryAfter, 1)}
+	case reply.Error != nil:
+		return identity{}, fmt.Errorf("%w: error %d %s", errSidecar, reply.Error.Code, reply.Error.Message)
+	case reply.Result == nil || reply.Result.UUID == "":
+		return identity{}, fmt.Errorf("%w: no result", errSidecar)
+	}
+	res := reply.Result
+	return identity{UUID: res.UUID, ContextID: strconv.FormatInt(res.ContextID, 10), UserID: strconv.FormatInt(res.UserID, 10),
+		Login: res.Login, Scopes: strings.Join(res.Scopes, ",")}, nil
+}
+
+// newAuthenticator returns the client for method ("basic" or "rpc").
+func newAuthenticator(method string, sidecar *url.URL, key string) (authenticator, error) {
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		// The sidecar answers; it never redirects a credential elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	switch method {
+	case "basic":
+		return &basicAuth{endpoint: sidecar.JoinPath("auth", "basic").String(), key: key, client: client}, nil
+	case "rpc":
+		return &rpcAuth{endpoint: sidecar.JoinPath("rpc").String(), key: key, client: client}, nil
+	}
+	return nil, fmt.Errorf("unknown auth method %q (basic or rpc)", method)
+}
