@@ -97,6 +97,15 @@ func (s *Server) serveBasicAuth(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// maxMailAttempts ends a mail session after this many failed logins: nginx
+// keeps every attempt's memory until the session ends, and its protocol asks
+// the auth server to answer without Auth-Wait (which closes the connection)
+// after 10 to 20 attempts, numbered in Auth-Login-Attempt.
+const maxMailAttempts = 10
+
+// maxMailWait caps Auth-Wait for throttled logins, in seconds.
+const maxMailWait = 5
+
 // serveMailAuth speaks nginx's mail auth_http protocol for IMAP, POP3 and
 // SMTP: the answer is always HTTP 200, with Auth-Status saying OK or why not.
 func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
@@ -106,9 +115,10 @@ func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	protocol := r.Header.Get("Auth-Protocol")
+	attempt, _ := strconv.Atoi(r.Header.Get("Auth-Login-Attempt"))
 	refuse := func(status string, wait int, smtpCode string) {
 		h.Set("Auth-Status", status)
-		if wait > 0 {
+		if wait > 0 && attempt < maxMailAttempts {
 			h.Set("Auth-Wait", strconv.Itoa(wait))
 		}
 		if protocol == "smtp" && smtpCode != "" {
@@ -145,7 +155,9 @@ func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
 		case apppass.KindRejected:
 			refuse("Invalid login or password", 2, "535 5.7.8")
 		case apppass.KindLimit:
-			refuse("Too many failed logins, try again later", retry, "454 4.7.0")
+			// nginx holds the connection for Auth-Wait seconds: keep that
+			// short, the block itself is enforced on every attempt.
+			refuse("Too many failed logins, try again later", min(retry, maxMailWait), "454 4.7.0")
 		default:
 			toRPCError(err, s.Logger, "auth/mail")
 			refuse("Temporary server problem, try again later", 3, "451 4.3.0")

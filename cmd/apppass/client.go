@@ -43,9 +43,19 @@ type sidecar struct {
 // opposed to a failure of the sidecar.
 var errConfig = errors.New("configuration")
 
-// sidecarFromEnv reads APPPASS_URL, the gateway key (APPPASS_GATEWAY_KEY or
-// the file named by APPPASS_GATEWAY_KEY_FILE) and APPPASS_TIMEOUT.
-func sidecarFromEnv(getenv func(string) string) (*sidecar, error) {
+// bearerSource says where a subcommand's bearer credential comes from: a
+// variable, or else a file named by another (secrets are better kept out of
+// configuration files and process environments).
+type bearerSource struct {
+	env, fileEnv, what string
+}
+
+// gatewayKey is the bearer of gateway subcommands (checkpassword).
+var gatewayKey = bearerSource{env: "APPPASS_GATEWAY_KEY", fileEnv: "APPPASS_GATEWAY_KEY_FILE", what: "gateway key"}
+
+// sidecarFromEnv reads APPPASS_URL, the bearer (from the variable or file
+// bearer names) and APPPASS_TIMEOUT.
+func sidecarFromEnv(getenv func(string) string, bearer bearerSource) (*sidecar, error) {
 	base := getenv("APPPASS_URL")
 	if base == "" {
 		base = defaultURL
@@ -55,21 +65,21 @@ func sidecarFromEnv(getenv func(string) string) (*sidecar, error) {
 		return nil, fmt.Errorf("%w: APPPASS_URL must be an http:// or https:// URL, got %q", errConfig, base)
 	}
 	s := &sidecar{endpoint: strings.TrimRight(base, "/") + "/rpc", timeout: defaultTimeout}
-	s.bearer = strings.TrimSpace(getenv("APPPASS_GATEWAY_KEY"))
+	s.bearer = strings.TrimSpace(getenv(bearer.env))
 	if s.bearer == "" {
-		if path := getenv("APPPASS_GATEWAY_KEY_FILE"); path != "" {
+		if path := getenv(bearer.fileEnv); path != "" {
 			raw, err := os.ReadFile(path)
 			if err != nil {
-				return nil, fmt.Errorf("%w: APPPASS_GATEWAY_KEY_FILE: %v", errConfig, err)
+				return nil, fmt.Errorf("%w: %s: %v", errConfig, bearer.fileEnv, err)
 			}
 			s.bearer = strings.TrimSpace(string(raw))
 		}
 	}
 	if s.bearer == "" {
-		return nil, fmt.Errorf("%w: no gateway key: set APPPASS_GATEWAY_KEY or APPPASS_GATEWAY_KEY_FILE", errConfig)
+		return nil, fmt.Errorf("%w: no %s: set %s or %s", errConfig, bearer.what, bearer.env, bearer.fileEnv)
 	}
 	if strings.ContainsAny(s.bearer, "\r\n\x00") {
-		return nil, fmt.Errorf("%w: the gateway key contains a line break", errConfig)
+		return nil, fmt.Errorf("%w: the %s contains a line break", errConfig, bearer.what)
 	}
 	if v := getenv("APPPASS_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)

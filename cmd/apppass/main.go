@@ -5,8 +5,9 @@
 //
 // Adding a subcommand means adding one entry to commands: its name, a
 // one-line summary, its help text and a run function. Settings shared by
-// subcommands (APPPASS_URL, the bearer credentials, the timeout) are read
-// by sidecarFromEnv; JSON-RPC calls go through rpcClient.
+// subcommands (APPPASS_URL, the timeout, a bearer credential named by a
+// bearerSource) are read by sidecarFromEnv, and JSON-RPC calls go through
+// sidecar.call.
 package main
 
 import (
@@ -36,7 +37,7 @@ type command struct {
 	args    string // the argument synopsis for usage lines
 	summary string // one line for the command list
 	help    string // what `apppass <name> --help` explains, after the usage line
-	run     func(sys *system, args []string) int
+	run     func(sys *system, c *command, args []string) int
 }
 
 // commands lists the subcommands in the order --help shows them.
@@ -83,7 +84,7 @@ func run(args []string, sys *system) int {
 		fmt.Fprintf(sys.stderr, "apppass: unknown command %q (see apppass --help)\n", args[0])
 		return 2
 	}
-	return c.run(sys, args[1:])
+	return c.run(sys, c, args[1:])
 }
 
 func lookup(name string) *command {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -195,8 +196,9 @@ var tokenLine = regexp.MustCompile(`export TOKEN=(\S+)`)
 
 // StartDaemon runs the apppassd binary on the embedded default (a fresh
 // data dir, free ports) with a gateway key of its own plus env, waits until
-// /readyz answers 200 and reads the user token it printed. It is killed at
-// the end of the test.
+// /readyz answers 200 and reads the user token it printed (unless env sets
+// APPPASS_USER_TOKEN_KEY: then it prints none). It is killed at the end of
+// the test.
 func StartDaemon(t testing.TB, binary string, env ...string) *Daemon {
 	t.Helper()
 	addr := FreeAddr(t)
@@ -240,7 +242,7 @@ func StartDaemon(t testing.TB, binary string, env ...string) *Daemon {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for d.Token == "" {
+	for !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "APPPASS_USER_TOKEN_KEY=") }) {
 		if m := tokenLine.FindStringSubmatch(d.Stdout.String()); m != nil {
 			d.Token = m[1]
 			break
