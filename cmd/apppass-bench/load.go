@@ -31,9 +31,15 @@ type Result struct {
 // op is one call of a workload; worker is the goroutine's index.
 type op func(ctx context.Context, worker int) error
 
-// run drives op from concurrency goroutines for d (closed loop: each
-// goroutine starts its next call when the last returns), printing a
-// progress line every second to progress, and summarises the latencies.
+// rate, when above zero, makes run an open loop: calls are scheduled at
+// rate per second in all (spread over the goroutines) and each latency is
+// measured from the call's scheduled time, so a stall is charged to every
+// call it delayed (no coordinated omission). Zero is a closed loop: each
+// goroutine starts its next call when the last returns.
+var rate float64
+
+// run drives op from concurrency goroutines for d, printing a progress
+// line every second to progress, and summarises the latencies.
 func run(ctx context.Context, name string, concurrency int, d time.Duration, progress io.Writer, call op) Result {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -44,8 +50,21 @@ func run(ctx context.Context, name string, concurrency int, d time.Duration, pro
 	start := time.Now()
 	for w := range concurrency {
 		wg.Go(func() {
+			var interval time.Duration
+			if rate > 0 {
+				interval = time.Duration(float64(time.Second) * float64(concurrency) / rate)
+			}
+			// Workers start staggered so open-loop arrivals spread evenly.
+			next := start.Add(interval * time.Duration(w) / time.Duration(concurrency))
 			for ctx.Err() == nil {
 				t0 := time.Now()
+				if interval > 0 {
+					if wait := time.Until(next); wait > 0 {
+						time.Sleep(wait)
+					}
+					t0 = next
+					next = next.Add(interval)
+				}
 				err := call(ctx, w)
 				if ctx.Err() != nil {
 					return // cut off by the deadline: not a sample

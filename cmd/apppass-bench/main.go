@@ -28,6 +28,7 @@ func main() {
 	sizes := flag.String("scale-sizes", "1000,200000", "stored passwords for the scale scenario")
 	propagations := flag.Int("propagations", 1000, "add/remove rounds for the propagation scenario")
 	asJSON := flag.Bool("json", false, "print the results as JSON")
+	flag.Float64Var(&rate, "rate", 0, "open loop: total calls per second to offer (0: closed loop, as fast as answers come)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: apppass-bench [flags] auth-hot|auth-cold|ui-mix|propagation|scale|baseline|all\n\n")
 		flag.PrintDefaults()
