@@ -19,6 +19,10 @@ const (
 	ReasonAdmin   = "admin"   // an admin service deleted it
 	ReasonExpired = "expired" // its expiry time passed
 	ReasonIdle    = "idle"    // it was unused for its idle expiry
+	// From the provisioning webhook (POST /webhooks/provisioning).
+	ReasonUserDeleted     = "user_deleted"     // the user was deleted
+	ReasonContextDeleted  = "context_deleted"  // the user's context was deleted
+	ReasonPasswordChanged = "password_changed" // the user changed the main password
 )
 
 // Event is what NATS subscribers (and later webhooks) receive. It never

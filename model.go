@@ -2,6 +2,7 @@ package apppass
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 )
@@ -61,6 +62,9 @@ type Store interface {
 	Insert(ctx context.Context, p *Password, created Event, limit int) error
 	// List returns the owner's active passwords, newest first.
 	List(ctx context.Context, owner User) ([]Password, error)
+	// ListContext returns up to limit active passwords of any user in
+	// context contextID, in no particular order.
+	ListContext(ctx context.Context, contextID int64, limit int) ([]Password, error)
 	// Revoke marks the owner's active password uuid revoked and queues ev.
 	// It returns every event still pending for that password, in publish
 	// order, or ErrNotFound.
@@ -89,14 +93,35 @@ type PendingEvents struct {
 }
 
 // Outbox is the store's side of event delivery, used by events.Relay.
+//
+// Several relays (one per apppassd replica) may drain one outbox. A relay
+// publishes a password's events only while it holds that password's claim,
+// a lease taken with one conditional write, so two relays do not publish the
+// same events; a relay that dies holding a claim is taken over once its
+// lease runs out. JetStream's dedup by event id stays the safety net.
 type Outbox interface {
-	// Pending returns up to limit passwords that have unpublished events.
+	// Pending returns up to limit passwords that have unpublished events
+	// and no running claim.
 	Pending(ctx context.Context, limit int) ([]PendingEvents, error)
 	// MarkPublished removes a published event from its password's outbox.
 	MarkPublished(ctx context.Context, passwordUUID string, ev Event) error
 	// PendingCount is how many events wait to be published.
 	PendingCount(ctx context.Context) (int64, error)
+	// ClaimPending leases the outbox of password uuid to owner for lease,
+	// if it is unclaimed, its lease ran out, or owner holds it already, and
+	// returns the password's pending events in publish order (none when
+	// nothing waits; then no claim is taken). It returns ErrClaimed while
+	// another owner's lease runs.
+	ClaimPending(ctx context.Context, uuid, owner string, lease time.Duration) ([]Event, error)
+	// ReleaseClaim ends owner's claim on the outbox of uuid, if owner
+	// still holds it. With published set, it also marks that event
+	// published, in the same write where it can.
+	ReleaseClaim(ctx context.Context, uuid, owner string, published *Event) error
 }
+
+// ErrClaimed is returned by Outbox.ClaimPending while another relay holds
+// the claim.
+var ErrClaimed = errors.New("another relay is publishing these events")
 
 // EventNotifier hears about events just written, so they are published at
 // once rather than at the relay's next sweep.

@@ -178,6 +178,36 @@ func (s *Service) RemoveAll(ctx context.Context, owner User, appScope *string, r
 	return removed, nil
 }
 
+// removeContextBatch is how many passwords RemoveContext lists at a time.
+var removeContextBatch = 100
+
+// RemoveContext revokes every active app password in context contextID,
+// of all its users, each as its own atomic change with its own event.
+func (s *Service) RemoveContext(ctx context.Context, contextID int64, reason string) (int, error) {
+	batch := removeContextBatch
+	removed := 0
+	for {
+		ps, err := s.Store.ListContext(ctx, contextID, batch)
+		if err != nil {
+			return removed, err
+		}
+		// Each listed password ends revoked (by us or concurrently), so
+		// the next batch lists only ones not seen yet.
+		for _, p := range ps {
+			switch err := s.revoke(ctx, p.Owner, p.UUID, reason); {
+			case err == nil:
+				removed++
+			case KindOf(err) == KindNotFound: // revoked concurrently
+			default:
+				return removed, err
+			}
+		}
+		if len(ps) < batch {
+			return removed, nil
+		}
+	}
+}
+
 func (s *Service) notify(p PendingEvents) {
 	if s.Events != nil {
 		s.Events.Notify(p)

@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/stdwebhook"
 )
 
 // Config is the validated configuration of apppassd.
@@ -44,9 +45,20 @@ type Config struct {
 	MailMasterUser     string
 	MailMasterPassword string
 	BasicRealm         string
+	PprofListen        string
 	AuthCacheTTL       time.Duration
 	Throttle           apppass.ThrottlePolicy
 	SweepInterval      time.Duration
+	// Outbound webhooks (config/webhooks.go) and the provisioning webhook.
+	Webhooks               []apppass.WebhookEndpoint
+	WebhookTimeout         time.Duration
+	WebhookRetryBase       time.Duration
+	WebhookRetryMaxDelay   time.Duration
+	WebhookRetryFor        time.Duration
+	WebhookAllowPrivate    bool
+	WebhookRetention       time.Duration
+	ProvisioningSecrets    []stdwebhook.Secret
+	RevokeOnPasswordChange bool
 }
 
 // EmbeddedStore reports whether MongoDB is the embedded FerretDB.
@@ -138,6 +150,13 @@ var settings = []setting{
 		}
 		return nil
 	}},
+	{"APPPASS_PPROF_LISTEN", "pprof-listen", "", "if set, serve Go's /debug/pprof profiles on this (loopback!) address", func(c *Config, v string) error {
+		c.PprofListen = v
+		if v == "" {
+			return nil
+		}
+		return checkHostPort(v)
+	}},
 	{"APPPASS_AUTH_CACHE_TTL", "auth-cache-ttl", "30s", "how long a successful authenticate is remembered (0 turns the cache off)", func(c *Config, v string) error {
 		return duration(v, 0, time.Hour, &c.AuthCacheTTL)
 	}},
@@ -155,6 +174,37 @@ var settings = []setting{
 	}},
 	{"APPPASS_SWEEP_INTERVAL", "sweep-interval", "1m", "how often expired and idle passwords are revoked", func(c *Config, v string) error {
 		return duration(v, 10*time.Millisecond, time.Hour, &c.SweepInterval)
+	}},
+	{"APPPASS_WEBHOOKS_FILE", "webhooks-file", "", "YAML or JSON file of outbound webhook endpoints: endpoints: [{name, url, secret (whsec_...), events, allowPrivate}]", func(c *Config, v string) error {
+		eps, err := readWebhooksFile(v)
+		c.Webhooks = eps
+		return err
+	}},
+	{"APPPASS_WEBHOOK_TIMEOUT", "webhook-timeout", "10s", "time limit of one webhook request", func(c *Config, v string) error {
+		return duration(v, 100*time.Millisecond, 5*time.Minute, &c.WebhookTimeout)
+	}},
+	{"APPPASS_WEBHOOK_RETRY_BASE", "webhook-retry-base", "5s", "longest wait before a webhook's first retry; it doubles with each further retry (full jitter)", func(c *Config, v string) error {
+		return duration(v, 10*time.Millisecond, time.Hour, &c.WebhookRetryBase)
+	}},
+	{"APPPASS_WEBHOOK_RETRY_MAX_DELAY", "webhook-retry-max-delay", "1h", "longest wait between two webhook retries", func(c *Config, v string) error {
+		return duration(v, 10*time.Millisecond, 24*time.Hour, &c.WebhookRetryMaxDelay)
+	}},
+	{"APPPASS_WEBHOOK_RETRY_FOR", "webhook-retry-for", "72h", "how long a webhook delivery is retried before it is given up as failed", func(c *Config, v string) error {
+		return duration(v, time.Second, 30*24*time.Hour, &c.WebhookRetryFor)
+	}},
+	{"APPPASS_WEBHOOK_ALLOW_PRIVATE", "webhook-allow-private", "false", "let every webhook endpoint reach loopback, private and link-local addresses (per endpoint: allowPrivate)", func(c *Config, v string) error {
+		return boolean(v, &c.WebhookAllowPrivate)
+	}},
+	{"APPPASS_WEBHOOK_RETENTION", "webhook-retention", "168h", "how long delivered and failed webhook deliveries stay visible", func(c *Config, v string) error {
+		return duration(v, time.Minute, 365*24*time.Hour, &c.WebhookRetention)
+	}},
+	{"APPPASS_PROVISIONING_SECRET", "provisioning-secret", "", "whsec_... secret (comma-separated for a rotation) that signs POST /webhooks/provisioning; empty turns it off", func(c *Config, v string) error {
+		secrets, err := parseSecrets(v)
+		c.ProvisioningSecrets = secrets
+		return err
+	}},
+	{"APPPASS_REVOKE_ON_PASSWORD_CHANGE", "revoke-on-password-change", "false", "a user.password_changed provisioning webhook revokes all of the user's app passwords", func(c *Config, v string) error {
+		return boolean(v, &c.RevokeOnPasswordChange)
 	}},
 	{"APPPASS_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
 		return c.LogLevel.UnmarshalText([]byte(v))
@@ -222,7 +272,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 		}
 		if err := s.apply(c, v); err != nil {
 			shown := v
-			if strings.Contains(s.env, "KEY") || s.env == "APPPASS_PEPPER" {
+			if strings.Contains(s.env, "KEY") || strings.Contains(s.env, "SECRET") || s.env == "APPPASS_PEPPER" {
 				shown = "(hidden)"
 			}
 			return nil, fmt.Errorf("config: %s (--%s): %v, got %q", s.env, s.flag, err, shown)

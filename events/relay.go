@@ -2,23 +2,40 @@ package events
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math/rand/v2"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apppass/apppass"
 )
 
 // Relay moves events from the MongoDB outbox to NATS. Events just written
-// arrive through Notify and go out at once; a periodic sweep publishes
-// whatever a NATS outage or a crash left behind. An event leaves the outbox
-// only after JetStream acknowledged it, and JetStream drops repeats by
-// event id, so each event is in the stream exactly once.
+// arrive through Notify and Deliver and go out at once; a periodic sweep
+// publishes whatever a NATS outage or a crash left behind. An event leaves
+// the outbox only after JetStream acknowledged it, and JetStream drops
+// repeats by event id, so each event is in the stream exactly once.
+//
+// Several relays (one per apppassd replica) may share one outbox. Before it
+// publishes a password's events a relay claims them: a lease on the
+// password's document, taken with one conditional write, so two relays do
+// not publish the same events; a relay that dies holding a claim is taken
+// over when its lease runs out. The events of one password are published
+// one after the other, each only after the previous one's ack, so they
+// reach the stream in publish order (created, used, revoked) even across a
+// takeover.
 type Relay struct {
 	outbox    apppass.Outbox
 	publisher *Publisher
 	logger    *slog.Logger
+	id        string
 
 	// Events of one password always go to the same worker, which keeps
 	// them in order (created before revoked).
@@ -26,31 +43,76 @@ type Relay struct {
 
 	// SweepInterval is how often the outbox is swept for leftovers.
 	SweepInterval time.Duration
+	// ClaimLease is how long a claim on a password's events lasts: how
+	// soon another relay takes over from one that died holding it. It is
+	// at least minLease.
+	ClaimLease time.Duration
+	// PendingLogInterval is how often the number of waiting events is
+	// logged while publishing fails.
+	PendingLogInterval time.Duration
 
 	mu           sync.Mutex
 	backoff      time.Duration
 	backoffUntil time.Time
+
+	published atomic.Uint64
+	conflicts atomic.Uint64
 }
 
 const (
 	relayWorkers   = 4
 	publishTimeout = 3 * time.Second
 	maxBackoff     = 5 * time.Second
+	sweepBatch     = 256
+	// A claim must outlast at least one publish, with room for the writes
+	// around it; it is renewed before a publish that might outrun it.
+	minLease     = publishTimeout + 2*time.Second
+	defaultLease = 10 * time.Second
 )
 
 // NewRelay returns a relay; call Run to start it.
 func NewRelay(outbox apppass.Outbox, publisher *Publisher, logger *slog.Logger) *Relay {
-	r := &Relay{outbox: outbox, publisher: publisher, logger: logger, SweepInterval: time.Second}
+	r := &Relay{outbox: outbox, publisher: publisher, logger: logger, id: newRelayID(),
+		SweepInterval: time.Second, ClaimLease: defaultLease, PendingLogInterval: 30 * time.Second}
 	for range relayWorkers {
 		r.shards = append(r.shards, make(chan job, 1024))
 	}
 	return r
 }
 
-// job is one password's events for a worker; done, if set, hears the result.
+// newRelayID names the claims of one relay: host, process and a random
+// part, so a restarted apppassd never mistakes its predecessor's claims
+// for its own.
+func newRelayID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 6)
+	_, _ = crand.Read(b)
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b))
+}
+
+// ID is the owner name of this relay's claims.
+func (r *Relay) ID() string { return r.id }
+
+// RelayStats counts what a relay did since it started.
+type RelayStats struct {
+	// Published is how many events JetStream acknowledged to this relay
+	// (a repeat JetStream dropped by its id included).
+	Published uint64
+	// Conflicts is how often another relay's claim held events this one
+	// wanted to publish.
+	Conflicts uint64
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() RelayStats {
+	return RelayStats{Published: r.published.Load(), Conflicts: r.conflicts.Load()}
+}
+
+// job is one password whose events a worker publishes; done, if set,
+// hears the result.
 type job struct {
-	events apppass.PendingEvents
-	done   chan error
+	uuid string
+	done chan error
 }
 
 // Notify implements apppass.EventNotifier. It never blocks: when NATS is
@@ -60,29 +122,46 @@ func (r *Relay) Notify(p apppass.PendingEvents) {
 		return
 	}
 	select {
-	case r.shard(p.PasswordUUID) <- job{events: p}:
+	case r.shard(p.PasswordUUID) <- job{uuid: p.PasswordUUID}:
 	default:
 	}
 }
 
 // Deliver implements apppass.EventNotifier: it hands p to its worker (so
 // it stays in order with the password's other events) and waits for the
-// acks. While NATS is failing it returns at once.
+// acks. The worker publishes everything pending for the password, p's
+// events included. While NATS is failing it returns at once; while another
+// relay publishes the password's events it waits for that relay to finish
+// (which publishes p's events, or leaves them to this one).
 func (r *Relay) Deliver(ctx context.Context, p apppass.PendingEvents) error {
-	if r.backingOff() {
-		return ErrNotConnected
-	}
-	done := make(chan error, 1)
-	select {
-	case r.shard(p.PasswordUUID) <- job{events: p, done: done}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	wait := 5 * time.Millisecond
+	for {
+		if r.backingOff() {
+			return ErrNotConnected
+		}
+		done := make(chan error, 1)
+		select {
+		case r.shard(p.PasswordUUID) <- job{uuid: p.PasswordUUID, done: done}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		var err error
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !errors.Is(err, apppass.ErrClaimed) {
+			return err
+		}
+		// Another relay holds the claim; it lets go as soon as its
+		// publishes are acknowledged. Wait here, not in the worker.
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, 100*time.Millisecond)
 	}
 }
 
@@ -102,7 +181,7 @@ func (r *Relay) Run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case j := <-ch:
-					err := r.publish(ctx, j.events)
+					err := r.publish(ctx, j.uuid, false)
 					if j.done != nil {
 						j.done <- err
 					}
@@ -113,16 +192,32 @@ func (r *Relay) Run(ctx context.Context) {
 	wg.Go(func() {
 		t := time.NewTicker(r.SweepInterval)
 		defer t.Stop()
+		var lastPendingLog time.Time
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if r.backingOff() {
-					continue
+			}
+			if r.backingOff() {
+				if time.Since(lastPendingLog) >= r.PendingLogInterval {
+					lastPendingLog = time.Now()
+					r.logPending(ctx, "events wait in the outbox until NATS answers again")
 				}
-				if _, err := r.sweep(ctx, true); err != nil && ctx.Err() == nil {
-					r.logger.Warn("outbox sweep failed", "err", err)
+				continue
+			}
+			// Sweep until a batch comes back short: after an outage the
+			// backlog drains at full speed, not one batch per tick.
+			for ctx.Err() == nil && !r.backingOff() {
+				n, err := r.sweep(ctx, true)
+				if err != nil {
+					if ctx.Err() == nil {
+						r.logger.Warn("outbox sweep failed", "err", err)
+					}
+					break
+				}
+				if n < sweepBatch {
+					break
 				}
 			}
 		}
@@ -130,8 +225,17 @@ func (r *Relay) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// Flush publishes everything pending, until the outbox is empty or ctx
-// ends. It is what SIGTERM waits for.
+func (r *Relay) logPending(ctx context.Context, msg string) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if n, err := r.outbox.PendingCount(cctx); err == nil {
+		r.logger.Warn(msg, "pendingEvents", n)
+	}
+}
+
+// Flush publishes everything pending, until the outbox is empty (but for
+// events another relay is publishing) or ctx ends. It is what SIGTERM
+// waits for. It tries even while the relay backs off.
 func (r *Relay) Flush(ctx context.Context) error {
 	for {
 		n, err := r.sweep(ctx, false)
@@ -145,48 +249,123 @@ func (r *Relay) Flush(ctx context.Context) error {
 }
 
 // sweep reads a batch of pending events and publishes it, through the
-// workers when they run, directly otherwise. It returns the batch size.
+// workers when they run (waiting for them), directly otherwise. It returns
+// the batch size. Passwords another relay holds are skipped.
 func (r *Relay) sweep(ctx context.Context, viaWorkers bool) (int, error) {
-	batch, err := r.outbox.Pending(ctx, 256)
+	batch, err := r.outbox.Pending(ctx, sweepBatch)
 	if err != nil {
 		return 0, err
 	}
-	for _, p := range batch {
-		if viaWorkers {
-			select {
-			case r.shard(p.PasswordUUID) <- job{events: p}:
-			case <-ctx.Done():
-				return 0, ctx.Err()
+	// Relays sweeping one outbox get the same batch: in another order
+	// each, they mostly take different passwords instead of queueing for
+	// the same claims.
+	rand.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+	if !viaWorkers {
+		for _, p := range batch {
+			if err := r.publish(ctx, p.PasswordUUID, true); err != nil && !errors.Is(err, apppass.ErrClaimed) {
+				return 0, err
 			}
-			continue
 		}
-		if err := r.publish(ctx, p); err != nil {
-			return 0, err
+		return len(batch), nil
+	}
+	dones := make([]chan error, 0, len(batch))
+	for _, p := range batch {
+		done := make(chan error, 1)
+		select {
+		case r.shard(p.PasswordUUID) <- job{uuid: p.PasswordUUID, done: done}:
+			dones = append(dones, done)
+		case <-ctx.Done():
+			return 0, ctx.Err()
 		}
+	}
+	var firstErr error
+	for _, done := range dones {
+		select {
+		case err := <-done:
+			if err != nil && firstErr == nil && !errors.Is(err, apppass.ErrClaimed) {
+				firstErr = err
+			}
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	if firstErr != nil && !errors.Is(firstErr, ErrNotConnected) {
+		// ErrNotConnected is the back-off's business, logged once by it.
+		return 0, firstErr
 	}
 	return len(batch), nil
 }
 
-// publish sends one password's pending events in order and marks each one
-// published after its ack.
-func (r *Relay) publish(ctx context.Context, p apppass.PendingEvents) error {
-	for _, ev := range p.Events {
+// publish claims the outbox of one password, sends its events in order,
+// marks each one published after its ack and lets the claim go, with the
+// last mark. It returns apppass.ErrClaimed when another relay holds the
+// claim. Unless force is set, it does nothing while the relay backs off.
+func (r *Relay) publish(ctx context.Context, uuid string, force bool) error {
+	if !force && r.backingOff() {
+		return ErrNotConnected
+	}
+	lease := max(r.ClaimLease, minLease)
+	claim := func() ([]apppass.Event, time.Time, error) {
+		until := time.Now().Add(lease)
+		evs, err := r.outbox.ClaimPending(ctx, uuid, r.id, lease)
+		if errors.Is(err, apppass.ErrClaimed) {
+			r.conflicts.Add(1)
+		}
+		return evs, until, err
+	}
+	evs, until, err := claim()
+	if err != nil {
+		return err
+	}
+	for len(evs) > 0 {
+		if time.Until(until) < publishTimeout+time.Second {
+			// The lease might run out during the publish: renew it
+			// (and read what is left to publish).
+			if evs, until, err = claim(); err != nil {
+				return err
+			}
+			continue
+		}
+		ev := evs[0]
 		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		err := r.publisher.Publish(pctx, ev)
 		cancel()
 		if err != nil {
 			r.failed(err)
+			r.release(uuid)
 			return err
 		}
+		r.published.Add(1)
 		r.succeeded()
-		if err := r.outbox.MarkPublished(ctx, p.PasswordUUID, ev); err != nil {
-			// Published but still in the outbox: it goes out again later
-			// and JetStream drops the repeat by its id.
+		evs = evs[1:]
+		if len(evs) == 0 {
+			// The last one: mark it and let the claim go in one write.
+			if err := r.outbox.ReleaseClaim(ctx, uuid, r.id, &ev); err != nil {
+				// Published but still in the outbox: it goes out again
+				// later and JetStream drops the repeat by its id.
+				r.logger.Warn("marking an event published failed", "event", ev.ID, "err", err)
+				return err
+			}
+			return nil
+		}
+		if err := r.outbox.MarkPublished(ctx, uuid, ev); err != nil {
 			r.logger.Warn("marking an event published failed", "event", ev.ID, "err", err)
+			r.release(uuid)
 			return err
 		}
 	}
+	// The claim came with nothing to publish.
+	r.release(uuid)
 	return nil
+}
+
+// release lets a claim go; if that fails too, its lease runs out.
+func (r *Relay) release(uuid string) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if err := r.outbox.ReleaseClaim(ctx, uuid, r.id, nil); err != nil {
+		r.logger.Debug("releasing an outbox claim failed; its lease runs out", "password", uuid, "err", err)
+	}
 }
 
 func (r *Relay) backingOff() bool {

@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -600,5 +602,294 @@ func TestRelayRecreatesLostStream(t *testing.T) {
 				t.Errorf("the new stream holds %v, want only the created event of %s", got, after.UUID)
 			}
 		})
+	}
+}
+
+// relayFanout hands every event to several relays at once, as if each had
+// written it: the harshest contention two replicas can produce.
+type relayFanout []*events.Relay
+
+func (f relayFanout) Notify(p apppass.PendingEvents) {
+	for _, r := range f {
+		r.Notify(p)
+	}
+}
+
+func (f relayFanout) Deliver(ctx context.Context, p apppass.PendingEvents) error {
+	errs := make(chan error, len(f))
+	for _, r := range f {
+		go func() { errs <- r.Deliver(ctx, p) }()
+	}
+	var first error
+	for range f {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// startTestRelay runs a relay over outbox, publishing through its own
+// connection, until the end of the test.
+func startTestRelay(t *testing.T, outbox apppass.Outbox, natsURL string) *events.Relay {
+	t.Helper()
+	pub, err := events.Connect(natsURL, "test-relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := events.NewRelay(outbox, pub, testenv.Quiet())
+	r.SweepInterval = 50 * time.Millisecond
+	c, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(c)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		pub.Close()
+	})
+	return r
+}
+
+// relayBurst adds perOwner passwords for each of owners users and removes
+// every one whose index is not a multiple of 3, from one goroutine per
+// user, so adds and removes of different users interleave. It returns the
+// UUIDs added and those removed.
+func relayBurst(t *testing.T, svc *apppass.Service, owners, perOwner int) (added []string, removed map[string]bool) {
+	t.Helper()
+	var mu sync.Mutex
+	removed = map[string]bool{}
+	var wg sync.WaitGroup
+	for o := range owners {
+		wg.Go(func() {
+			owner := apppass.User{ContextID: 77, UserID: int64(1000 + o), Login: fmt.Sprintf("burst%d@example.org", o)}
+			var mine []string
+			for i := range perOwner {
+				c, err := svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: fmt.Sprintf("device %d", i)})
+				if err != nil {
+					t.Errorf("Add: %v", err)
+					return
+				}
+				mine = append(mine, c.UUID)
+				// Remove an earlier one while later ones are being added.
+				if i >= 2 && (i-2)%3 != 0 {
+					if err := svc.Remove(ctx(t), owner, mine[i-2], apppass.ReasonUser); err != nil {
+						t.Errorf("Remove: %v", err)
+						return
+					}
+					mu.Lock()
+					removed[mine[i-2]] = true
+					mu.Unlock()
+				}
+			}
+			mu.Lock()
+			added = append(added, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return added, removed
+}
+
+// checkStreamExactlyOnce checks the whole stream against a burst: every created
+// and every revoked event once, nothing else, created before revoked. It
+// returns the number of messages.
+func checkStreamExactlyOnce(t *testing.T, natsURL string, added []string, removed map[string]bool) int {
+	t.Helper()
+	all := readStream(t, natsURL)
+	ids := map[string]int{}
+	type key struct{ uuid, typ string }
+	seq := map[key]uint64{}
+	count := map[key]int{}
+	for _, r := range all {
+		ids[r.Event.ID]++
+		if r.MsgID != r.Event.ID {
+			t.Errorf("message %d: Nats-Msg-Id %q, payload id %q", r.Seq, r.MsgID, r.Event.ID)
+		}
+		k := key{r.Event.Data.UUID, r.Event.Type}
+		count[k]++
+		seq[k] = r.Seq
+	}
+	for id, n := range ids {
+		if n != 1 {
+			t.Errorf("event %s is in the stream %d times", id, n)
+		}
+	}
+	want := len(added) + len(removed)
+	if len(all) != want {
+		t.Errorf("the stream holds %d messages, want %d (%d created, %d revoked)", len(all), want, len(added), len(removed))
+	}
+	for _, uuid := range added {
+		ck, rk := key{uuid, apppass.EventCreated}, key{uuid, apppass.EventRevoked}
+		if count[ck] != 1 {
+			t.Errorf("%s: %d created events, want 1", uuid, count[ck])
+		}
+		wantRevoked := 0
+		if removed[uuid] {
+			wantRevoked = 1
+		}
+		if count[rk] != wantRevoked {
+			t.Errorf("%s: %d revoked events, want %d", uuid, count[rk], wantRevoked)
+		}
+		if wantRevoked == 1 && seq[rk] < seq[ck] {
+			t.Errorf("%s: revoked (seq %d) before created (seq %d)", uuid, seq[rk], seq[ck])
+		}
+	}
+	return len(all)
+}
+
+// TestTwoRelaysPublishEachEventOnce runs two relays on one store and one
+// NATS, both told of every event of a concurrent burst of adds and removes
+// and both sweeping: the claims must let exactly one of them publish each
+// event, in order, and lose none.
+func TestTwoRelaysPublishEachEventOnce(t *testing.T) {
+	n := testenv.NATS(t)
+	e := newEnv(t, n.URL()) // e.relay is unused: the service talks to a and b
+	if err := e.pub.EnsureStream(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	a, b := startTestRelay(t, e.store, n.URL()), startTestRelay(t, e.store, n.URL())
+	e.svc.Events = relayFanout{a, b}
+
+	start := time.Now()
+	added, removed := relayBurst(t, e.svc, 6, 20)
+	burstTime := time.Since(start)
+	e.waitDrained(t, deliveryBound)
+	total := checkStreamExactlyOnce(t, n.URL(), added, removed)
+
+	// No lost outbox entries: the store agrees with the stream.
+	if got := pendingOf(t, e.store); len(got) != 0 {
+		t.Errorf("Pending after draining: %d passwords", len(got))
+	}
+	active := 0
+	for o := range 6 {
+		ps, err := e.store.List(ctx(t), apppass.User{ContextID: 77, UserID: int64(1000 + o)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			if removed[p.UUID] {
+				t.Errorf("removed password %s is still listed", p.UUID)
+			}
+		}
+		active += len(ps)
+	}
+	if active != len(added)-len(removed) {
+		t.Errorf("%d passwords listed, want %d", active, len(added)-len(removed))
+	}
+
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("%d events (%d adds, %d removes) in %s; relay a published %d, b %d; claim conflicts a %d, b %d",
+		total, len(added), len(removed), burstTime.Round(time.Millisecond), sa.Published, sb.Published, sa.Conflicts, sb.Conflicts)
+	// With claims no event went out twice, not even as a repeat JetStream
+	// would have dropped.
+	if got := sa.Published + sb.Published; got != uint64(total) {
+		t.Errorf("the relays published %d times for %d events: claims let some go out twice", got, total)
+	}
+}
+
+func pendingOf(t *testing.T, o apppass.Outbox) []apppass.PendingEvents {
+	t.Helper()
+	got, err := o.Pending(ctx(t), 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestTwoDaemonsDrainOneOutbox: two relays, each with its own connection
+// to the store (as two apppassd processes have), drain a backlog left by
+// a NATS outage at the same time. On MongoDB the claims are atomic; on
+// FerretDB, whose updates are not isolated across connections, two claims
+// may both win and JetStream's dedup keeps the stream exact.
+func TestTwoDaemonsDrainOneOutbox(t *testing.T) {
+	n := testenv.NATS(t)
+	uri := testenv.MongoURI(t)
+	db := "apppass_test_" + testenv.RandomHex(6)
+	open := func() *storage.Store {
+		c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		s, err := storage.Open(c, uri, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close(context.Background()) })
+		return s
+	}
+	storeA, storeB := open(), open()
+	e := newEnv(t, n.URL())
+	e.store, e.svc.Store = storeA, storeA
+	e.svc.Events = nil // the backlog: nothing published while it builds
+	if err := e.pub.EnsureStream(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	added, removed := relayBurst(t, e.svc, 4, 15)
+	if got := e.pendingCount(t); got != int64(len(added)+len(removed)) {
+		t.Fatalf("PendingCount = %d, want %d", got, len(added)+len(removed))
+	}
+
+	start := time.Now()
+	a, b := startTestRelay(t, storeA, n.URL()), startTestRelay(t, storeB, n.URL())
+	e.waitDrained(t, deliveryBound)
+	drain := time.Since(start)
+	total := checkStreamExactlyOnce(t, n.URL(), added, removed)
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("%d events drained by two daemons in %s; a published %d, b %d (%d repeats dropped by JetStream); conflicts a %d, b %d",
+		total, drain.Round(time.Millisecond), sa.Published, sb.Published, sa.Published+sb.Published-uint64(total), sa.Conflicts, sb.Conflicts)
+	if os.Getenv("APPPASS_TEST_MONGODB_URI") != "" && sa.Published+sb.Published != uint64(total) {
+		t.Errorf("on MongoDB the relays published %d times for %d events: claims let some go out twice", sa.Published+sb.Published, total)
+	}
+}
+
+// TestRelayTakesOverADeadRelaysClaim: events claimed by a relay that died
+// stay put while its lease runs, then another relay publishes them.
+func TestRelayTakesOverADeadRelaysClaim(t *testing.T) {
+	n := testenv.NATS(t)
+	e := newEnv(t, n.URL())
+	e.svc.Events = nil
+	owner := apppass.User{ContextID: 3, UserID: 4, Login: "heir@example.org"}
+	c, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Remove(ctx(t), owner, c.UUID, apppass.ReasonUser); err != nil {
+		t.Fatal(err)
+	}
+	// A relay claims both events and dies before publishing.
+	const lease = 1500 * time.Millisecond
+	if evs, err := e.store.ClaimPending(ctx(t), c.UUID, "dead-relay", lease); err != nil || len(evs) != 2 {
+		t.Fatalf("ClaimPending = %d events, %v", len(evs), err)
+	}
+	claimed := time.Now()
+	if err := e.pub.EnsureStream(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := subscribe(t, n.URL())
+	e.run(t)
+	// Deliver (a remove's fast path) does not publish under the claim; it
+	// waits, then gives up with its context.
+	dctx, cancel := context.WithTimeout(ctx(t), 300*time.Millisecond)
+	defer cancel()
+	if err := e.relay.Deliver(dctx, apppass.PendingEvents{PasswordUUID: c.UUID}); err == nil {
+		t.Errorf("Deliver under another relay's running claim returned nil")
+	}
+
+	created, revoked := next(t, msgs), next(t, msgs)
+	took := time.Since(claimed)
+	if took < lease-100*time.Millisecond {
+		t.Errorf("published %s after the claim, before its %s lease ran out", took, lease)
+	}
+	if created.Event.Type != apppass.EventCreated || revoked.Event.Type != apppass.EventRevoked || created.Event.Data.UUID != c.UUID {
+		t.Fatalf("stream: %s %s, want created then revoked of %s", created.Event.Type, revoked.Event.Type, c.UUID)
+	}
+	t.Logf("taken over %s after the claim (lease %s)", took.Round(time.Millisecond), lease)
+	e.waitDrained(t, deliveryBound)
+	if st := e.relay.Stats(); st.Published != 2 || st.Conflicts == 0 {
+		t.Errorf("relay stats %+v: want 2 published after at least one conflict", st)
 	}
 }

@@ -15,6 +15,11 @@ type method struct {
 	// gateway is set for methods gateways may call; admins may call all.
 	gateway bool
 	call    func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error)
+	// admin is set for methods only admin keys may call.
+	admin bool
+	// server, when set, is called instead of call, for methods that use
+	// more of the Server than the Service (the webhooks).
+	server func(ctx context.Context, s *Server, c apppass.Caller, params json.RawMessage) (any, error)
 }
 
 // Methods are named after the OX appPasswords HTTP module's actions.
@@ -82,6 +87,10 @@ var methods = map[string]method{
 		}
 		return svc.Authenticate(ctx, a)
 	}},
+	// Outbound webhooks' state, for admins (rpc/webhooks.go).
+	"webhooks.endpoints":  {admin: true, server: webhookEndpoints},
+	"webhooks.deliveries": {admin: true, server: webhookDeliveries},
+	"webhooks.enable":     {admin: true, server: webhookEnable},
 }
 
 var (
@@ -89,10 +98,14 @@ var (
 	errNotForUsers   = &apppass.Error{Kind: apppass.KindForbidden, Message: "only gateway and admin keys may call this method"}
 	errViaAppPasswd  = &apppass.Error{Kind: apppass.KindForbidden, Message: "a session opened with an app password may not manage app passwords"}
 	errUserParamDeny = &apppass.Error{Kind: apppass.KindForbidden, Message: "only admin keys may name a user"}
+	errAdminOnly     = &apppass.Error{Kind: apppass.KindForbidden, Message: "only admin keys may call this method"}
 )
 
 // allowed decides whether c may call m.
 func (m method) allowed(c apppass.Caller) error {
+	if m.admin && c.Role != apppass.RoleAdmin {
+		return errAdminOnly
+	}
 	switch c.Role {
 	case apppass.RoleAdmin:
 		return nil

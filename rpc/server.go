@@ -33,12 +33,19 @@ type Server struct {
 	// Ready reports whether the backing services answer; nil error is ready.
 	Ready  func(ctx context.Context) error
 	Logger *slog.Logger
+	// PendingEvents, if set, counts the events waiting in the outbox; /readyz
+	// shows it as "pendingEvents" when the store answers.
+	PendingEvents func(ctx context.Context) (int64, error)
 	// MailBackends maps imap, pop3 and smtp to the servers nginx's mail
 	// proxy hands accepted logins to; MailMaster optionally logs in there.
 	MailBackends map[string]MailBackend
 	MailMaster   *MailMaster
 	// BasicRealm is the realm of the HTTP Basic challenge on /auth/basic.
 	BasicRealm string
+	// Webhooks shows admins the outbound webhooks; nil when none are configured.
+	Webhooks WebhookAdmin
+	// Provisioning configures POST /webhooks/provisioning; nil answers 404.
+	Provisioning *Provisioning
 
 	upgrader websocket.Upgrader
 	mu       sync.Mutex
@@ -54,17 +61,23 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /rpc", s.serveWebSocket)
 	mux.HandleFunc("GET /auth/basic", s.serveBasicAuth)
 	mux.HandleFunc("GET /auth/mail", s.serveMailAuth)
+	mux.HandleFunc("POST /webhooks/provisioning", s.serveProvisioning)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
+		status, body := http.StatusOK, map[string]any{"status": "ready"}
 		if err := s.Ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
-			return
+			status, body = http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "reason": err.Error()}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		if s.PendingEvents != nil && ctx.Err() == nil {
+			if n, err := s.PendingEvents(ctx); err == nil {
+				body["pendingEvents"] = n
+			}
+		}
+		writeJSON(w, status, body)
 	})
 	return mux
 }
@@ -216,7 +229,13 @@ func (s *Server) call(ctx context.Context, c caller, name string, params json.Ra
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	result, err := m.call(ctx, s.Service, c.Caller, params)
+	var result any
+	var err error
+	if m.server != nil {
+		result, err = m.server(ctx, s, c.Caller, params)
+	} else {
+		result, err = m.call(ctx, s.Service, c.Caller, params)
+	}
 	if err != nil {
 		rpcErr := toRPCError(err, s.Logger, name)
 		s.Logger.Debug("call", "method", name, "caller", c.Name, "code", rpcErr.Code, "took", time.Since(start))

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -27,7 +28,12 @@ type Store struct {
 	client    *mongo.Client
 	passwords *mongo.Collection
 	failures  *mongo.Collection // login failure tallies for the throttle
-	locks     docLocks
+	// digests maps a digest to its password's uuid, as {_id: digest}: on
+	// FerretDB only a query on _id alone uses an index (anything else scans
+	// the collection), so authenticate looks up two _ids instead.
+	digests *mongo.Collection
+	locks   docLocks
+	ferret  atomic.Int32 // isFerretDB's answer: 0 not known yet, 1 yes, 2 no
 }
 
 // Open connects to uri, uses database db, and creates the indexes. It waits
@@ -42,7 +48,8 @@ func Open(ctx context.Context, uri, db string) (*Store, error) {
 		return nil, fmt.Errorf("connecting to MongoDB: %w", err)
 	}
 	s := &Store{client: client, passwords: client.Database(db).Collection("app_passwords"),
-		failures: client.Database(db).Collection("login_failures")}
+		failures: client.Database(db).Collection("login_failures"),
+		digests:  client.Database(db).Collection("password_digests")}
 	if err := s.createIndexes(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, err
@@ -221,6 +228,21 @@ func ownerFilter(owner apppass.User) bson.D {
 // unique slot index lets only one of two racing inserts have it; the loser
 // looks again and finds the user full, or the next free slot.
 func (s *Store) Insert(ctx context.Context, p *apppass.Password, created apppass.Event, limit int) error {
+	// The digest entry goes first: if we die before the password document
+	// is written, it points at nothing and authenticates nobody. (Digests
+	// are HMACs of 75 random bits: two passwords never share one.)
+	entry := bson.D{{Key: "_id", Value: p.Digest}}
+	if _, err := s.digests.ReplaceOne(ctx, entry, digestDoc{Digest: p.Digest, UUID: p.UUID}, options.Replace().SetUpsert(true)); err != nil {
+		return wrap(err)
+	}
+	err := s.insertPassword(ctx, p, created, limit)
+	if err != nil {
+		_, _ = s.digests.DeleteOne(context.WithoutCancel(ctx), entry) // best effort: a leftover is harmless
+	}
+	return err
+}
+
+func (s *Store) insertPassword(ctx context.Context, p *apppass.Password, created apppass.Event, limit int) error {
 	for attempt := 0; attempt < limit+4; attempt++ {
 		held, err := s.heldSlots(ctx, p.Owner)
 		if err != nil {
@@ -298,14 +320,37 @@ func (s *Store) List(ctx context.Context, owner apppass.User) ([]apppass.Passwor
 	return out, nil
 }
 
+// ListContext implements apppass.Store.
+func (s *Store) ListContext(ctx context.Context, contextID int64, limit int) ([]apppass.Password, error) {
+	cur, err := s.passwords.Find(ctx, bson.D{{Key: "contextId", Value: contextID}, notRevoked},
+		options.Find().SetLimit(int64(limit)).SetProjection(listProjection))
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var docs []passwordDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, wrap(err)
+	}
+	out := make([]apppass.Password, len(docs))
+	for i := range docs {
+		out[i] = docs[i].password()
+	}
+	return out, nil
+}
+
 // Revoke implements apppass.Store: the revocation, the release of the
 // slot and the revoked event are one update of one document.
 func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, newEvent func(*apppass.Password) (apppass.Event, error)) ([]apppass.Event, error) {
 	defer s.locks.lock(uuid)()
 	filter := append(bson.D{{Key: "_id", Value: uuid}}, ownerFilter(owner)...)
+	if s.isFerretDB(ctx) {
+		// Only an _id-alone filter is indexed on FerretDB; under the
+		// document's lock the owner check can be made in Go.
+		filter = bson.D{{Key: "_id", Value: uuid}}
+	}
 	var cur passwordDoc
 	err := s.passwords.FindOne(ctx, filter, options.FindOne().SetProjection(listProjection)).Decode(&cur)
-	if errors.Is(err, mongo.ErrNoDocuments) {
+	if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && (cur.Revoked != nil || cur.ContextID != owner.ContextID || cur.UserID != owner.UserID)) {
 		return nil, apppass.ErrNotFound
 	}
 	if err != nil {
@@ -336,14 +381,29 @@ func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, new
 	return after.pendingEvents(), nil
 }
 
-// FindByDigest implements apppass.Store. The lookup is by keyed digest,
-// so its timing tells nothing about the password.
+// digestDoc is the authenticate lookup entry of a password.
+type digestDoc struct {
+	Digest string `bson:"_id"`
+	UUID   string `bson:"uuid"`
+}
+
+// FindByDigest implements apppass.Store: two lookups by _id, indexed on
+// MongoDB and FerretDB alike. The lookup is by keyed digest, so its timing
+// tells nothing about the password.
 func (s *Store) FindByDigest(ctx context.Context, digest string) (*apppass.Password, error) {
-	var d passwordDoc
-	err := s.passwords.FindOne(ctx, bson.D{{Key: "digest", Value: digest}, notRevoked},
-		options.FindOne().SetProjection(bson.D{{Key: "outbox", Value: 0}})).Decode(&d)
+	var entry digestDoc
+	err := s.digests.FindOne(ctx, bson.D{{Key: "_id", Value: digest}}).Decode(&entry)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, apppass.ErrRejected
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var d passwordDoc
+	err = s.passwords.FindOne(ctx, bson.D{{Key: "_id", Value: entry.UUID}},
+		options.FindOne().SetProjection(bson.D{{Key: "outbox", Value: 0}})).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && (d.Revoked != nil || d.Digest != digest)) {
+		return nil, apppass.ErrRejected // revoked, or a leftover entry
 	}
 	if err != nil {
 		return nil, wrap(err)
@@ -357,6 +417,9 @@ var notRevoked = bson.E{Key: "revoked", Value: bson.D{{Key: "$exists", Value: fa
 // RecordLogin implements apppass.Store.
 func (s *Store) RecordLogin(ctx context.Context, uuid string, login apppass.LastLogin, idleDeadline *time.Time, used *apppass.Event) (bool, error) {
 	defer s.locks.lock(uuid)()
+	if s.isFerretDB(ctx) {
+		return s.recordLoginByID(ctx, uuid, login, idleDeadline, used)
+	}
 	set := bson.D{{Key: "lastLogin", Value: lastLoginDoc(login)}}
 	if idleDeadline != nil {
 		set = append(set, bson.E{Key: "idleDeadline", Value: *idleDeadline})
@@ -388,6 +451,47 @@ func (s *Store) RecordLogin(ctx context.Context, uuid string, login apppass.Last
 	return false, wrap(err)
 }
 
+// recordLoginByID is RecordLogin for FerretDB: the conditions are checked
+// in Go and the update filters on _id alone, which FerretDB can look up
+// by index (any other filter scans the collection). The caller holds the
+// document's lock, and FerretDB serves one apppassd, so no write of this
+// document can come in between.
+func (s *Store) recordLoginByID(ctx context.Context, uuid string, login apppass.LastLogin, idleDeadline *time.Time, used *apppass.Event) (bool, error) {
+	var cur struct {
+		Revoked   *revocationDoc `bson:"revoked"`
+		LastLogin *lastLoginDoc  `bson:"lastLogin"`
+		KnownIPs  []string       `bson:"knownIPs"`
+	}
+	byID := bson.D{{Key: "_id", Value: uuid}}
+	err := s.passwords.FindOne(ctx, byID, options.FindOne().SetProjection(bson.D{
+		{Key: "revoked", Value: 1}, {Key: "lastLogin", Value: 1}, {Key: "knownIPs", Value: 1}})).Decode(&cur)
+	if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && cur.Revoked != nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, wrap(err)
+	}
+	set := bson.D{{Key: "lastLogin", Value: lastLoginDoc(login)}}
+	if idleDeadline != nil {
+		set = append(set, bson.E{Key: "idleDeadline", Value: *idleDeadline})
+	}
+	update := bson.D{}
+	queue := used != nil && ((used.Type == apppass.EventFirstUse && cur.LastLogin == nil) ||
+		(used.Type != apppass.EventFirstUse && !slices.Contains(cur.KnownIPs, login.IP)))
+	if queue {
+		set = append(set, bson.E{Key: "outbox." + used.ID, Value: toEventDoc(*used)})
+		update = append(update, bson.E{Key: "$inc", Value: bson.D{{Key: "pending", Value: 1}}})
+		if login.IP != "" {
+			update = append(update, bson.E{Key: "$addToSet", Value: bson.D{{Key: "knownIPs", Value: login.IP}}})
+		}
+	}
+	update = append(update, bson.E{Key: "$set", Value: set})
+	if _, err := s.passwords.UpdateOne(ctx, byID, update); err != nil {
+		return false, wrap(err)
+	}
+	return queue, nil
+}
+
 // Expired implements apppass.Store.
 func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]apppass.Password, error) {
 	cur, err := s.passwords.Find(ctx, bson.D{notRevoked, {Key: "$or", Value: bson.A{
@@ -408,9 +512,14 @@ func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]apppas
 	return out, nil
 }
 
-// Pending implements apppass.Outbox.
+// Pending implements apppass.Outbox. Passwords another relay is
+// publishing are left out, so a sweep does not wait on them.
 func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents, error) {
-	cur, err := s.passwords.Find(ctx, bson.D{{Key: "pending", Value: bson.D{{Key: "$gt", Value: 0}}}},
+	filter := bson.D{{Key: "pending", Value: bson.D{{Key: "$gt", Value: 0}}}, {Key: "$or", Value: bson.A{
+		bson.D{{Key: "outboxClaim", Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{{Key: "outboxClaim.until", Value: bson.D{{Key: "$lte", Value: time.Now()}}}},
+	}}}
+	cur, err := s.passwords.Find(ctx, filter,
 		options.Find().SetLimit(int64(limit)).SetProjection(bson.D{{Key: "outbox", Value: 1}}))
 	if err != nil {
 		return nil, wrap(err)
@@ -432,17 +541,134 @@ func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents
 // event left to publish, nothing needs it any more and it is deleted.
 func (s *Store) MarkPublished(ctx context.Context, uuid string, ev apppass.Event) error {
 	defer s.locks.lock(uuid)()
+	return s.markPublished(ctx, uuid, ev, nil)
+}
+
+// markPublished removes ev from the outbox of uuid; with releaseBy set, it
+// also ends that owner's claim in the same write, if the owner still holds
+// it. The caller holds the document's lock.
+func (s *Store) markPublished(ctx context.Context, uuid string, ev apppass.Event, releaseBy *string) error {
+	if s.isFerretDB(ctx) {
+		return s.markPublishedByID(ctx, uuid, ev, releaseBy)
+	}
 	field := "outbox." + ev.ID
-	_, err := s.passwords.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: uuid}, {Key: field, Value: bson.D{{Key: "$exists", Value: true}}}},
-		bson.D{{Key: "$unset", Value: bson.D{{Key: field, Value: ""}}}, {Key: "$inc", Value: bson.D{{Key: "pending", Value: -1}}}})
+	filter := bson.D{{Key: "_id", Value: uuid}, {Key: field, Value: bson.D{{Key: "$exists", Value: true}}}}
+	if releaseBy != nil {
+		filter = append(filter, bson.E{Key: "outboxClaim.owner", Value: *releaseBy})
+	}
+	if ev.Type == apppass.EventRevoked {
+		// The common end of a revoked password: its last event is out,
+		// so the document goes, in one write.
+		res, err := s.passwords.DeleteOne(ctx, append(filter,
+			bson.E{Key: "revoked", Value: bson.D{{Key: "$exists", Value: true}}}, bson.E{Key: "pending", Value: 1}))
+		if err != nil {
+			return wrap(err)
+		}
+		if res.DeletedCount == 1 {
+			return nil
+		}
+	}
+	unset := bson.D{{Key: field, Value: ""}}
+	if releaseBy != nil {
+		unset = append(unset, bson.E{Key: "outboxClaim", Value: ""})
+	}
+	res, err := s.passwords.UpdateOne(ctx, filter,
+		bson.D{{Key: "$unset", Value: unset}, {Key: "$inc", Value: bson.D{{Key: "pending", Value: -1}}}})
 	if err != nil {
 		return wrap(err)
+	}
+	if releaseBy != nil && res.MatchedCount == 0 {
+		// The event was marked already, or the claim is no longer ours
+		// (its lease ran out and another relay took over): one at a time.
+		if err := s.markPublished(ctx, uuid, ev, nil); err != nil {
+			return err
+		}
+		return s.releaseClaim(ctx, uuid, *releaseBy)
 	}
 	if ev.Type == apppass.EventRevoked {
 		_, err = s.passwords.DeleteOne(ctx, bson.D{{Key: "_id", Value: uuid},
 			{Key: "revoked", Value: bson.D{{Key: "$exists", Value: true}}}, {Key: "pending", Value: 0}})
 	}
+	return wrap(err)
+}
+
+// claimDoc is a relay's lease on one password's outbox.
+type claimDoc struct {
+	Owner string    `bson:"owner"`
+	Until time.Time `bson:"until"`
+}
+
+// ClaimPending implements apppass.Outbox: one conditional update of one
+// document, atomic on MongoDB. On FerretDB the in-process lock makes it
+// atomic within one apppassd; across processes two relays may both win a
+// race there, and JetStream drops the second copy by event id.
+func (s *Store) ClaimPending(ctx context.Context, uuid, owner string, lease time.Duration) ([]apppass.Event, error) {
+	defer s.locks.lock(uuid)()
+	if s.isFerretDB(ctx) {
+		return s.claimByID(ctx, uuid, owner, lease)
+	}
+	for attempt := 0; ; attempt++ {
+		now := time.Now().UTC()
+		filter := bson.D{{Key: "_id", Value: uuid}, {Key: "pending", Value: bson.D{{Key: "$gt", Value: 0}}}, {Key: "$or", Value: bson.A{
+			bson.D{{Key: "outboxClaim", Value: bson.D{{Key: "$exists", Value: false}}}},
+			bson.D{{Key: "outboxClaim.until", Value: bson.D{{Key: "$lte", Value: now}}}},
+			bson.D{{Key: "outboxClaim.owner", Value: owner}},
+		}}}
+		update := bson.D{{Key: "$set", Value: bson.D{{Key: "outboxClaim", Value: claimDoc{Owner: owner, Until: now.Add(lease)}}}}}
+		var after passwordDoc
+		// (No projection: FerretDB v1 does not support one on findAndModify.)
+		err := s.passwords.FindOneAndUpdate(ctx, filter, update,
+			options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&after)
+		if err == nil {
+			return after.pendingEvents(), nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, wrap(err)
+		}
+		// Nothing to claim: tell "nothing waits" from "someone else's".
+		var cur struct {
+			Pending int       `bson:"pending"`
+			Claim   *claimDoc `bson:"outboxClaim"`
+		}
+		err = s.passwords.FindOne(ctx, bson.D{{Key: "_id", Value: uuid}},
+			options.FindOne().SetProjection(bson.D{{Key: "pending", Value: 1}, {Key: "outboxClaim", Value: 1}})).Decode(&cur)
+		switch {
+		case errors.Is(err, mongo.ErrNoDocuments):
+			return nil, nil // published and deleted
+		case err != nil:
+			return nil, wrap(err)
+		case cur.Pending <= 0:
+			return nil, nil
+		case cur.Claim != nil && cur.Claim.Owner != owner && cur.Claim.Until.After(time.Now()):
+			return nil, apppass.ErrClaimed
+		case attempt > 0:
+			return nil, apppass.ErrClaimed // it keeps changing under us
+		}
+		// The claim was released or ran out in between: try again.
+	}
+}
+
+// ReleaseClaim implements apppass.Outbox.
+func (s *Store) ReleaseClaim(ctx context.Context, uuid, owner string, published *apppass.Event) error {
+	defer s.locks.lock(uuid)()
+	if published != nil {
+		return s.markPublished(ctx, uuid, *published, &owner)
+	}
+	return s.releaseClaim(ctx, uuid, owner)
+}
+
+func (s *Store) releaseClaim(ctx context.Context, uuid, owner string) error {
+	if s.isFerretDB(ctx) {
+		d, err := s.outboxByID(ctx, uuid)
+		if err != nil || d == nil || d.Claim == nil || d.Claim.Owner != owner {
+			return err
+		}
+		_, err = s.passwords.UpdateOne(ctx, bson.D{{Key: "_id", Value: uuid}},
+			bson.D{{Key: "$unset", Value: bson.D{{Key: "outboxClaim", Value: ""}}}})
+		return wrap(err)
+	}
+	_, err := s.passwords.UpdateOne(ctx, bson.D{{Key: "_id", Value: uuid}, {Key: "outboxClaim.owner", Value: owner}},
+		bson.D{{Key: "$unset", Value: bson.D{{Key: "outboxClaim", Value: ""}}}})
 	return wrap(err)
 }
 
@@ -481,4 +707,100 @@ func wrap(err error) error {
 		return apppass.Unavailable("MongoDB", err)
 	}
 	return err
+}
+
+// FerretDB v1 (SQLite) looks a document up by index only when the filter is
+// exactly {_id: v}; any other condition scans the whole collection, and its
+// conditional updates are a read, a check in Go and a write, without
+// isolation. So on FerretDB the outbox methods do the same themselves with
+// _id-only reads and writes, under the document's lock: as atomic as
+// FerretDB's own within one apppassd, and no collection scan per event.
+// On MongoDB they use conditional single-document updates, atomic anywhere.
+
+// isFerretDB reports whether the server is FerretDB. Until the server has
+// answered, it says no: the conditional updates are right on both.
+func (s *Store) isFerretDB(ctx context.Context) bool {
+	switch s.ferret.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	var info bson.M
+	if err := s.client.Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+		return false
+	}
+	if _, ok := info["ferretdbVersion"]; ok {
+		s.ferret.Store(1)
+		return true
+	}
+	s.ferret.Store(2)
+	return false
+}
+
+// outboxDoc is the outbox side of a password document.
+type outboxDoc struct {
+	Outbox  map[string]eventDoc `bson:"outbox"`
+	Pending int                 `bson:"pending"`
+	Revoked *revocationDoc      `bson:"revoked,omitempty"`
+	Claim   *claimDoc           `bson:"outboxClaim,omitempty"`
+}
+
+var outboxProjection = bson.D{{Key: "outbox", Value: 1}, {Key: "pending", Value: 1}, {Key: "revoked", Value: 1}, {Key: "outboxClaim", Value: 1}}
+
+// outboxByID reads the outbox of uuid; nil when there is no such document.
+func (s *Store) outboxByID(ctx context.Context, uuid string) (*outboxDoc, error) {
+	var d outboxDoc
+	err := s.passwords.FindOne(ctx, bson.D{{Key: "_id", Value: uuid}}, options.FindOne().SetProjection(outboxProjection)).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return &d, nil
+}
+
+// claimByID is ClaimPending on FerretDB; the caller holds the lock.
+func (s *Store) claimByID(ctx context.Context, uuid, owner string, lease time.Duration) ([]apppass.Event, error) {
+	d, err := s.outboxByID(ctx, uuid)
+	if err != nil || d == nil || d.Pending <= 0 {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	if c := d.Claim; c != nil && c.Owner != owner && c.Until.After(now) {
+		return nil, apppass.ErrClaimed
+	}
+	_, err = s.passwords.UpdateOne(ctx, bson.D{{Key: "_id", Value: uuid}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "outboxClaim", Value: claimDoc{Owner: owner, Until: now.Add(lease)}}}}})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return (&passwordDoc{Outbox: d.Outbox}).pendingEvents(), nil
+}
+
+// markPublishedByID is markPublished on FerretDB; the caller holds the lock.
+func (s *Store) markPublishedByID(ctx context.Context, uuid string, ev apppass.Event, releaseBy *string) error {
+	d, err := s.outboxByID(ctx, uuid)
+	if err != nil || d == nil {
+		return err
+	}
+	byID := bson.D{{Key: "_id", Value: uuid}}
+	release := releaseBy != nil && d.Claim != nil && d.Claim.Owner == *releaseBy
+	if _, queued := d.Outbox[ev.ID]; !queued {
+		if release {
+			_, err = s.passwords.UpdateOne(ctx, byID, bson.D{{Key: "$unset", Value: bson.D{{Key: "outboxClaim", Value: ""}}}})
+		}
+		return wrap(err)
+	}
+	if d.Revoked != nil && d.Pending == 1 && len(d.Outbox) == 1 {
+		_, err = s.passwords.DeleteOne(ctx, byID)
+		return wrap(err)
+	}
+	unset := bson.D{{Key: "outbox." + ev.ID, Value: ""}}
+	if release {
+		unset = append(unset, bson.E{Key: "outboxClaim", Value: ""})
+	}
+	_, err = s.passwords.UpdateOne(ctx, byID, bson.D{{Key: "$unset", Value: unset}, {Key: "$inc", Value: bson.D{{Key: "pending", Value: -1}}}})
+	return wrap(err)
 }

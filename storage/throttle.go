@@ -22,6 +22,22 @@ type failureDoc struct {
 
 // Failures implements apppass.ThrottleStore.
 func (s *Store) Failures(ctx context.Context, keys []string) (map[string]apppass.FailureCount, error) {
+	if s.isFerretDB(ctx) {
+		// One _id each: FerretDB scans the collection for $in.
+		out := map[string]apppass.FailureCount{}
+		for _, k := range keys {
+			var d failureDoc
+			err := s.failures.FindOne(ctx, bson.D{{Key: "_id", Value: k}}).Decode(&d)
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				continue
+			}
+			if err != nil {
+				return nil, wrap(err)
+			}
+			out[k] = d.count()
+		}
+		return out, nil
+	}
 	cur, err := s.failures.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: keys}}}})
 	if err != nil {
 		return nil, wrap(err)

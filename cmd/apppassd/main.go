@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -122,11 +123,38 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 		return err
 	}
 	defer publisher.Close()
+	// Webhooks: made before the relay publishes anything, so a consumer
+	// created now starts early enough to see leftovers from the outbox.
+	var hooks *events.Webhooks
+	if len(cfg.Webhooks) > 0 || len(cfg.ProvisioningSecrets) > 0 {
+		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := store.EnsureWebhookIndexes(ictx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	if len(cfg.Webhooks) > 0 {
+		hooks, err = events.NewWebhooks(store, publisher, events.WebhookConfig{
+			Endpoints: cfg.Webhooks, Timeout: cfg.WebhookTimeout, RetryBase: cfg.WebhookRetryBase,
+			RetryMaxDelay: cfg.WebhookRetryMaxDelay, RetryFor: cfg.WebhookRetryFor,
+			AllowPrivate: cfg.WebhookAllowPrivate, Retention: cfg.WebhookRetention, Logger: logger,
+		})
+		if err != nil {
+			return err
+		}
+	}
 	relay := events.NewRelay(store, publisher, logger)
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
 	relayDone := make(chan struct{})
 	go func() { relay.Run(relayCtx); close(relayDone) }()
+	hooksDone := make(chan struct{})
+	if hooks != nil {
+		go func() { hooks.Run(relayCtx); close(hooksDone) }()
+	} else {
+		close(hooksDone)
+	}
 
 	svc := &apppass.Service{Store: store, Apps: apps, Digester: digester, Events: relay, MaxPerUser: cfg.MaxPerUser}
 	if cfg.Throttle.PairLimit > 0 || cfg.Throttle.IPLimit > 0 {
@@ -154,6 +182,7 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 			}
 			return nil
 		},
+		PendingEvents: store.PendingCount,
 	}
 	srv.MailBackends = rpc.DefaultMailBackends()
 	for protocol, addr := range cfg.MailBackends {
@@ -163,6 +192,25 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 		srv.MailMaster = &rpc.MailMaster{User: cfg.MailMasterUser, Password: cfg.MailMasterPassword, Separator: "*"}
 	}
 	srv.BasicRealm = cfg.BasicRealm
+	if hooks != nil {
+		srv.Webhooks = hooks
+	}
+	if len(cfg.ProvisioningSecrets) > 0 {
+		srv.Provisioning = &rpc.Provisioning{Secrets: cfg.ProvisioningSecrets, IDs: store,
+			RevokeOnPasswordChange: cfg.RevokeOnPasswordChange}
+	}
+	if cfg.PprofListen != "" {
+		pprofLn, err := net.Listen("tcp", cfg.PprofListen)
+		if err != nil {
+			return fmt.Errorf("APPPASS_PPROF_LISTEN %s: %w", cfg.PprofListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go func() { _ = http.Serve(pprofLn, mux) }()
+		defer pprofLn.Close()
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("APPPASS_LISTEN %s: %w", cfg.Listen, err)
@@ -195,6 +243,7 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	srv.CloseWebSockets(shutdownCtx)
 	stopRelay()
 	<-relayDone
+	<-hooksDone
 	if err := relay.Flush(shutdownCtx); err != nil {
 		logger.Warn("events left in the outbox; they are published at the next start", "err", err)
 	}

@@ -40,6 +40,7 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Backend) {
 	}{
 		{"InsertList", testInsertList},
 		{"OwnersIsolated", testOwnersIsolated},
+		{"ListContext", testListContext},
 		{"Limit", testLimit},
 		{"LimitConcurrent", testLimitConcurrent},
 		{"Revoke", testRevoke},
@@ -52,6 +53,9 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Backend) {
 		{"Outbox", testOutbox},
 		{"PublishOrder", testPublishOrder},
 		{"OutboxLimit", testOutboxLimit},
+		{"OutboxClaim", testOutboxClaim},
+		{"OutboxClaimTakeover", testOutboxClaimTakeover},
+		{"OutboxClaimConcurrent", testOutboxClaimConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore(t)) })
@@ -274,6 +278,46 @@ func testOwnersIsolated(t *testing.T, s Backend) {
 	}
 	if got := list(t, s, alice); !slices.Equal(uuids(got), []string{p.UUID}) {
 		t.Errorf("List(alice) = %v, want [%s]", uuids(got), p.UUID)
+	}
+}
+
+// testListContext: every active password of a context, of all its users,
+// none of another context, none revoked, at most limit.
+func testListContext(t *testing.T, s Backend) {
+	alice := newUser()
+	bob := apppass.User{ContextID: alice.ContextID, UserID: alice.UserID + 1, Login: "bob"}
+	carol := apppass.User{ContextID: alice.ContextID + 1, UserID: alice.UserID, Login: "carol"}
+	var want []string
+	for i, owner := range []apppass.User{alice, alice, bob} {
+		p := newPassword(owner, "mail", fmt.Sprintf("p%d", i), now())
+		insert(t, s, p, 10)
+		want = append(want, p.UUID)
+	}
+	insert(t, s, newPassword(carol, "mail", "other context", now()), 10)
+	gone := newPassword(bob, "mail", "revoked", now())
+	insert(t, s, gone, 10)
+	revoke(t, s, gone)
+
+	got, err := s.ListContext(ctx(t), alice.ContextID, 10)
+	if err != nil {
+		t.Fatalf("ListContext: %v", err)
+	}
+	if !sameSet(uuids(got), want) {
+		t.Fatalf("ListContext = %v, want %v (any order)", uuids(got), want)
+	}
+	for _, p := range got {
+		if p.Owner.ContextID != alice.ContextID || (p.Owner.UserID != alice.UserID && p.Owner.UserID != bob.UserID) {
+			t.Errorf("ListContext returned owner %+v", p.Owner)
+		}
+		if p.Digest != "" {
+			t.Errorf("ListContext returned the digest of %s", p.UUID)
+		}
+	}
+	if got, err := s.ListContext(ctx(t), alice.ContextID, 2); err != nil || len(got) != 2 {
+		t.Fatalf("ListContext with limit 2 = %v, %v", uuids(got), err)
+	}
+	if got, err := s.ListContext(ctx(t), carol.ContextID+1, 10); err != nil || len(got) != 0 {
+		t.Fatalf("ListContext of an empty context = %v, %v", uuids(got), err)
 	}
 }
 
@@ -762,4 +806,170 @@ func keys(m map[string][]apppass.Event) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func claim(t *testing.T, s Backend, uuid, owner string, lease time.Duration) []apppass.Event {
+	t.Helper()
+	evs, err := s.ClaimPending(ctx(t), uuid, owner, lease)
+	if err != nil {
+		t.Fatalf("ClaimPending(%s, %s): %v", uuid, owner, err)
+	}
+	return evs
+}
+
+func wantClaimed(t *testing.T, s Backend, what, uuid, owner string) {
+	t.Helper()
+	evs, err := s.ClaimPending(ctx(t), uuid, owner, time.Minute)
+	if !errors.Is(err, apppass.ErrClaimed) {
+		t.Errorf("%s: ClaimPending by %s = %v, %v; want ErrClaimed", what, owner, fmtEvents(evs), err)
+	}
+}
+
+func release(t *testing.T, s Backend, uuid, owner string, published *apppass.Event) {
+	t.Helper()
+	if err := s.ReleaseClaim(ctx(t), uuid, owner, published); err != nil {
+		t.Fatalf("ReleaseClaim(%s, %s): %v", uuid, owner, err)
+	}
+}
+
+// testOutboxClaim: a claim hands one relay a password's pending events and
+// keeps the others (and the sweep's Pending) off them until it is released.
+func testOutboxClaim(t *testing.T, s Backend) {
+	owner := newUser()
+	a, b := newPassword(owner, "mail", "a", now()), newPassword(owner, "mail", "b", now())
+	aCreated, bCreated := insert(t, s, a, 10), insert(t, s, b, 10)
+	_, aRevoked := revoke(t, s, a)
+
+	checkEvents(t, "relay 1 claims a", claim(t, s, a.UUID, "relay-1", time.Minute), aCreated, aRevoked)
+	wantClaimed(t, s, "a held by relay 1", a.UUID, "relay-2")
+	// The holder may claim again (renewing its lease).
+	checkEvents(t, "relay 1 claims a again", claim(t, s, a.UUID, "relay-1", time.Minute), aCreated, aRevoked)
+	// A claim is not an event: the count and the contents stay.
+	if n := pendingCount(t, s); n != 3 {
+		t.Errorf("PendingCount with a claimed = %d, want 3", n)
+	}
+	if got := pending(t, s); len(got) != 1 || got[b.UUID] == nil {
+		t.Errorf("Pending with a claimed = %v, want b only", keys(got))
+	}
+
+	// Another relay's release or mark does not end relay 1's claim.
+	release(t, s, a.UUID, "relay-2", nil)
+	wantClaimed(t, s, "a after relay 2's release", a.UUID, "relay-2")
+
+	// Relay 1 publishes created, then lets go with the mark of... nothing
+	// more: say NATS failed before the revoked event.
+	markPublished(t, s, a.UUID, aCreated)
+	release(t, s, a.UUID, "relay-1", nil)
+	checkEvents(t, "relay 2 claims a after the release", claim(t, s, a.UUID, "relay-2", time.Minute), aRevoked)
+	wantClaimed(t, s, "a held by relay 2", a.UUID, "relay-1")
+	// Marking the last event and releasing is one call; a published
+	// revoked password is gone.
+	release(t, s, a.UUID, "relay-2", &aRevoked)
+	if evs := claim(t, s, a.UUID, "relay-1", time.Minute); len(evs) != 0 {
+		t.Errorf("ClaimPending of a published revoked password = %s, want nothing", fmtEvents(evs))
+	}
+	if _, err := s.Revoke(ctx(t), owner, a.UUID, revokedBy("", new(apppass.Event), new(apppass.Password))); !errors.Is(err, apppass.ErrNotFound) {
+		t.Errorf("Revoke of a published revoked password = %v, want ErrNotFound", err)
+	}
+
+	// b: release with its only event marks it; b stays active, and a later
+	// event can be claimed by anyone.
+	checkEvents(t, "relay 1 claims b", claim(t, s, b.UUID, "relay-1", time.Minute), bCreated)
+	release(t, s, b.UUID, "relay-1", &bCreated)
+	release(t, s, b.UUID, "relay-1", &bCreated) // a repeat: harmless
+	if n := pendingCount(t, s); n != 0 {
+		t.Errorf("PendingCount after publishing everything = %d, want 0", n)
+	}
+	if evs := claim(t, s, b.UUID, "relay-2", time.Minute); len(evs) != 0 {
+		t.Errorf("ClaimPending with nothing pending = %s, want nothing", fmtEvents(evs))
+	}
+	_, bRevoked := revoke(t, s, b)
+	checkEvents(t, "relay 2 claims b's revocation", claim(t, s, b.UUID, "relay-2", time.Minute), bRevoked)
+	// An event queued while the claim is held is in the next claim.
+	release(t, s, b.UUID, "relay-2", nil)
+	if l := list(t, s, owner); len(l) != 0 {
+		t.Errorf("List after both revocations = %v, want none", uuids(l))
+	}
+	markPublished(t, s, b.UUID, bRevoked)
+
+	// A password that never existed: nothing to claim, nothing to release.
+	ghost := newPassword(owner, "mail", "ghost", now())
+	if evs := claim(t, s, ghost.UUID, "relay-1", time.Minute); len(evs) != 0 {
+		t.Errorf("ClaimPending of a missing password = %s", fmtEvents(evs))
+	}
+	release(t, s, ghost.UUID, "relay-1", nil)
+	ghostCreated := createdEvent(ghost)
+	release(t, s, ghost.UUID, "relay-1", &ghostCreated)
+	if n := pendingCount(t, s); n != 0 {
+		t.Errorf("PendingCount at the end = %d, want 0", n)
+	}
+}
+
+// testOutboxClaimTakeover: a relay that dies holding a claim is taken over
+// when its lease runs out; if it comes back late, its marks still count but
+// it cannot take the claim back.
+func testOutboxClaimTakeover(t *testing.T, s Backend) {
+	owner := newUser()
+	p := newPassword(owner, "eas", "phone", now())
+	created := insert(t, s, p, 10)
+	_, revoked := revoke(t, s, p)
+
+	claim(t, s, p.UUID, "dead", 300*time.Millisecond)
+	wantClaimed(t, s, "while the lease runs", p.UUID, "heir")
+	if got := pending(t, s); len(got) != 0 {
+		t.Errorf("Pending while the lease runs = %v, want none", keys(got))
+	}
+	time.Sleep(400 * time.Millisecond)
+	if got := pending(t, s); len(got) != 1 {
+		t.Errorf("Pending after the lease ran out = %v, want the password", keys(got))
+	}
+	checkEvents(t, "the heir's claim", claim(t, s, p.UUID, "heir", time.Minute), created, revoked)
+	wantClaimed(t, s, "the dead relay, back late", p.UUID, "dead")
+
+	// The late relay had published created: its mark counts, its release
+	// does not end the heir's claim.
+	release(t, s, p.UUID, "dead", &created)
+	checkEvents(t, "pending after the late mark", claim(t, s, p.UUID, "heir", time.Minute), revoked)
+	wantClaimed(t, s, "after the late relay's release", p.UUID, "dead")
+	release(t, s, p.UUID, "heir", &revoked)
+	if n := pendingCount(t, s); n != 0 {
+		t.Errorf("PendingCount = %d, want 0", n)
+	}
+}
+
+// testOutboxClaimConcurrent: of relays racing for one password's claim,
+// exactly one wins.
+func testOutboxClaimConcurrent(t *testing.T, s Backend) {
+	owner := newUser()
+	for round := range 5 {
+		p := newPassword(owner, "mail", fmt.Sprint(round), now())
+		created := insert(t, s, p, 10)
+		var mu sync.Mutex
+		var winners []string
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				relay := fmt.Sprintf("relay-%d", i)
+				evs, err := s.ClaimPending(ctx(t), p.UUID, relay, time.Minute)
+				switch {
+				case errors.Is(err, apppass.ErrClaimed):
+				case err != nil:
+					t.Errorf("ClaimPending: %v", err)
+				default:
+					checkEvents(t, relay+"'s claim", evs, created)
+					mu.Lock()
+					winners = append(winners, relay)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if len(winners) != 1 {
+			t.Fatalf("round %d: %d relays won the claim (%v), want exactly 1", round, len(winners), winners)
+		}
+		release(t, s, p.UUID, winners[0], &created)
+	}
+	if n := pendingCount(t, s); n != 0 {
+		t.Errorf("PendingCount = %d, want 0", n)
+	}
 }

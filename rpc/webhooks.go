@@ -1,0 +1,104 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+
+	"github.com/apppass/apppass"
+)
+
+// WebhookAdmin is what admins see and do of the outbound webhooks
+// (implemented by events.Webhooks).
+type WebhookAdmin interface {
+	Endpoints(ctx context.Context) ([]apppass.WebhookEndpointStatus, error)
+	Deliveries(ctx context.Context, q apppass.WebhookQuery) ([]apppass.WebhookDelivery, error)
+	Enable(ctx context.Context, name string) (bool, error)
+}
+
+// Limits of webhooks.deliveries.
+const (
+	defaultDeliveries = 50
+	maxDeliveries     = 500
+)
+
+var errNoSuchEndpoint = apppass.Invalid("endpoint", "is not a configured webhook endpoint")
+
+// webhookEndpoints answers webhooks.endpoints: every configured endpoint
+// with its state and delivery counts.
+func webhookEndpoints(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (any, error) {
+	if err := decodeParams(params); err != nil {
+		return nil, err
+	}
+	if s.Webhooks == nil {
+		return []apppass.WebhookEndpointStatus{}, nil
+	}
+	return s.Webhooks.Endpoints(ctx)
+}
+
+// webhookDeliveries answers webhooks.deliveries({state?, endpoint?, limit?}):
+// deliveries newest first.
+func webhookDeliveries(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (any, error) {
+	var q apppass.WebhookQuery
+	limit := int64(defaultDeliveries)
+	err := decodeParams(params, str("state", &q.State, false), str("endpoint", &q.Endpoint, false),
+		optionalInt("limit", &limit))
+	if err != nil {
+		return nil, err
+	}
+	switch q.State {
+	case "", apppass.DeliveryPending, apppass.DeliveryDelivered, apppass.DeliveryFailed:
+	default:
+		return nil, apppass.Invalid("state", "must be pending, delivered or failed")
+	}
+	if limit < 1 || limit > maxDeliveries {
+		return nil, apppass.Invalid("limit", "must be from 1 to 500")
+	}
+	q.Limit = int(limit)
+	if s.Webhooks == nil {
+		if q.Endpoint != "" {
+			return nil, errNoSuchEndpoint
+		}
+		return []apppass.WebhookDelivery{}, nil
+	}
+	ds, err := s.Webhooks.Deliveries(ctx, q)
+	if ds == nil && err == nil {
+		ds = []apppass.WebhookDelivery{}
+	}
+	return ds, err
+}
+
+// webhookEnable answers webhooks.enable({endpoint}): an endpoint disabled
+// by a 410 receives deliveries again.
+func webhookEnable(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (any, error) {
+	var name string
+	if err := decodeParams(params, str("endpoint", &name, true)); err != nil {
+		return nil, err
+	}
+	if s.Webhooks == nil {
+		return nil, errNoSuchEndpoint
+	}
+	was, err := s.Webhooks.Enable(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]bool{"enabled": true, "wasDisabled": was}, nil
+}
+
+// optionalInt reads an optional whole number (null means not given).
+func optionalInt(name string, into *int64) param {
+	return param{name: name, decode: func(raw json.RawMessage) error {
+		if string(raw) == "null" {
+			return nil
+		}
+		var f float64
+		if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) || json.Unmarshal(raw, &f) != nil {
+			return apppass.Invalid(name, "must be a number")
+		}
+		if f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+			return apppass.Invalid(name, "must be a whole number")
+		}
+		*into = int64(f)
+		return nil
+	}}
+}
