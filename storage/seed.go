@@ -24,7 +24,13 @@ func (s *Store) Seed(ctx context.Context, ps []apppass.Password) error {
 			UUID: p.UUID, ContextID: p.Owner.ContextID, UserID: p.Owner.UserID, Login: p.Owner.Login,
 			LoginKey: apppass.LoginKey(p.Owner.Login), AppScope: p.AppScope, Name: p.Name, Created: p.Created,
 			Digest: p.Digest, KeyID: p.KeyID, Slot: slotKey(p.Owner, slot), Outbox: map[string]eventDoc{},
+			KnownIPs: p.KnownIPs,
 		})
+		if l := p.LastLogin; l != nil {
+			d := docs[len(docs)-1].(passwordDoc)
+			d.LastLogin = &lastLoginDoc{Time: l.Time, IP: l.IP, Device: l.Device, UserAgent: l.UserAgent}
+			docs[len(docs)-1] = d
+		}
 	}
 	for start := 0; start < len(docs); start += 1000 {
 		end := min(start+1000, len(docs))

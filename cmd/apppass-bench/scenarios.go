@@ -326,6 +326,9 @@ func seedPasswords(t *target, from, n int) ([]apppass.Password, []login, error) 
 		ps = append(ps, apppass.Password{
 			UUID:  fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16]),
 			Owner: u, AppScope: "mail", Name: "seeded", Created: now, Digest: t.digester.Digest(norm), KeyID: t.digester.KeyID(),
+			// Used before, from the address the load comes from: lookups
+			// are measured, not first-use writes and events.
+			LastLogin: &apppass.LastLogin{Time: now, IP: "192.0.2.1"}, KnownIPs: []string{"192.0.2.1"},
 		})
 		ls = append(ls, login{u.Login, secret})
 	}
