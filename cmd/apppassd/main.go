@@ -144,6 +144,19 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 			return err
 		}
 	}
+	// Create the stream now, not at the first event, so gateways can start
+	// consuming at once; retried in the background while NATS is away.
+	go func() {
+		for ctx.Err() == nil {
+			ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := publisher.EnsureStream(ectx)
+			cancel()
+			if err == nil {
+				return
+			}
+			time.Sleep(time.Second)
+		}
+	}()
 	relay := events.NewRelay(store, publisher, logger)
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
