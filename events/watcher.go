@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -13,6 +14,12 @@ import (
 // RevokedSubjects are the subjects every replica listens on to evict
 // revoked passwords from its authenticate cache.
 const RevokedSubjects = "apppasswords.revoked.>"
+
+// EvictSubject carries a bare uuid from the replica that revoked it to all
+// others, on plain NATS: it does not wait for the outbox relay (whose claim
+// another replica may hold), so remove can return only after every
+// connected replica has been told.
+const EvictSubject = "apppass.cache.evict"
 
 // RevocationWatcher keeps an AuthCache honest across replicas: it evicts
 // each password another replica revokes, and it makes the cache untrusted
@@ -44,6 +51,11 @@ func WatchRevocations(url string, cache *apppass.AuthCache) (*RevocationWatcher,
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS for revocations: %w", err)
 	}
+	_, err = nc.Subscribe(EvictSubject, func(m *nats.Msg) { cache.EvictUUID(string(m.Data)) })
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
 	_, err = nc.Subscribe(RevokedSubjects, func(m *nats.Msg) {
 		var ev struct {
 			Data struct {
@@ -66,6 +78,17 @@ func WatchRevocations(url string, cache *apppass.AuthCache) (*RevocationWatcher,
 		}
 	}
 	return &RevocationWatcher{nc: nc}, nil
+}
+
+// BroadcastEviction tells every replica to drop uuid from its cache and
+// waits until the NATS server has taken the message (which it forwards to
+// subscribers as it takes it). Without NATS it returns an error at once;
+// the other replicas then distrust their caches anyway.
+func (w *RevocationWatcher) BroadcastEviction(ctx context.Context, uuid string) error {
+	if err := w.nc.Publish(EvictSubject, []byte(uuid)); err != nil {
+		return err
+	}
+	return w.nc.FlushWithContext(ctx)
 }
 
 // Close stops watching; the cache is no longer trusted.

@@ -230,10 +230,39 @@ func TestTwoReplicasRevokeAtOnce(t *testing.T) {
 		for range 2 { // the second is a cache hit on b
 			b.call(t, gateway, "appPasswords.authenticate", authParams("eve@example.com", p.Password, "caldav", "192.0.2.1"), &ok)
 		}
+		// FerretDB (the test's MongoDB) does not isolate concurrent
+		// updates from two processes: let both relays finish writing this
+		// password's first-use event before A revokes it, as a real
+		// MongoDB would not need. B's cache stays warm meanwhile.
+		waitNoPending(t, a, b)
 		var removed struct{ Result string }
 		a.call(t, token, "appPasswords.remove", map[string]any{"uuid": p.UUID}, &removed)
 		wantCode(t, "round "+string(rune('a'+i))+": b after remove on a",
 			b.call(t, gateway, "appPasswords.authenticate", authParams("eve@example.com", p.Password, "caldav", "192.0.2.1"), nil), -32010)
+	}
+}
+
+// waitNoPending waits until no daemon reports events waiting in the outbox.
+func waitNoPending(t *testing.T, daemons ...*daemon) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, d := range daemons {
+		for {
+			resp, err := http.Get(d.http + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct{ PendingEvents int64 }
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if body.PendingEvents == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d events still pending after 30 s", body.PendingEvents)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 

@@ -180,6 +180,7 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 			return err
 		}
 		defer watcher.Close()
+		svc.Evictions = watcher
 	}
 	go svc.RunSweeper(relayCtx, cfg.SweepInterval, logger)
 	srv := &rpc.Server{
