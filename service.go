@@ -140,15 +140,15 @@ func (s *Service) revoke(ctx context.Context, owner User, uuid, reason string) e
 	if err != nil {
 		return err
 	}
-	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
-	defer cancel()
 	if s.Cache != nil {
 		s.Cache.EvictUUID(uuid)
 	}
 	if s.Evictions != nil {
-		_ = s.Evictions.BroadcastEviction(dctx, uuid) // best effort, like Deliver below
+		_ = s.Evictions.BroadcastEviction(ctx, uuid) // best effort, like Deliver below
 	}
 	if s.Events != nil {
+		dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
+		defer cancel()
 		// An error leaves the event in the outbox for the relay: the
 		// revocation itself is stored, so remove still succeeds.
 		_ = s.Events.Deliver(dctx, PendingEvents{PasswordUUID: uuid, Events: pending})

@@ -85,11 +85,19 @@ func WatchRevocations(url string, cache *apppass.AuthCache) (*RevocationWatcher,
 // subscribers as it takes it). Without NATS it returns an error at once;
 // the other replicas then distrust their caches anyway.
 func (w *RevocationWatcher) BroadcastEviction(ctx context.Context, uuid string) error {
+	if !w.nc.IsConnected() {
+		return ErrNotConnected // don't queue it for a reconnect: caches are emptied then anyway
+	}
 	if err := w.nc.Publish(EvictSubject, []byte(uuid)); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, evictFlushTimeout)
+	defer cancel()
 	return w.nc.FlushWithContext(ctx)
 }
+
+// evictFlushTimeout bounds how long remove waits for the broadcast.
+const evictFlushTimeout = 500 * time.Millisecond
 
 // Close stops watching; the cache is no longer trusted.
 func (w *RevocationWatcher) Close() { w.nc.Close() }
