@@ -304,38 +304,14 @@ var listProjection = bson.D{{Key: "digest", Value: 0}, {Key: "outbox", Value: 0}
 
 // List implements apppass.Store.
 func (s *Store) List(ctx context.Context, owner apppass.User) ([]apppass.Password, error) {
-	cur, err := s.passwords.Find(ctx, ownerFilter(owner),
+	return s.findPasswords(ctx, ownerFilter(owner),
 		options.Find().SetSort(bson.D{{Key: "created", Value: -1}, {Key: "_id", Value: 1}}).SetProjection(listProjection))
-	if err != nil {
-		return nil, wrap(err)
-	}
-	var docs []passwordDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, wrap(err)
-	}
-	out := make([]apppass.Password, len(docs))
-	for i := range docs {
-		out[i] = docs[i].password()
-	}
-	return out, nil
 }
 
 // ListContext implements apppass.Store.
 func (s *Store) ListContext(ctx context.Context, contextID int64, limit int) ([]apppass.Password, error) {
-	cur, err := s.passwords.Find(ctx, bson.D{{Key: "contextId", Value: contextID}, notRevoked},
+	return s.findPasswords(ctx, bson.D{{Key: "contextId", Value: contextID}, notRevoked},
 		options.Find().SetLimit(int64(limit)).SetProjection(listProjection))
-	if err != nil {
-		return nil, wrap(err)
-	}
-	var docs []passwordDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, wrap(err)
-	}
-	out := make([]apppass.Password, len(docs))
-	for i := range docs {
-		out[i] = docs[i].password()
-	}
-	return out, nil
 }
 
 // Revoke implements apppass.Store: the revocation, the release of the
@@ -494,10 +470,15 @@ func (s *Store) recordLoginByID(ctx context.Context, uuid string, login apppass.
 
 // Expired implements apppass.Store.
 func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]apppass.Password, error) {
-	cur, err := s.passwords.Find(ctx, bson.D{notRevoked, {Key: "$or", Value: bson.A{
+	return s.findPasswords(ctx, bson.D{notRevoked, {Key: "$or", Value: bson.A{
 		bson.D{{Key: "expires", Value: bson.D{{Key: "$lte", Value: now}}}},
 		bson.D{{Key: "idleDeadline", Value: bson.D{{Key: "$lte", Value: now}}}},
 	}}}, options.Find().SetLimit(int64(limit)).SetProjection(listProjection))
+}
+
+// findPasswords runs a find on the passwords and decodes the documents.
+func (s *Store) findPasswords(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]apppass.Password, error) {
+	cur, err := s.passwords.Find(ctx, filter, opts)
 	if err != nil {
 		return nil, wrap(err)
 	}
