@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +60,18 @@ type Config struct {
 	WebhookRetention       time.Duration
 	ProvisioningSecrets    []stdwebhook.Secret
 	RevokeOnPasswordChange bool
+	// UI is "auto" (the settings page at / with the embedded store only),
+	// "on" or "off".
+	UI string
+	// CORSOrigins may call /rpc and the OX-compatible API from a browser.
+	CORSOrigins []string
+	// Metrics serves Prometheus metrics at /metrics.
+	Metrics bool
+}
+
+// ServeUI reports whether the settings page is served at /.
+func (c *Config) ServeUI() bool {
+	return c.UI == "on" || (c.UI == "auto" && c.EmbeddedStore())
 }
 
 // EmbeddedStore reports whether MongoDB is the embedded FerretDB.
@@ -206,6 +219,21 @@ var settings = []setting{
 	{"APPPASS_REVOKE_ON_PASSWORD_CHANGE", "revoke-on-password-change", "false", "a user.password_changed provisioning webhook revokes all of the user's app passwords", func(c *Config, v string) error {
 		return boolean(v, &c.RevokeOnPasswordChange)
 	}},
+	{"APPPASS_UI", "ui", "auto", "the settings page at /: on, off, or auto (on with the embedded store only)", func(c *Config, v string) error {
+		c.UI = v
+		if v != "auto" && v != "on" && v != "off" {
+			return errors.New("must be auto, on or off")
+		}
+		return nil
+	}},
+	{"APPPASS_CORS_ORIGINS", "cors-origins", "", "comma-separated origins (https://groupware.example.com) whose pages may call /rpc and /appsuite/api from a browser", func(c *Config, v string) error {
+		origins, err := parseOrigins(v)
+		c.CORSOrigins = origins
+		return err
+	}},
+	{"APPPASS_METRICS", "metrics", "true", "serve Prometheus metrics at /metrics", func(c *Config, v string) error {
+		return boolean(v, &c.Metrics)
+	}},
 	{"APPPASS_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
 		return c.LogLevel.UnmarshalText([]byte(v))
 	}},
@@ -288,6 +316,24 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 		return nil, errors.New("config: APPPASS_USER_TOKEN_KEY (--user-token-key) is required when APPPASS_MONGODB_URI is set")
 	}
 	return c, nil
+}
+
+// parseOrigins reads a comma-separated list of browser origins: a scheme,
+// a host and an optional port, nothing else (what an Origin header carries).
+func parseOrigins(v string) ([]string, error) {
+	var origins []string
+	for _, o := range strings.Split(v, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil {
+			return nil, fmt.Errorf("%q is not an origin like https://groupware.example.com", o)
+		}
+		origins = append(origins, strings.ToLower(o))
+	}
+	return origins, nil
 }
 
 // readFile reads a config file: a YAML (or JSON) mapping whose keys are

@@ -144,3 +144,37 @@ func TestAppsFile(t *testing.T) {
 		}
 	}
 }
+
+func TestUICORSAndMetricsSettings(t *testing.T) {
+	c, err := Load(nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.ServeUI() || !c.Metrics || len(c.CORSOrigins) != 0 {
+		t.Fatalf("defaults: ui %v metrics %v cors %v", c.ServeUI(), c.Metrics, c.CORSOrigins)
+	}
+	external := map[string]string{"APPPASS_MONGODB_URI": "mongodb://db", "APPPASS_PEPPER": strings.Repeat("p", 32), "APPPASS_USER_TOKEN_KEY": strings.Repeat("k", 32)}
+	if c, err = Load(nil, env(external), &bytes.Buffer{}); err != nil || c.ServeUI() {
+		t.Fatalf("auto with external MongoDB: ui %v, %v", c.ServeUI(), err)
+	}
+	external["APPPASS_UI"] = "on"
+	external["APPPASS_CORS_ORIGINS"] = "https://Groupware.example.com, http://127.0.0.1:8081"
+	external["APPPASS_METRICS"] = "false"
+	if c, err = Load(nil, env(external), &bytes.Buffer{}); err != nil || !c.ServeUI() || c.Metrics {
+		t.Fatalf("ui on, metrics off: %+v %v", c, err)
+	}
+	if strings.Join(c.CORSOrigins, " ") != "https://groupware.example.com http://127.0.0.1:8081" {
+		t.Fatalf("origins %q", c.CORSOrigins)
+	}
+	for name, v := range map[string]string{"APPPASS_UI": "maybe", "APPPASS_CORS_ORIGINS": "https://a.example/path", "APPPASS_METRICS": "yes please"} {
+		_, err := Load(nil, env(map[string]string{name: v}), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%q: %v", name, v, err)
+		}
+	}
+	for _, bad := range []string{"*", "ftp://x.example", "https://", "https://u:p@x.example", "https://x.example/?q"} {
+		if _, err := parseOrigins(bad); err == nil {
+			t.Errorf("origin %q accepted", bad)
+		}
+	}
+}
