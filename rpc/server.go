@@ -62,6 +62,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /auth/basic", s.serveBasicAuth)
 	mux.HandleFunc("GET /auth/mail", s.serveMailAuth)
 	mux.HandleFunc("POST /webhooks/provisioning", s.serveProvisioning)
+	// The OX-compatible API (ox.go) checks the HTTP method per action.
+	mux.HandleFunc("/appsuite/api/appPasswords", s.serveOX)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
