@@ -46,6 +46,9 @@ type Server struct {
 	Webhooks WebhookAdmin
 	// Provisioning configures POST /webhooks/provisioning; nil answers 404.
 	Provisioning *Provisioning
+	// UI, when set, serves the settings page at GET / and its assets under
+	// GET /ui/ (package ui); nil leaves both 404.
+	UI http.Handler
 
 	upgrader websocket.Upgrader
 	mu       sync.Mutex
@@ -62,6 +65,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /auth/basic", s.serveBasicAuth)
 	mux.HandleFunc("GET /auth/mail", s.serveMailAuth)
 	mux.HandleFunc("POST /webhooks/provisioning", s.serveProvisioning)
+	if s.UI != nil {
+		mux.Handle("GET /{$}", s.UI)
+		mux.Handle("GET /ui/", s.UI)
+	}
 	// The OX-compatible API (ox.go) checks the HTTP method per action.
 	mux.HandleFunc("/appsuite/api/appPasswords", s.serveOX)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

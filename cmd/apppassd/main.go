@@ -27,6 +27,7 @@ import (
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/storage"
+	"github.com/apppass/apppass/ui"
 )
 
 func main() {
@@ -206,6 +207,9 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 		srv.MailMaster = &rpc.MailMaster{User: cfg.MailMasterUser, Password: cfg.MailMasterPassword, Separator: "*"}
 	}
 	srv.BasicRealm = cfg.BasicRealm
+	if cfg.ServeUI() {
+		srv.UI = ui.Handler()
+	}
 	if hooks != nil {
 		srv.Webhooks = hooks
 	}
@@ -240,7 +244,7 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	logger.Info("apppassd listening", "http", "http://"+ln.Addr().String(), "mongodb", mongoShown, "nats", natsURL,
 		"stream", events.StreamName, "apps", len(apps.Apps()), "maxPerUser", cfg.MaxPerUser)
 	if cfg.EmbeddedStore() && cfg.UserTokenKey == "" {
-		printWelcome(stdout, ln.Addr().String(), natsURL, tokens, serviceKeys)
+		printWelcome(stdout, ln.Addr().String(), natsURL, tokens, serviceKeys, cfg.ServeUI())
 	}
 
 	select {
@@ -308,7 +312,7 @@ func secretFromConfigOrFile(configured, dir, name string, allowFile bool) (strin
 	return secret, nil
 }
 
-func printWelcome(w io.Writer, addr, natsURL string, tokens *apppass.UserTokens, keys []apppass.ServiceKey) {
+func printWelcome(w io.Writer, addr, natsURL string, tokens *apppass.UserTokens, keys []apppass.ServiceKey, withUI bool) {
 	user := apppass.User{ContextID: 1, UserID: 3, Login: "demo@example.com"}
 	token := tokens.Mint(user, 24*time.Hour, time.Now(), "pwd")
 	fmt.Fprintf(w, `
@@ -323,6 +327,10 @@ Try it:
 
 Watch the events:  nats sub 'apppasswords.>' --server %s
 `, user.Login, token, addr, natsURL)
+	if withUI {
+		// The token goes in the fragment, which the browser never sends.
+		fmt.Fprintf(w, "Settings page: http://%s/#token=%s\n", addr, token)
+	}
 	for _, k := range keys {
 		if k.Role == apppass.RoleGateway {
 			fmt.Fprintf(w, "Gateway key %q (for appPasswords.authenticate):\n  export GATEWAY_KEY=%s\n", k.Name, k.Secret)

@@ -1,0 +1,139 @@
+package ui_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/apppass/apppass/ui"
+)
+
+func get(t *testing.T, h http.Handler, method, path string, header ...string) *http.Response {
+	t.Helper()
+	req := httptest.NewRequest(method, path, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Result()
+}
+
+func body(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkLockedDown checks the headers every answer of the handler carries.
+func checkLockedDown(t *testing.T, path string, resp *http.Response) {
+	t.Helper()
+	want := map[string]string{
+		"Content-Security-Policy": ui.ContentSecurityPolicy,
+		"X-Content-Type-Options":  "nosniff",
+		"Referrer-Policy":         "no-referrer",
+		"X-Frame-Options":         "DENY",
+	}
+	for k, v := range want {
+		if got := resp.Header.Get(k); got != v {
+			t.Errorf("%s: %s = %q, want %q", path, k, got, v)
+		}
+	}
+}
+
+func TestHandlerServesPageAndAssets(t *testing.T) {
+	h := ui.Handler()
+	for _, tc := range []struct{ path, contentType, cache, contains string }{
+		{"/", "text/html; charset=utf-8", "no-store", `<script src="/ui/app.js" defer></script>`},
+		{"/ui/app.js", "text/javascript; charset=utf-8", "no-cache", "appPasswords.getApps"},
+		{"/ui/app.css", "text/css; charset=utf-8", "no-cache", ":focus-visible"},
+	} {
+		resp := get(t, h, "GET", tc.path)
+		b := body(t, resp)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", tc.path, resp.StatusCode)
+		}
+		checkLockedDown(t, tc.path, resp)
+		if got := resp.Header.Get("Content-Type"); got != tc.contentType {
+			t.Errorf("GET %s: Content-Type %q, want %q", tc.path, got, tc.contentType)
+		}
+		if got := resp.Header.Get("Cache-Control"); got != tc.cache {
+			t.Errorf("GET %s: Cache-Control %q, want %q", tc.path, got, tc.cache)
+		}
+		if !strings.Contains(b, tc.contains) {
+			t.Errorf("GET %s: body lacks %q", tc.path, tc.contains)
+		}
+
+		// HEAD answers the same headers without a body.
+		head := get(t, h, "HEAD", tc.path)
+		if head.StatusCode != 200 || head.Header.Get("Content-Type") != tc.contentType || body(t, head) != "" {
+			t.Errorf("HEAD %s: %d %q", tc.path, head.StatusCode, head.Header.Get("Content-Type"))
+		}
+
+		// Revalidation with the ETag is answered 304.
+		etag := resp.Header.Get("ETag")
+		if etag == "" {
+			t.Fatalf("GET %s: no ETag", tc.path)
+		}
+		if again := get(t, h, "GET", tc.path, "If-None-Match", etag); again.StatusCode != http.StatusNotModified {
+			t.Errorf("GET %s with If-None-Match: %d, want 304", tc.path, again.StatusCode)
+		}
+	}
+}
+
+func TestHandlerRefusesOtherPathsAndMethods(t *testing.T) {
+	h := ui.Handler()
+	for _, path := range []string{"/ui/", "/ui/nope.js", "/ui/index.html", "/index.html", "/static/app.js", "/ui/app.js/", "/ui/APP.JS", "/ui/../go.mod"} {
+		resp := get(t, h, "GET", path)
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", path, resp.StatusCode)
+		}
+		checkLockedDown(t, path, resp)
+	}
+	for _, method := range []string{"POST", "PUT", "DELETE"} {
+		resp := get(t, h, method, "/")
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s /: %d Allow %q, want 405 with Allow: GET, HEAD", method, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+}
+
+// The CSP forbids inline script and style and anything from elsewhere;
+// the page must not need them, or the browser would block it.
+func TestPageNeedsNothingTheCSPForbids(t *testing.T) {
+	if !strings.Contains(ui.ContentSecurityPolicy, "default-src 'self'") ||
+		strings.Contains(ui.ContentSecurityPolicy, "unsafe-inline") || strings.Contains(ui.ContentSecurityPolicy, "unsafe-eval") {
+		t.Fatalf("CSP is not strict: %s", ui.ContentSecurityPolicy)
+	}
+	h := ui.Handler()
+	page := body(t, get(t, h, "GET", "/"))
+	forbidden := map[string]*regexp.Regexp{
+		"inline script":        regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`),
+		"script without src":   regexp.MustCompile(`<script(?:\s(?:[^>s]|s[^r]|sr[^c])*)?>`),
+		"inline style element": regexp.MustCompile(`<style`),
+		"style attribute":      regexp.MustCompile(`\sstyle=`),
+		"event handler":        regexp.MustCompile(`\son[a-z]+=`),
+		"javascript: URL":      regexp.MustCompile(`javascript:`),
+		"external resource":    regexp.MustCompile(`(?:src|href)="(?:https?:)?//`),
+	}
+	js := body(t, get(t, h, "GET", "/ui/app.js"))
+	css := body(t, get(t, h, "GET", "/ui/app.css"))
+	for what, re := range forbidden {
+		if m := re.FindString(page); m != "" {
+			t.Errorf("index.html has %s: %q", what, m)
+		}
+	}
+	for name, text := range map[string]string{"app.js": js, "app.css": css} {
+		for _, bad := range []string{"http://", "https://", "eval(", "new Function", "innerHTML", "@import", "url("} {
+			if strings.Contains(text, bad) {
+				t.Errorf("%s contains %q", name, bad)
+			}
+		}
+	}
+}
