@@ -1,7 +1,8 @@
 // Command apppass is the command-line companion of apppassd. Each job is a
-// subcommand; the first is checkpassword, which lets Dovecot (or anything
-// else speaking the checkpassword protocol) check app passwords against the
-// sidecar.
+// subcommand: checkpassword lets Dovecot (or anything else speaking the
+// checkpassword protocol) check app passwords against the sidecar; the
+// others (admin.go, token.go, authenticate.go, health.go) are the admin CLI,
+// with the exit codes of exitcodes.go.
 //
 // Adding a subcommand means adding one entry to commands: its name, a
 // one-line summary, its help text and a run function. Settings shared by
@@ -29,6 +30,12 @@ type system struct {
 	input func() (io.ReadCloser, error)
 	// exec replaces the process with path; it returns only on failure.
 	exec func(path string, argv, env []string) error
+	// stdin is where authenticate reads a piped password.
+	stdin io.Reader
+	// stdinTerminal tells whether stdin is a terminal, from which
+	// readPassword reads a line without echo.
+	stdinTerminal func() bool
+	readPassword  func() ([]byte, error)
 }
 
 // command is one subcommand.
@@ -42,6 +49,14 @@ type command struct {
 
 // commands lists the subcommands in the order --help shows them.
 var commands = []*command{
+	listCommand,
+	addCommand,
+	removeCommand,
+	removeAllCommand,
+	appsCommand,
+	authenticateCommand,
+	tokenCommand,
+	healthCommand,
 	checkpasswordCommand,
 }
 
@@ -51,12 +66,16 @@ func main() {
 
 func osSystem() *system {
 	return &system{
-		getenv:  os.Getenv,
-		environ: os.Environ,
-		stdout:  os.Stdout,
-		stderr:  os.Stderr,
-		input:   openFD3,
-		exec:    syscall.Exec,
+		getenv:        os.Getenv,
+		environ:       os.Environ,
+		stdout:        os.Stdout,
+		stderr:        os.Stderr,
+		input:         openFD3,
+		exec:          syscall.Exec,
+		stdin:         os.Stdin,
+		stdinTerminal: func() bool { return isTerminal(os.Stdin) },
+		// A terminal's echo is turned off while the password is typed.
+		readPassword: func() ([]byte, error) { return readPasswordNoEcho(os.Stdin) },
 	}
 }
 
@@ -70,8 +89,8 @@ func run(args []string, sys *system) int {
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
 			if c := lookup(args[1]); c != nil {
-				commandUsage(sys.stdout, c)
-				return 0
+				// The command prints its own help, flags included.
+				return c.run(sys, c, []string{"--help"})
 			}
 			fmt.Fprintf(sys.stderr, "apppass: unknown command %q\n", args[1])
 			return 2
@@ -108,7 +127,10 @@ Commands:
 		fmt.Fprintf(w, "  %-15s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
-Run "apppass <command> --help" for a command's details.
+Run "apppass <command> --help" for a command's details. Tables are for
+people; --json prints the raw JSON-RPC result for scripts.
+
+`+exitCodesHelp+`  (checkpassword has Dovecot's exit codes: see apppass checkpassword --help)
 
 Environment:
 `+envHelp)
@@ -119,7 +141,14 @@ func commandUsage(w io.Writer, c *command) {
 }
 
 const envHelp = `  APPPASS_URL               the sidecar's base URL (default ` + defaultURL + `)
+  APPPASS_TIMEOUT           how long one call may take, as a Go duration (default 5s)
+  APPPASS_ADMIN_KEY         an admin service key (one of apppassd's APPPASS_SERVICE_KEYS)
+  APPPASS_ADMIN_KEY_FILE    a file holding that key, read when APPPASS_ADMIN_KEY is unset
   APPPASS_GATEWAY_KEY       a gateway service key (one of apppassd's APPPASS_SERVICE_KEYS)
   APPPASS_GATEWAY_KEY_FILE  a file holding that key, read when APPPASS_GATEWAY_KEY is unset
-  APPPASS_TIMEOUT           how long one call may take, as a Go duration (default 5s)
+  APPPASS_USER_TOKEN_KEY    apppassd's user-token key (for token)
+  APPPASS_DATA_DIR          apppassd's data dir (default ./data): without the
+                            variables above, the admin CLI uses the admin.key,
+                            gateway.key and user-token.key apppassd generated
+                            there on the embedded default (checkpassword never does)
 `
