@@ -85,12 +85,21 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	}
 	serviceKeys := cfg.ServiceKeys
 	if len(serviceKeys) == 0 && cfg.EmbeddedStore() {
-		// A newcomer gets a gateway key too, to try authenticate with curl.
+		// A newcomer gets a gateway key too, to try authenticate with curl,
+		// and an admin key, which the admin CLI (cmd/apppass) reads from
+		// the same data dir.
 		secret, err := secretFromConfigOrFile("", cfg.DataDir, "gateway.key", true)
 		if err != nil {
 			return err
 		}
-		serviceKeys = []apppass.ServiceKey{{Name: "demo-gateway", Role: apppass.RoleGateway, Secret: secret}}
+		adminSecret, err := secretFromConfigOrFile("", cfg.DataDir, "admin.key", true)
+		if err != nil {
+			return err
+		}
+		serviceKeys = []apppass.ServiceKey{
+			{Name: "demo-gateway", Role: apppass.RoleGateway, Secret: secret},
+			{Name: "demo-admin", Role: apppass.RoleAdmin, Secret: adminSecret},
+		}
 	}
 
 	// MongoDB: the embedded FerretDB unless a URI is configured.
@@ -335,6 +344,11 @@ Watch the events:  nats sub 'apppasswords.>' --server %s
 		if k.Role == apppass.RoleGateway {
 			fmt.Fprintf(w, "Gateway key %q (for appPasswords.authenticate):\n  export GATEWAY_KEY=%s\n", k.Name, k.Secret)
 			break
+		}
+	}
+	for _, k := range keys {
+		if k.Name == "demo-admin" {
+			fmt.Fprintln(w, "Admin CLI (reads the keys in the data dir): go run ./cmd/apppass list --context 1 --user 3 --login demo@example.com")
 		}
 	}
 	fmt.Fprintln(w)
