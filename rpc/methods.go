@@ -20,6 +20,8 @@ type method struct {
 	// server, when set, is called instead of call, for methods that use
 	// more of the Server than the Service (the webhooks).
 	server func(ctx context.Context, s *Server, c apppass.Caller, params json.RawMessage) (any, error)
+	// everyone is set for methods any authenticated caller may call.
+	everyone bool
 }
 
 // Methods are named after the OX appPasswords HTTP module's actions.
@@ -91,10 +93,13 @@ var methods = map[string]method{
 	"webhooks.endpoints":  {admin: true, server: webhookEndpoints},
 	"webhooks.deliveries": {admin: true, server: webhookDeliveries},
 	"webhooks.enable":     {admin: true, server: webhookEnable},
+	// OpenRPC service discovery (rpc/openrpc.go): describes the methods
+	// above, which is no secret, so every caller may ask.
+	"rpc.discover": {everyone: true, call: rpcDiscover},
 }
 
 var (
-	errGatewayOnly   = &apppass.Error{Kind: apppass.KindForbidden, Message: "gateway keys may only call appPasswords.authenticate"}
+	errGatewayOnly   = &apppass.Error{Kind: apppass.KindForbidden, Message: "gateway keys may only call appPasswords.authenticate (and rpc.discover)"}
 	errNotForUsers   = &apppass.Error{Kind: apppass.KindForbidden, Message: "only gateway and admin keys may call this method"}
 	errViaAppPasswd  = &apppass.Error{Kind: apppass.KindForbidden, Message: "a session opened with an app password may not manage app passwords"}
 	errUserParamDeny = &apppass.Error{Kind: apppass.KindForbidden, Message: "only admin keys may name a user"}
@@ -103,6 +108,9 @@ var (
 
 // allowed decides whether c may call m.
 func (m method) allowed(c apppass.Caller) error {
+	if m.everyone {
+		return nil
+	}
 	if m.admin && c.Role != apppass.RoleAdmin {
 		return errAdminOnly
 	}

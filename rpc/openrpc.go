@@ -1,0 +1,34 @@
+package rpc
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"net/http"
+
+	"github.com/apppass/apppass"
+)
+
+// openrpcDocument describes every JSON-RPC method (OpenRPC 1.3.2). It is
+// written by hand next to the method table; openrpc_test.go checks it
+// against the table, the error codes and real responses.
+//
+//go:embed openrpc.json
+var openrpcDocument []byte
+
+// rpcDiscover answers rpc.discover, the OpenRPC service discovery method.
+func rpcDiscover(_ context.Context, _ *apppass.Service, _ apppass.Caller, params json.RawMessage) (any, error) {
+	if err := decodeParams(params); err != nil {
+		return nil, err
+	}
+	return json.RawMessage(openrpcDocument), nil
+}
+
+// serveOpenRPC answers GET /openrpc.json without a token: the document
+// describes the public interface only (the same as README), holds no
+// secret and nothing about any user, and OpenRPC tools (playground, client
+// generators) fetch it without credentials.
+func serveOpenRPC(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(openrpcDocument)
+}
