@@ -45,7 +45,7 @@ func findChromium(t *testing.T) string {
 
 // artifactsDir is where the screenshots go: $APPPASS_ARTIFACTS, or
 // artifacts/ui at the repository root.
-func artifactsDir(t *testing.T) string {
+func artifactsDir(t *testing.T, prefix string) string {
 	t.Helper()
 	dir := os.Getenv("APPPASS_ARTIFACTS")
 	if dir == "" {
@@ -59,7 +59,7 @@ func artifactsDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	// Screenshots of an earlier run would pass for this run's.
-	old, _ := filepath.Glob(filepath.Join(dir, "[0-9][0-9]-*.png"))
+	old, _ := filepath.Glob(filepath.Join(dir, prefix+"[0-9][0-9]-*.png"))
 	for _, f := range old {
 		_ = os.Remove(f)
 	}
@@ -68,10 +68,11 @@ func artifactsDir(t *testing.T) string {
 
 // tab is the browser tab a test drives, with the steps' helpers.
 type tab struct {
-	t     *testing.T
-	ctx   context.Context
-	dir   string
-	shots int
+	t      *testing.T
+	ctx    context.Context
+	dir    string
+	prefix string // of the screenshots' names
+	shots  int
 }
 
 // step runs actions with a deadline of its own, so a missing element fails
@@ -119,7 +120,7 @@ func (p *tab) screenshot(name string) {
 		return
 	}
 	p.shots++
-	path := filepath.Join(p.dir, fmt.Sprintf("%02d-%s.png", p.shots, name))
+	path := filepath.Join(p.dir, fmt.Sprintf("%s%02d-%s.png", p.prefix, p.shots, name))
 	if err := os.WriteFile(path, buf, 0o644); err != nil {
 		p.t.Errorf("screenshot %s: %v", name, err)
 	}
@@ -233,36 +234,8 @@ func TestSettingsPageInChromium(t *testing.T) {
 	d := gatewaytest.StartDaemon(t, daemonBinary(t), "APPPASS_EMBEDDED_NATS_LISTEN="+natsAddr)
 	pageURL, token := settingsURL(t, d)
 	events := subscribe(t, "nats://"+natsAddr)
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.NoSandbox, // Chromium refuses to run as root with its sandbox
-		chromedp.WindowSize(1280, 900),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
-	t.Cleanup(cancelTab)
-
-	// Script errors and CSP violations fail the test: the strict policy
-	// must not block anything the page needs.
-	var problemsMu sync.Mutex
-	var problems []string
-	console := chromedp.Console(ctx) // starts the browser
-	go func() {
-		for m, err := range console {
-			if err != nil {
-				return
-			}
-			if m.IsException() || m.Source == "security" || (m.Source == "" && m.Type == chromedp.ConsoleError) {
-				problemsMu.Lock()
-				problems = append(problems, m.String())
-				problemsMu.Unlock()
-			}
-		}
-	}()
-	p := &tab{t: t, ctx: ctx, dir: artifactsDir(t)}
+	p := newTab(t, chromium, "")
+	ctx := p.ctx
 
 	// --- open with the token in the fragment ---
 	p.step("open the page", chromedp.Navigate(pageURL))
@@ -548,10 +521,73 @@ func TestSettingsPageInChromium(t *testing.T) {
 		t.Errorf("the token stays in the form after use")
 	}
 	p.screenshot("signed-in-again")
+}
 
-	problemsMu.Lock()
-	defer problemsMu.Unlock()
-	for _, m := range problems {
-		t.Errorf("browser console: %s", m)
+// The limit of passwords per user is explained in words, and the page
+// stays usable.
+func TestSettingsPageLimitInChromium(t *testing.T) {
+	chromium := findChromium(t)
+	d := gatewaytest.StartDaemon(t, daemonBinary(t), "APPPASS_MAX_PER_USER=1")
+	pageURL, _ := settingsURL(t, d)
+	p := newTab(t, chromium, "limit")
+	p.step("open the page", chromedp.Navigate(pageURL))
+	p.waitFor("the page loads", `!document.getElementById('manage').hidden && document.querySelectorAll('#app-select option').length > 0`)
+	p.step("add the first", chromedp.SendKeys(chromedp.ID("name-input"), "First"+kb.Enter))
+	p.waitFor("the dialog opens", `document.getElementById('created-dialog').open`)
+	p.step("close", chromedp.Click(chromedp.ID("created-close")))
+	p.waitFor("the dialog closes", `!document.getElementById('created-dialog').open && document.querySelectorAll('#list-body tr').length === 1`)
+	p.step("add one too many", chromedp.SendKeys(chromedp.ID("name-input"), "Second"+kb.Enter))
+	p.waitFor("the limit is explained", `document.getElementById('error').textContent.includes('maximum number of application passwords')`)
+	if msg := p.errorText(); !strings.Contains(msg, "-32029") || !strings.Contains(msg, "Server: ") {
+		t.Errorf("error region %q lacks the server's message and code", msg)
 	}
+	if eval[bool](p, `document.getElementById('created-dialog').open`) || len(p.rows()) != 1 || len(list(t, d)) != 1 {
+		t.Errorf("a refused add changed the page or the store")
+	}
+	p.screenshot("limit")
+}
+
+// newTab starts headless Chromium for the test and opens a tab. Script
+// errors and CSP violations in it fail the test: the strict policy must
+// not block anything the page needs. Screenshots are named prefix-NN-….
+func newTab(t *testing.T, chromium, prefix string) *tab {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.NoSandbox, // Chromium refuses to run as root with its sandbox
+		chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(cancelTab)
+
+	var mu sync.Mutex
+	var problems []string
+	console := chromedp.Console(ctx) // starts the browser
+	go func() {
+		for m, err := range console {
+			if err != nil {
+				return
+			}
+			if m.IsException() || m.Source == "security" || (m.Source == "" && m.Type == chromedp.ConsoleError) {
+				mu.Lock()
+				problems = append(problems, m.String())
+				mu.Unlock()
+			}
+		}
+	}()
+	// Registered last, so it runs before the browser is stopped.
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range problems {
+			t.Errorf("browser console: %s", m)
+		}
+	})
+	if prefix != "" {
+		prefix += "-"
+	}
+	return &tab{t: t, ctx: ctx, dir: artifactsDir(t, prefix), prefix: prefix}
 }
