@@ -27,8 +27,11 @@ func rpcDiscover(_ context.Context, _ *apppass.Service, _ apppass.Caller, params
 // serveOpenRPC answers GET /openrpc.json without a token: the document
 // describes the public interface only (the same as README), holds no
 // secret and nothing about any user, and OpenRPC tools (playground, client
-// generators) fetch it without credentials.
+// generators) fetch it without credentials. For the same reason any web
+// page may read it (the OpenRPC playground runs in a browser); no
+// credentials are involved, so "*" grants nothing else.
 func serveOpenRPC(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	_, _ = w.Write(openrpcDocument)
 }

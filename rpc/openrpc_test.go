@@ -505,14 +505,18 @@ func TestOpenRPCRealResponses(t *testing.T) {
 	}
 	wantInvalid(t, dc.call(t, user, "rpc.discover", `{"x":1}`), "x")
 	wantInvalid(t, dc.call(t, user, "rpc.discover", `["x"]`), "params")
-	resp, err := http.Get(f.URL + "/openrpc.json")
+	// No token; any page may read it (the OpenRPC playground is one).
+	req, _ := http.NewRequest(http.MethodGet, f.URL+"/openrpc.json", nil)
+	req.Header.Set("Origin", "https://playground.open-rpc.org")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	served, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" || !bytes.Equal(served, rpc.OpenRPCDocument) {
-		t.Fatalf("GET /openrpc.json: %d %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(served))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" ||
+		resp.Header.Get("Access-Control-Allow-Origin") != "*" || !bytes.Equal(served, rpc.OpenRPCDocument) {
+		t.Fatalf("GET /openrpc.json: %d %v, %d bytes", resp.StatusCode, resp.Header, len(served))
 	}
 	if resp, err := http.Post(f.URL+"/openrpc.json", "application/json", strings.NewReader("{}")); err != nil {
 		t.Fatal(err)
