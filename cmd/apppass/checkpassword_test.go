@@ -19,6 +19,11 @@ type fakeSystem struct {
 	execPath       string
 	execArgv       []string
 	execEnv        []string
+	// stdin is standard input; with terminal set it is a terminal, from
+	// which readPassword returns typed.
+	stdin    []byte
+	terminal bool
+	typed    []byte
 }
 
 func (f *fakeSystem) system() *system {
@@ -43,6 +48,9 @@ func (f *fakeSystem) system() *system {
 			f.execPath, f.execArgv, f.execEnv = path, argv, env
 			return errors.New("exec recorded")
 		},
+		stdin:         bytes.NewReader(f.stdin),
+		stdinTerminal: func() bool { return f.terminal },
+		readPassword:  func() ([]byte, error) { return bytes.Clone(f.typed), nil },
 	}
 }
 

@@ -304,6 +304,16 @@ func TestCheckpasswordStoreUnavailable(t *testing.T) {
 	if o.code != 111 || !strings.Contains(o.stderr, fmt.Sprint(codeUnavailable)) || o.reply != nil {
 		t.Fatalf("MongoDB down: exit %d after %v; stderr %s", o.code, o.took, o.stderr)
 	}
+
+	// apppass health: apppassd answers but is not ready (1), with the reason.
+	r := cli(t, []string{"APPPASS_URL=" + d.URL, "APPPASS_TIMEOUT=20s"}, "", "health")
+	if r.code != 1 || !strings.Contains(r.stdout, "unavailable") || !strings.HasPrefix(r.stderr, "apppass health: not ready: ") || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("health with MongoDB down: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = cli(t, []string{"APPPASS_URL=" + d.URL, "APPPASS_TIMEOUT=20s"}, "", "health", "--json")
+	if r.code != 1 || !strings.Contains(r.stdout, `"status":"unavailable"`) {
+		t.Fatalf("health --json with MongoDB down: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
 }
 
 // relay forwards TCP connections to a target until cut.
