@@ -15,6 +15,9 @@ import (
 type AuthCache struct {
 	ttl     time.Duration
 	trusted atomic.Bool
+	// hits and misses count lookups, for the metrics; a lookup while the
+	// cache is not trusted is a miss (it goes to storage).
+	hits, misses atomic.Uint64
 
 	mu       sync.RWMutex
 	byDigest map[string]cacheEntry
@@ -58,15 +61,24 @@ func (c *AuthCache) generation() uint64 {
 
 func (c *AuthCache) get(digest string, now time.Time) (Password, bool) {
 	if !c.trusted.Load() {
+		c.misses.Add(1)
 		return Password{}, false
 	}
 	c.mu.RLock()
 	e, ok := c.byDigest[digest]
 	c.mu.RUnlock()
 	if !ok || now.After(e.until) {
+		c.misses.Add(1)
 		return Password{}, false
 	}
+	c.hits.Add(1)
 	return e.p, true
+}
+
+// Stats returns how many lookups the cache answered (hits) and how many
+// went on to storage (misses) since it was made.
+func (c *AuthCache) Stats() (hits, misses uint64) {
+	return c.hits.Load(), c.misses.Load()
 }
 
 // add caches p, read from storage at generation gen, unless an eviction

@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,10 +11,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -102,6 +105,10 @@ type Webhooks struct {
 	seq       atomic.Uint64
 	wake      chan struct{}
 
+	// counts are the attempts' outcomes per endpoint (DeliveryCounts),
+	// made for every configured endpoint up front, so the map is read-only.
+	counts map[deliveryKey]*atomic.Uint64
+
 	mu        sync.Mutex
 	disabled  map[string]apppass.WebhookEndpointState // by name, as stored
 	refreshed time.Time
@@ -139,7 +146,56 @@ func NewWebhooks(store apppass.WebhookStore, publisher *Publisher, cfg WebhookCo
 		w.endpoints = append(w.endpoints, ep)
 		w.byName[e.Name] = ep
 	}
+	w.counts = map[deliveryKey]*atomic.Uint64{}
+	for _, name := range append(slices.Collect(maps.Keys(w.byName)), UnconfiguredEndpoint) {
+		for _, o := range deliveryOutcomes {
+			w.counts[deliveryKey{name, o}] = new(atomic.Uint64)
+		}
+	}
 	return w, nil
+}
+
+// Outcomes of delivery attempts, as DeliveryCounts names them.
+const (
+	DeliveryOutcomeDelivered = "delivered" // a 2xx answer
+	DeliveryOutcomeRetry     = "retry"     // failed, tried again later
+	DeliveryOutcomeFailed    = "failed"    // failed for the last time: given up
+	DeliveryOutcomeGone      = "gone"      // 410 Gone: the endpoint is disabled
+)
+
+var deliveryOutcomes = []string{DeliveryOutcomeDelivered, DeliveryOutcomeRetry, DeliveryOutcomeFailed, DeliveryOutcomeGone}
+
+// UnconfiguredEndpoint stands, in DeliveryCounts, for deliveries queued
+// for an endpoint that is no longer configured (no endpoint can be named
+// so), which keeps the names a bounded set.
+const UnconfiguredEndpoint = "(unconfigured)"
+
+type deliveryKey struct{ endpoint, outcome string }
+
+// DeliveryCount is how many attempts to Endpoint ended with Outcome since
+// this process started.
+type DeliveryCount struct {
+	Endpoint, Outcome string
+	N                 uint64
+}
+
+// DeliveryCounts returns the attempt outcomes per endpoint, for metrics:
+// every configured endpoint and outcome, zeros included.
+func (w *Webhooks) DeliveryCounts() []DeliveryCount {
+	out := make([]DeliveryCount, 0, len(w.counts))
+	for k, n := range w.counts {
+		out = append(out, DeliveryCount{Endpoint: k.endpoint, Outcome: k.outcome, N: n.Load()})
+	}
+	slices.SortFunc(out, func(a, b DeliveryCount) int {
+		return cmp.Or(cmp.Compare(a.Endpoint, b.Endpoint), cmp.Compare(a.Outcome, b.Outcome))
+	})
+	return out
+}
+
+func (w *Webhooks) count(endpoint, outcome string) {
+	if n := w.counts[deliveryKey{endpoint, outcome}]; n != nil {
+		n.Add(1)
+	}
 }
 
 // newWebhookClient returns the HTTP client of the endpoints: no proxy (a
@@ -413,6 +469,7 @@ func (w *Webhooks) attempt(ctx context.Context, d apppass.WebhookDelivery) {
 	if ep == nil {
 		w.finish(d, apppass.WebhookOutcome{State: apppass.DeliveryFailed, At: now, Counted: true,
 			Error: "the endpoint is no longer configured"})
+		w.count(UnconfiguredEndpoint, DeliveryOutcomeFailed)
 		return
 	}
 	status, retryAfter, err := w.send(ctx, ep, d, now)
@@ -422,19 +479,25 @@ func (w *Webhooks) attempt(ctx context.Context, d apppass.WebhookDelivery) {
 		return
 	}
 	o := apppass.WebhookOutcome{At: now, Status: status, Counted: true}
+	outcome := DeliveryOutcomeRetry
 	switch {
 	case err == nil && status >= 200 && status < 300:
-		o.State = apppass.DeliveryDelivered
+		o.State, outcome = apppass.DeliveryDelivered, DeliveryOutcomeDelivered
 	case err == nil && status == http.StatusGone:
 		// The receiver wants no more: disable the endpoint. This delivery
 		// and later ones wait, pending, until an admin enables it again.
 		w.disable(ctx, ep, now, "the endpoint answered 410 Gone")
 		o.State, o.NextAttempt, o.Error = apppass.DeliveryPending, now, "410 Gone: endpoint disabled"
+		outcome = DeliveryOutcomeGone
 	default:
 		o.Error = describeFailure(status, err)
 		o.State, o.NextAttempt = w.schedule(d, now, retryAfter)
+		if o.State == apppass.DeliveryFailed {
+			outcome = DeliveryOutcomeFailed
+		}
 	}
 	w.finish(d, o)
+	w.count(ep.Name, outcome)
 	if o.State == apppass.DeliveryFailed {
 		w.logger.Warn("webhooks: giving up a delivery", "endpoint", d.Endpoint, "event", d.EventID,
 			"attempts", d.Attempts+1, "err", o.Error)

@@ -44,7 +44,7 @@ func DefaultMailBackends() map[string]MailBackend {
 func (s *Server) gatewayCaller(r *http.Request) bool {
 	c, err := s.Auth.Authenticate(r.Header.Get(GatewayKeyHeader))
 	if err != nil || (c.Role != apppass.RoleGateway && c.Role != apppass.RoleAdmin) {
-		s.Logger.Warn("adapter request without a valid gateway key", "path", r.URL.Path, "remote", r.RemoteAddr)
+		s.logger(r.Context()).Warn("adapter request without a valid gateway key", "path", r.URL.Path, "remote", r.RemoteAddr)
 		return false
 	}
 	return true
@@ -53,7 +53,9 @@ func (s *Server) gatewayCaller(r *http.Request) bool {
 // serveBasicAuth answers nginx's auth_request subrequest for HTTP Basic
 // logins (CalDAV, CardDAV, WebDAV, EAS, Drive behind nginx).
 func (s *Server) serveBasicAuth(w http.ResponseWriter, r *http.Request) {
+	protocol := r.Header.Get("X-AppPass-Protocol")
 	if !s.gatewayCaller(r) {
+		s.Metrics.observeLoginOutcome(protocol, outcomeForbidden)
 		http.Error(w, "missing or invalid "+GatewayKeyHeader, http.StatusForbidden)
 		return
 	}
@@ -63,15 +65,17 @@ func (s *Server) serveBasicAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	login, password, ok := r.BasicAuth()
 	if !ok {
+		s.Metrics.observeLoginOutcome(protocol, outcomeNoCreds)
 		challenge()
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	defer cancel()
 	res, err := s.Service.Authenticate(ctx, apppass.LoginAttempt{
-		Login: login, Password: password, Protocol: r.Header.Get("X-AppPass-Protocol"),
+		Login: login, Password: password, Protocol: protocol,
 		IP: r.Header.Get("X-Real-IP"), Device: r.Header.Get("X-AppPass-Device"), UserAgent: r.UserAgent(),
 	})
+	s.Metrics.observeLogin(protocol, err)
 	if err != nil {
 		switch kind, retry := errorKind(err); kind {
 		case apppass.KindRejected:
@@ -80,10 +84,10 @@ func (s *Server) serveBasicAuth(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", strconv.Itoa(retry))
 			w.WriteHeader(http.StatusTooManyRequests)
 		case apppass.KindInvalid: // the gateway's configuration, not the user
-			s.Logger.Warn("auth_request refused", "err", err)
+			s.logger(r.Context()).Warn("auth_request refused", "err", err)
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		default:
-			toRPCError(err, s.Logger, "auth/basic")
+			toRPCError(err, s.logger(r.Context()), "auth/basic")
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 		return
@@ -109,12 +113,13 @@ const maxMailWait = 5
 // serveMailAuth speaks nginx's mail auth_http protocol for IMAP, POP3 and
 // SMTP: the answer is always HTTP 200, with Auth-Status saying OK or why not.
 func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
+	protocol := r.Header.Get("Auth-Protocol")
 	if !s.gatewayCaller(r) {
+		s.Metrics.observeLoginOutcome(protocol, outcomeForbidden)
 		http.Error(w, "missing or invalid "+GatewayKeyHeader, http.StatusForbidden)
 		return
 	}
 	h := w.Header()
-	protocol := r.Header.Get("Auth-Protocol")
 	attempt, _ := strconv.Atoi(r.Header.Get("Auth-Login-Attempt"))
 	refuse := func(status string, wait int, smtpCode string) {
 		h.Set("Auth-Status", status)
@@ -128,13 +133,15 @@ func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	backend, ok := s.MailBackends[protocol]
 	if !ok {
-		s.Logger.Warn("auth_http: no mail backend for protocol", "protocol", protocol)
+		s.logger(r.Context()).Warn("auth_http: no mail backend for protocol", "protocol", protocol)
+		s.Metrics.observeLoginOutcome(protocol, outcomeError)
 		refuse("Temporary server problem, try again later", 3, "451 4.3.0")
 		return
 	}
 	switch method := r.Header.Get("Auth-Method"); method {
 	case "plain", "login":
 	default: // app passwords need the password in the clear
+		s.Metrics.observeLoginOutcome(protocol, outcomeInvalid)
 		refuse("Unsupported authentication method", 0, "504 5.5.4")
 		return
 	}
@@ -142,6 +149,7 @@ func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
 	login, err1 := url.PathUnescape(r.Header.Get("Auth-User"))
 	password, err2 := url.PathUnescape(r.Header.Get("Auth-Pass"))
 	if err1 != nil || err2 != nil {
+		s.Metrics.observeLoginOutcome(protocol, outcomeInvalid)
 		refuse("Invalid login or password", 2, "535 5.7.8")
 		return
 	}
@@ -150,6 +158,7 @@ func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
 	res, err := s.Service.Authenticate(ctx, apppass.LoginAttempt{
 		Login: login, Password: password, Protocol: protocol, IP: r.Header.Get("Client-IP"),
 	})
+	s.Metrics.observeLogin(protocol, err)
 	if err != nil {
 		switch kind, retry := errorKind(err); kind {
 		case apppass.KindRejected:
@@ -159,7 +168,7 @@ func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
 			// short, the block itself is enforced on every attempt.
 			refuse("Too many failed logins, try again later", min(retry, maxMailWait), "454 4.7.0")
 		default:
-			toRPCError(err, s.Logger, "auth/mail")
+			toRPCError(err, s.logger(r.Context()), "auth/mail")
 			refuse("Temporary server problem, try again later", 3, "451 4.3.0")
 		}
 		return

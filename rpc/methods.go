@@ -71,9 +71,10 @@ var methods = map[string]method{
 		}
 		return map[string]int{"removed": n}, nil
 	}},
-	"appPasswords.authenticate": {gateway: true, call: func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
+	"appPasswords.authenticate": {gateway: true, server: func(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (_ any, err error) {
 		var a apppass.LoginAttempt
-		err := decodeParams(params,
+		defer func() { s.Metrics.observeLogin(a.Protocol, err) }()
+		err = decodeParams(params,
 			str("login", &a.Login, true), str("password", &a.Password, true), str("protocol", &a.Protocol, true),
 			str("ip", &a.IP, false), str("device", &a.Device, false), str("userAgent", &a.UserAgent, false))
 		if err != nil {
@@ -87,7 +88,7 @@ var methods = map[string]method{
 				return nil, err
 			}
 		}
-		return svc.Authenticate(ctx, a)
+		return s.Service.Authenticate(ctx, a)
 	}},
 	// Outbound webhooks' state, for admins (rpc/webhooks.go).
 	"webhooks.endpoints":  {admin: true, server: webhookEndpoints},

@@ -97,7 +97,7 @@ func (s *Server) serveProvisioning(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, stdwebhook.ErrStale) {
 			msg = fmt.Sprintf("webhook-timestamp is more than %s away from now", tolerance)
 		}
-		s.Logger.Warn("provisioning webhook refused", "err", err, "remote", r.RemoteAddr)
+		s.logger(r.Context()).Warn("provisioning webhook refused", "err", err, "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
 		return
 	}
@@ -106,7 +106,7 @@ func (s *Server) serveProvisioning(w http.ResponseWriter, r *http.Request) {
 	p.purge(ctx, s)
 	seen, err := p.IDs.SeenWebhookID(ctx, id)
 	if err != nil {
-		s.provisioningFailed(w, err, id)
+		s.provisioningFailed(ctx, w, err, id)
 		return
 	}
 	if seen {
@@ -136,27 +136,27 @@ func (s *Server) serveProvisioning(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Some may be revoked already: a retry (same webhook-id, not yet
 		// remembered) revokes the rest.
-		s.provisioningFailed(w, err, id)
+		s.provisioningFailed(ctx, w, err, id)
 		return
 	}
 	result["revoked"] = n
 	// Remembered only once done, so a message that failed halfway can be
 	// retried; processing one twice at the same moment is harmless.
 	if err := p.IDs.RememberWebhookID(ctx, id, p.now()); err != nil {
-		s.Logger.Warn("provisioning webhook: could not remember its webhook-id", "id", id, "err", err)
+		s.logger(ctx).Warn("provisioning webhook: could not remember its webhook-id", "id", id, "err", err)
 	}
-	s.Logger.Info("provisioning webhook", "id", id, "type", msg.Type, "contextId", msg.ContextID,
+	s.logger(ctx).Info("provisioning webhook", "id", id, "type", msg.Type, "contextId", msg.ContextID,
 		"userId", msg.UserID, "status", result["status"], "revoked", n)
 	writeJSON(w, http.StatusOK, result)
 }
 
-func (s *Server) provisioningFailed(w http.ResponseWriter, err error, id string) {
+func (s *Server) provisioningFailed(ctx context.Context, w http.ResponseWriter, err error, id string) {
 	if apppass.KindOf(err) == apppass.KindUnavailable {
-		s.Logger.Warn("provisioning webhook: backing service unavailable", "id", id, "err", err)
+		s.logger(ctx).Warn("provisioning webhook: backing service unavailable", "id", id, "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "a backing service (MongoDB) is unavailable; retry later"})
 		return
 	}
-	s.Logger.Error("provisioning webhook: internal error", "id", id, "err", err)
+	s.logger(ctx).Error("provisioning webhook: internal error", "id", id, "err", err)
 	writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
 }
 
@@ -173,7 +173,7 @@ func (p *Provisioning) purge(ctx context.Context, s *Server) {
 		keep = 24 * time.Hour
 	}
 	if err := p.IDs.PurgeWebhookIDs(ctx, now.Add(-keep)); err != nil {
-		s.Logger.Warn("provisioning webhook: purging old webhook-ids failed", "err", err)
+		s.logger(ctx).Warn("provisioning webhook: purging old webhook-ids failed", "err", err)
 	}
 }
 

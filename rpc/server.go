@@ -46,6 +46,12 @@ type Server struct {
 	Webhooks WebhookAdmin
 	// Provisioning configures POST /webhooks/provisioning; nil answers 404.
 	Provisioning *Provisioning
+	// Metrics, when set, counts calls and logins and is served at GET
+	// /metrics (rpc/metrics.go).
+	Metrics *Metrics
+	// CORSOrigins may call /rpc and /appsuite/api/ from a browser
+	// (rpc/middleware.go).
+	CORSOrigins []string
 	// UI, when set, serves the settings page at GET / and its assets under
 	// GET /ui/ (package ui); nil leaves both 404.
 	UI http.Handler
@@ -72,6 +78,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	// The OX-compatible API (ox.go) checks the HTTP method per action.
 	mux.HandleFunc("/appsuite/api/appPasswords", s.serveOX)
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.Metrics.Handler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -89,7 +98,8 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeJSON(w, status, body)
 	})
-	return mux
+	s.upgrader.CheckOrigin = s.checkWebSocketOrigin
+	return s.withRequestContext(mux) // request ids, CORS, access log: middleware.go
 }
 
 // response is a JSON-RPC response. The id is kept raw, so it goes back
@@ -126,7 +136,7 @@ func errorResponse(id json.RawMessage, err *jsonrpc2.Error) response {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	c, err := s.Auth.Authenticate(bearerFrom(r.Header.Get("Authorization")))
 	if err != nil {
-		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, s.Logger, "")))
+		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, s.logger(r.Context()), "")))
 		return
 	}
 	if r.ContentLength > MaxBodyBytes {
@@ -224,18 +234,35 @@ func validID(id json.RawMessage) bool {
 	return false
 }
 
-// call runs one method for c; both transports end here.
+// call runs one method for c; both transports end here. It logs the call
+// at debug with the request's logger (so with its request id) and counts
+// it in the metrics. An unknown method is logged and counted as "unknown",
+// so a caller cannot make up label values.
 func (s *Server) call(ctx context.Context, c caller, name string, params json.RawMessage) (any, *jsonrpc2.Error) {
 	start := time.Now()
+	log := s.logger(ctx)
+	result, rpcErr := s.dispatch(ctx, log, c, name, params)
+	took := time.Since(start)
+	s.Metrics.observeCall(name, rpcErr, took)
+	if rpcErr != nil {
+		log.Debug("call", "method", methodLabel(name), "caller", c.Name, "code", rpcErr.Code, "took", took)
+		return nil, rpcErr
+	}
+	log.Debug("call", "method", name, "caller", c.Name, "took", took)
+	return result, nil
+}
+
+// dispatch finds the method, checks that c may call it and runs it.
+func (s *Server) dispatch(ctx context.Context, log *slog.Logger, c caller, name string, params json.RawMessage) (any, *jsonrpc2.Error) {
 	m, ok := methods[name]
 	if !ok {
 		return nil, newError(CodeMethodNotFound, "method not found: "+name)
 	}
 	if !s.Auth.stillValid(c) {
-		return nil, toRPCError(&apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: user token has expired"}, s.Logger, name)
+		return nil, toRPCError(&apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: user token has expired"}, log, name)
 	}
 	if err := m.allowed(c.Caller); err != nil {
-		return nil, toRPCError(err, s.Logger, name)
+		return nil, toRPCError(err, log, name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -247,11 +274,8 @@ func (s *Server) call(ctx context.Context, c caller, name string, params json.Ra
 		result, err = m.call(ctx, s.Service, c.Caller, params)
 	}
 	if err != nil {
-		rpcErr := toRPCError(err, s.Logger, name)
-		s.Logger.Debug("call", "method", name, "caller", c.Name, "code", rpcErr.Code, "took", time.Since(start))
-		return nil, rpcErr
+		return nil, toRPCError(err, log, name)
 	}
-	s.Logger.Debug("call", "method", name, "caller", c.Name, "took", time.Since(start))
 	return result, nil
 }
 
@@ -261,25 +285,31 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if bearer == "" {
 		bearer = r.URL.Query().Get("access_token")
 	}
+	// One request id for the connection; each call adds its JSON-RPC id.
+	log := s.logger(r.Context())
 	c, err := s.Auth.Authenticate(bearer)
 	if err != nil {
-		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, s.Logger, "")))
+		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, log, "")))
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		writeJSON(w, http.StatusBadRequest, errorResponse(nil, newError(CodeInvalidRequest, "GET /rpc needs a WebSocket upgrade; use POST for plain HTTP")))
 		return
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	ws, err := s.upgrader.Upgrade(w, r, http.Header{RequestIDHeader: w.Header().Values(RequestIDHeader)})
 	if err != nil {
 		return // the upgrader has answered
 	}
 	ws.SetReadLimit(MaxBodyBytes)
-	stream := &socketStream{ws: ws, server: s, caller: c}
+	connCtx := withLogger(context.Background(), log)
+	stream := &socketStream{ws: ws, server: s, caller: c, ctx: connCtx}
 	handler := jsonrpc2.HandlerWithError(func(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
 		var params json.RawMessage
 		if req.Params != nil {
 			params = *req.Params
+		}
+		if !req.Notif {
+			ctx = withLogger(ctx, log.With("rpc_id", req.ID.String()))
 		}
 		result, rpcErr := s.call(ctx, c, req.Method, params)
 		if rpcErr != nil {
@@ -287,8 +317,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		}
 		return result, nil
 	}).SuppressErrClosed()
-	conn := jsonrpc2.NewConn(context.Background(), stream, serveConcurrently(&s.inflight, handler),
-		jsonrpc2.SetLogger(slogLogger{s.Logger}))
+	conn := jsonrpc2.NewConn(connCtx, stream, serveConcurrently(&s.inflight, handler),
+		jsonrpc2.SetLogger(slogLogger{log}))
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -358,6 +388,7 @@ type socketStream struct {
 	ws      *websocket.Conn
 	server  *Server
 	caller  caller
+	ctx     context.Context // carries the connection's logger
 	writeMu sync.Mutex
 }
 
@@ -377,7 +408,7 @@ func (t *socketStream) ReadObject(v any) error {
 			return json.Unmarshal(msg, v)
 		}
 		t.server.inflight.Add(1)
-		reply, ok := t.server.handleMessage(context.Background(), t.caller, msg)
+		reply, ok := t.server.handleMessage(t.ctx, t.caller, msg)
 		t.server.inflight.Done()
 		if ok {
 			if err := t.WriteObject(reply); err != nil {
@@ -464,7 +495,11 @@ func (t *socketStream) Close() error { return t.ws.Close() }
 
 type slogLogger struct{ l *slog.Logger }
 
-func (l slogLogger) Printf(format string, v ...any) { l.l.Debug("jsonrpc2", "msg", format, "args", v) }
+// Printf logs the library's message under "format" (a "msg" attribute
+// would clash with slog's own message key in JSON).
+func (l slogLogger) Printf(format string, v ...any) {
+	l.l.Debug("jsonrpc2", "format", format, "args", v)
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

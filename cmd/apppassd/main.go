@@ -216,6 +216,15 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 		srv.MailMaster = &rpc.MailMaster{User: cfg.MailMasterUser, Password: cfg.MailMasterPassword, Separator: "*"}
 	}
 	srv.BasicRealm = cfg.BasicRealm
+	srv.CORSOrigins = cfg.CORSOrigins
+	if cfg.Metrics {
+		src := rpc.MetricsSources{Cache: svc.Cache, PendingEvents: store.PendingCount,
+			MongoPing: store.Ping, NATSConnected: publisher.Connected}
+		if hooks != nil {
+			src.WebhookDeliveries = hooks.DeliveryCounts
+		}
+		srv.Metrics = rpc.NewMetrics(src)
+	}
 	if cfg.ServeUI() {
 		srv.UI = ui.Handler()
 	}
@@ -242,7 +251,10 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	if err != nil {
 		return fmt.Errorf("APPPASS_LISTEN %s: %w", cfg.Listen, err)
 	}
-	httpServer := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// The server's own complaints (bad TLS, panics) go through our logger,
+	// so JSON logs stay JSON.
+	httpServer := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
 

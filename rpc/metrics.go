@@ -1,0 +1,231 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/events"
+)
+
+// scrapeTimeout bounds each backing-service check made while /metrics is
+// scraped, so a hung MongoDB cannot hold the scrape.
+const scrapeTimeout = 2 * time.Second
+
+// MetricsSources are what the metrics read when scraped. Each may be left
+// nil; its metrics are then not exported.
+type MetricsSources struct {
+	// Cache is the authenticate cache (hits and misses).
+	Cache *apppass.AuthCache
+	// PendingEvents counts the events waiting in the outbox.
+	PendingEvents func(ctx context.Context) (int64, error)
+	// MongoPing checks that MongoDB answers.
+	MongoPing func(ctx context.Context) error
+	// NATSConnected reports whether the NATS connection is up.
+	NATSConnected func() bool
+	// WebhookDeliveries counts outbound webhook attempts by endpoint and outcome.
+	WebhookDeliveries func() []events.DeliveryCount
+}
+
+// Metrics are the Prometheus metrics of one apppassd, in a registry of
+// their own (libraries in the process, FerretDB among them, register in
+// the global one). A nil *Metrics records nothing, so a Server works
+// without metrics.
+type Metrics struct {
+	registry *prometheus.Registry
+	calls    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	auth     *prometheus.CounterVec
+}
+
+// Outcomes of a login attempt, the "outcome" label of apppass_authenticate_total.
+const (
+	outcomeOK          = "ok"          // accepted
+	outcomeRefused     = "refused"     // wrong, unknown, revoked password or not allowed here (-32010)
+	outcomeThrottled   = "throttled"   // too many failures (-32029)
+	outcomeInvalid     = "invalid"     // malformed request: bad params, protocol, method, encoding
+	outcomeNoCreds     = "no_password" // /auth/basic without Basic credentials
+	outcomeForbidden   = "forbidden"   // an adapter request without a valid gateway key
+	outcomeUnavailable = "unavailable" // MongoDB did not answer (-32050)
+	outcomeError       = "error"       // anything else (internal errors, misconfiguration)
+	protocolOther      = "other"       // a protocol apppass does not know
+	methodUnknown      = "unknown"     // a method name not in the method table
+	codeOK             = "ok"          // the "code" label of a successful call
+)
+
+// NewMetrics registers the metrics, the Go runtime's and the process's
+// in a new registry.
+func NewMetrics(src MetricsSources) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		registry: reg,
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apppass_rpc_calls_total",
+			Help: `JSON-RPC calls (HTTP and WebSocket) by method and result: "ok" or the JSON-RPC error code. Unknown method names count as "unknown".`,
+		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "apppass_rpc_call_duration_seconds",
+			Help:    "Time spent serving one JSON-RPC call, by method.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"method"}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apppass_authenticate_total",
+			Help: "App password logins (appPasswords.authenticate, /auth/basic, /auth/mail) by protocol and outcome: ok, refused, throttled, invalid, no_password, forbidden, unavailable, error.",
+		}, []string{"protocol", "outcome"}),
+	}
+	reg.MustRegister(m.calls, m.duration, m.auth)
+	if c := src.Cache; c != nil {
+		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "apppass_auth_cache_hits_total",
+				Help: "Logins answered from the authenticate cache.",
+			}, func() float64 { h, _ := c.Stats(); return float64(h) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "apppass_auth_cache_misses_total",
+				Help: "Logins the authenticate cache could not answer (looked up in MongoDB).",
+			}, func() float64 { _, miss := c.Stats(); return float64(miss) }))
+	}
+	if pending := src.PendingEvents; pending != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "apppass_outbox_pending_events",
+			Help: "Events waiting in the outbox to be published on NATS; NaN when MongoDB does not answer.",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+			defer cancel()
+			n, err := pending(ctx)
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(n)
+		}))
+	}
+	if ping := src.MongoPing; ping != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "apppass_mongodb_up",
+			Help: "1 when MongoDB answered a ping at scrape time, else 0.",
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+			defer cancel()
+			return boolGauge(ping(ctx) == nil)
+		}))
+	}
+	if connected := src.NATSConnected; connected != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "apppass_nats_connected",
+			Help: "1 while the NATS connection is up, else 0.",
+		}, func() float64 { return boolGauge(connected()) }))
+	}
+	if counts := src.WebhookDeliveries; counts != nil {
+		reg.MustRegister(webhookCollector{counts})
+	}
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// Registry is where the metrics live, for tests and for adding more.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// observeCall counts one JSON-RPC call.
+func (m *Metrics) observeCall(name string, rpcErr *jsonrpc2.Error, took time.Duration) {
+	if m == nil {
+		return
+	}
+	code := codeOK
+	if rpcErr != nil {
+		code = strconv.FormatInt(rpcErr.Code, 10)
+	}
+	name = methodLabel(name)
+	m.calls.WithLabelValues(name, code).Inc()
+	m.duration.WithLabelValues(name).Observe(took.Seconds())
+}
+
+// observeLogin counts one login attempt. err is what Authenticate (or the
+// checks before it) returned.
+func (m *Metrics) observeLogin(protocol string, err error) {
+	if m == nil {
+		return
+	}
+	m.observeLoginOutcome(protocol, loginOutcome(err))
+}
+
+func (m *Metrics) observeLoginOutcome(protocol, outcome string) {
+	if m == nil {
+		return
+	}
+	if !apppass.KnownProtocol(protocol) {
+		protocol = protocolOther
+	}
+	m.auth.WithLabelValues(protocol, outcome).Inc()
+}
+
+func loginOutcome(err error) string {
+	if err == nil {
+		return outcomeOK
+	}
+	var rpcErr *jsonrpc2.Error
+	if errors.As(err, &rpcErr) {
+		return outcomeError
+	}
+	var e *apppass.Error
+	if !errors.As(err, &e) {
+		return outcomeError
+	}
+	switch e.Kind {
+	case apppass.KindRejected:
+		return outcomeRefused
+	case apppass.KindLimit:
+		return outcomeThrottled
+	case apppass.KindInvalid:
+		return outcomeInvalid
+	case apppass.KindUnavailable:
+		return outcomeUnavailable
+	}
+	return outcomeError
+}
+
+// methodLabel keeps the method label bounded: names outside the method
+// table are "unknown".
+func methodLabel(name string) string {
+	if _, ok := methods[name]; ok {
+		return name
+	}
+	return methodUnknown
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// webhookCollector exports the webhooks' own delivery counts as a counter.
+type webhookCollector struct {
+	counts func() []events.DeliveryCount
+}
+
+var webhookDesc = prometheus.NewDesc("apppass_webhook_deliveries_total",
+	"Outbound webhook delivery attempts by endpoint and outcome: delivered, retry (failed, tried again), failed (given up), gone (410, endpoint disabled). Endpoint \"(unconfigured)\" counts deliveries for endpoints no longer configured.",
+	[]string{"endpoint", "outcome"}, nil)
+
+func (c webhookCollector) Describe(ch chan<- *prometheus.Desc) { ch <- webhookDesc }
+
+func (c webhookCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, d := range c.counts() {
+		ch <- prometheus.MustNewConstMetric(webhookDesc, prometheus.CounterValue, float64(d.N), d.Endpoint, d.Outcome)
+	}
+}
