@@ -331,7 +331,12 @@ func parseOrigins(v string) ([]string, error) {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil {
 			return nil, fmt.Errorf("%q is not an origin like https://groupware.example.com", o)
 		}
-		origins = append(origins, strings.ToLower(o))
+		// Browsers send an origin without its scheme's default port.
+		host := strings.ToLower(u.Host)
+		if (u.Scheme == "https" && strings.HasSuffix(host, ":443")) || (u.Scheme == "http" && strings.HasSuffix(host, ":80")) {
+			host = host[:strings.LastIndexByte(host, ':')]
+		}
+		origins = append(origins, strings.ToLower(u.Scheme)+"://"+host)
 	}
 	return origins, nil
 }

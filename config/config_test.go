@@ -172,6 +172,10 @@ func TestUICORSAndMetricsSettings(t *testing.T) {
 			t.Errorf("%s=%q: %v", name, v, err)
 		}
 	}
+	if got, err := parseOrigins("https://a.example:443,http://b.example:80,https://c.example:8443"); err != nil ||
+		strings.Join(got, " ") != "https://a.example http://b.example https://c.example:8443" {
+		t.Fatalf("default ports: %q %v", got, err)
+	}
 	for _, bad := range []string{"*", "ftp://x.example", "https://", "https://u:p@x.example", "https://x.example/?q"} {
 		if _, err := parseOrigins(bad); err == nil {
 			t.Errorf("origin %q accepted", bad)

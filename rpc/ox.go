@@ -64,40 +64,40 @@ var oxIgnored = map[string]bool{"session": true}
 func (s *Server) serveOX(w http.ResponseWriter, r *http.Request) {
 	c, err := s.Auth.Authenticate(bearerFrom(r.Header.Get("Authorization")))
 	if err != nil {
-		s.writeOXError(w, "", oxFromRPC(toRPCError(err, s.Logger, ""), nil))
+		s.writeOXError(w, r, "", oxFromRPC(toRPCError(err, s.logger(r.Context()), ""), nil))
 		return
 	}
 	form, oxErr := oxForm(w, r)
 	if oxErr != nil {
-		s.writeOXError(w, "", oxErr)
+		s.writeOXError(w, r, "", oxErr)
 		return
 	}
 	name, oxErr := oxSingle(form, "action")
 	if oxErr != nil {
-		s.writeOXError(w, "", oxErr)
+		s.writeOXError(w, r, "", oxErr)
 		return
 	}
 	a, ok := oxActions[name]
 	if !ok {
-		s.writeOXError(w, name, oxErrorf(oxUnknownAction, fmt.Sprintf("unknown action %q in module %s", name, oxModule), name, oxModule))
+		s.writeOXError(w, r, name, oxErrorf(oxUnknownAction, fmt.Sprintf("unknown action %q in module %s", name, oxModule), name, oxModule))
 		return
 	}
 	if r.Method != a.httpMethod {
-		s.writeOXError(w, name, oxErrorf(oxBadRequest, fmt.Sprintf("action %s requires HTTP %s", name, a.httpMethod),
+		s.writeOXError(w, r, name, oxErrorf(oxBadRequest, fmt.Sprintf("action %s requires HTTP %s", name, a.httpMethod),
 			fmt.Sprintf("Action %s requires HTTP %s.", name, a.httpMethod)))
 		return
 	}
 	// Unknown names first: appScope[$ne]= is refused as what it is.
 	for key := range form {
 		if key != "action" && !oxIgnored[key] && !slices.Contains(a.fields, key) {
-			s.writeOXError(w, name, oxErrorf(oxNotAllowedParam, fmt.Sprintf("%q is not a parameter of action %s", key, name), key))
+			s.writeOXError(w, r, name, oxErrorf(oxNotAllowedParam, fmt.Sprintf("%q is not a parameter of action %s", key, name), key))
 			return
 		}
 	}
 	params := map[string]string{}
 	for _, f := range a.fields {
 		if params[f], oxErr = oxSingle(form, f); oxErr != nil {
-			s.writeOXError(w, name, oxErr)
+			s.writeOXError(w, r, name, oxErr)
 			return
 		}
 	}
@@ -107,7 +107,7 @@ func (s *Server) serveOX(w http.ResponseWriter, r *http.Request) {
 	}
 	result, rpcErr := s.call(r.Context(), c, a.rpcMethod, raw)
 	if rpcErr != nil {
-		s.writeOXError(w, name, oxFromRPC(rpcErr, params))
+		s.writeOXError(w, r, name, oxFromRPC(rpcErr, params))
 		return
 	}
 	// The result is mapped through its JSON-RPC form, the documented one,
@@ -118,7 +118,7 @@ func (s *Server) serveOX(w http.ResponseWriter, r *http.Request) {
 		data, err = a.data(out)
 	}
 	if err != nil {
-		s.writeOXError(w, name, oxFromRPC(toRPCError(err, s.Logger, a.rpcMethod), nil))
+		s.writeOXError(w, r, name, oxFromRPC(toRPCError(err, s.logger(r.Context()), a.rpcMethod), nil))
 		return
 	}
 	writeOX(w, map[string]any{"data": data})
@@ -335,7 +335,7 @@ var (
 
 // writeOXError writes OX's error envelope (ResponseWriter.addException)
 // with HTTP 200, as OX answers application errors; the UI reads the body.
-func (s *Server) writeOXError(w http.ResponseWriter, action string, e *oxError) {
+func (s *Server) writeOXError(w http.ResponseWriter, r *http.Request, action string, e *oxError) {
 	id := strconv.FormatUint(uint64(oxServerID), 10) + "-" + strconv.FormatUint(oxErrorCount.Add(1), 10)
 	display := e.code.display
 	if e.code == oxUnknownApp && len(e.params) == 1 {
@@ -343,7 +343,7 @@ func (s *Server) writeOXError(w http.ResponseWriter, action string, e *oxError) 
 	}
 	// The error_id is logged so an error a user reports can be found; the
 	// params are not (they may hold what the user typed).
-	s.Logger.Debug("ox api error", "action", action, "code", e.code.code, "error_id", id, "desc", e.desc)
+	s.logger(r.Context()).Debug("ox api error", "action", action, "code", e.code.code, "error_id", id, "desc", e.desc)
 	writeOX(w, map[string]any{
 		"error":        display,
 		"error_params": e.params,
