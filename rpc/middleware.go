@@ -93,7 +93,7 @@ func corsMethods(path string) string {
 	case path == "/rpc":
 		return "POST"
 	case strings.HasPrefix(path, "/appsuite/api/"):
-		return "GET, POST, PUT, DELETE"
+		return "GET, POST"
 	}
 	return ""
 }
