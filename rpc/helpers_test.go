@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
+	"github.com/apppass/apppass/storage"
 )
 
 const (
@@ -431,4 +433,18 @@ func (r *stallingReader) Read(p []byte) (int, error) {
 	}
 	r.n -= k
 	return k, nil
+}
+
+// stoppableStore starts a FerretDB of the test's own, which the test may
+// stop (once) to see how the server answers without MongoDB.
+func stoppableStore(t *testing.T) (uri string, stop func()) {
+	t.Helper()
+	e, err := storage.StartEmbedded(t.TempDir(), testenv.Quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() { once.Do(e.Stop) }
+	t.Cleanup(stop)
+	return e.URI, stop
 }

@@ -288,24 +288,14 @@ func TestMetrics(t *testing.T) {
 // TestMetricsStoreDown: with MongoDB gone, the scrape still answers:
 // mongodb_up 0, the backlog NaN (unknown), not an error or a hang.
 func TestMetricsStoreDown(t *testing.T) {
-	e, err := storage.StartEmbedded(t.TempDir(), testenv.Quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			e.Stop()
-		}
-	})
-	f := newFixture(t, fixtureOptions{mongoURI: e.URI})
+	uri, stopStore := stoppableStore(t)
+	f := newFixture(t, fixtureOptions{mongoURI: uri})
 	store := f.Service.Store.(*storage.Store)
 	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{PendingEvents: store.PendingCount, MongoPing: store.Ping})
 	f.reserve(t)
 	fams := scrape(t, f.URL)
 	wantSample(t, fams, 1, "apppass_mongodb_up")
-	e.Stop()
-	stopped = true
+	stopStore()
 	fams = scrape(t, f.URL)
 	wantSample(t, fams, 0, "apppass_mongodb_up")
 	wantSample(t, fams, math.NaN(), "apppass_outbox_pending_events")

@@ -13,9 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/apppass/apppass/internal/gatewaytest"
-	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
-	"github.com/apppass/apppass/storage"
 )
 
 var generatedID = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -222,20 +220,10 @@ func findAll(recs []map[string]any, msg string) []map[string]any {
 // TestRequestIDOnErrorLogs: the warning logged when MongoDB is down
 // carries the request id of the call that met it.
 func TestRequestIDOnErrorLogs(t *testing.T) {
-	e, err := storage.StartEmbedded(t.TempDir(), testenv.Quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			e.Stop()
-		}
-	})
-	f := newFixture(t, fixtureOptions{mongoURI: e.URI})
+	uri, stopStore := stoppableStore(t)
+	f := newFixture(t, fixtureOptions{mongoURI: uri})
 	logs := f.logTo(t)
-	e.Stop()
-	stopped = true
+	stopStore()
 	_, body := f.postWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer " + f.token(alice), rpc.RequestIDHeader: "req-down"},
 		request("appPasswords.list", ""))
 	wantError(t, parseResponse(t, body), rpc.CodeUnavailable)

@@ -19,9 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
-	"github.com/apppass/apppass/storage"
 )
 
 const oxPath = "/appsuite/api/appPasswords"
@@ -456,21 +454,11 @@ func TestOXLimit(t *testing.T) {
 // TestOXStoreDown: with MongoDB gone the store's actions answer ASP-0010
 // without internals; the catalogue still answers.
 func TestOXStoreDown(t *testing.T) {
-	e, err := storage.StartEmbedded(t.TempDir(), testenv.Quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			e.Stop()
-		}
-	})
-	f := newFixture(t, fixtureOptions{mongoURI: e.URI})
+	uri, stopStore := stoppableStore(t)
+	f := newFixture(t, fixtureOptions{mongoURI: uri})
 	user := "Bearer " + f.token(alice)
 	c := f.add(t, f.token(alice), "mail", "phone")
-	e.Stop()
-	stopped = true
+	stopStore()
 	for _, req := range []struct{ method, query, form string }{
 		{http.MethodGet, "action=list", ""},
 		{http.MethodPost, "action=add", oxValues("appScope", "mail", "appName", "x")},

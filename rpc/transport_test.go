@@ -13,7 +13,6 @@ import (
 
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
-	"github.com/apppass/apppass/storage"
 )
 
 func TestBatch(t *testing.T) {
@@ -262,20 +261,10 @@ func TestHTTPRoutes(t *testing.T) {
 // TestStoreDown stops the real FerretDB under a running server: calls
 // answer -32050 without internals, and /readyz turns 503.
 func TestStoreDown(t *testing.T) {
-	e, err := storage.StartEmbedded(t.TempDir(), testenv.Quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			e.Stop()
-		}
-	})
-	f := newFixture(t, fixtureOptions{mongoURI: e.URI})
+	uri, stopStore := stoppableStore(t)
+	f := newFixture(t, fixtureOptions{mongoURI: uri})
 	c := f.add(t, f.token(alice), "mail", "phone")
-	e.Stop()
-	stopped = true
+	stopStore()
 
 	// Calls in flight together: the first meets the closed connection,
 	// the others the driver's cleared pool or the server selection
