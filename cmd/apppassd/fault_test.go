@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/internal/testenv"
 )
 
@@ -39,11 +40,13 @@ var (
 	noRaceErr    error
 )
 
-// bulkBinary is the apppassd binary for the test with 1,000 passwords: the
-// race-built one normally, but one built without -race when the tests run
-// with it. The embedded FerretDB's SQLite is Go code translated from C, and
-// under the race detector it alone would stretch that test to many
-// minutes; the other fault tests run the race-built daemon.
+// bulkBinary is the apppassd binary for the fault tests that make hundreds
+// of passwords: the race-built one normally, but one built without -race
+// when the tests run with it. The embedded FerretDB's SQLite is Go code
+// translated from C, and under the race detector (with the other packages'
+// tests on the same two cores) a single add could take over the 10 s call
+// timeout; these tests are about crashes and outages, not data races, which
+// the other tests of the race-built daemon and the in-process suites cover.
 func bulkBinary(t *testing.T) string {
 	t.Helper()
 	if !raceEnabled {
@@ -64,44 +67,7 @@ func bulkBinary(t *testing.T) string {
 // startBinary is start with another apppassd binary.
 func startBinary(t *testing.T, bin string, env ...string) *daemon {
 	t.Helper()
-	listen := freeAddr(t)
-	d := &daemon{http: "http://" + listen, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(bin)
-	d.cmd.Env = childEnv(append([]string{"APPPASS_LISTEN=" + listen}, env...)...)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Kill()
-		<-d.done
-		if t.Failed() {
-			t.Logf("apppassd stderr (last 8 kB):\n%s", lastBytes(d.stderr.String(), 8<<10))
-		}
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if code, _, err := readyz(d.http); err == nil && code == http.StatusOK {
-			return d
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("apppassd exited early: %s", d.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("apppassd not ready after 60 s: %s", d.stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func lastBytes(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
+	return &daemon{gatewaytest.StartBinary(t, bin, env...)}
 }
 
 // faultUsers mints tokens for n users of context 1 (ids 100, 101, ...).
@@ -181,7 +147,7 @@ func addMany(t *testing.T, d *daemon, tokens []string, perUser int) []faultPassw
 	inParallel(8, len(out), func(i int) {
 		u := i % len(tokens)
 		name := fmt.Sprintf("device %d", i)
-		r, err := faultCall(d.http, tokens[u], "appPasswords.add", map[string]any{"appScope": "mail", "appName": name})
+		r, err := faultCall(d.URL, tokens[u], "appPasswords.add", map[string]any{"appScope": "mail", "appName": name})
 		var a added
 		if err == nil && r.Error == nil {
 			err = json.Unmarshal(r.Result, &a)
@@ -222,7 +188,7 @@ func waitReadyz(t *testing.T, d *daemon, what string, within time.Duration, cond
 	var body map[string]any
 	for {
 		var err error
-		code, body, err = readyz(d.http)
+		code, body, err = readyz(d.URL)
 		if err == nil && cond(code, body) {
 			return time.Since(start)
 		}
@@ -414,7 +380,7 @@ func TestFaultNATSOutageDuringThousandRemoves(t *testing.T) {
 	inParallel(8, len(pws), func(i int) {
 		p := pws[i]
 		t0 := time.Now()
-		r, err := faultCall(d.http, tokens[p.user], "appPasswords.remove", map[string]any{"uuid": p.uuid})
+		r, err := faultCall(d.URL, tokens[p.user], "appPasswords.remove", map[string]any{"uuid": p.uuid})
 		took := time.Since(t0)
 		mu.Lock()
 		defer mu.Unlock()
@@ -430,7 +396,7 @@ func TestFaultNATSOutageDuringThousandRemoves(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d of 1000 removes failed while NATS was down, e.g. %s", len(failures), failures[0])
 	}
-	code, body, err := readyz(d.http)
+	code, body, err := readyz(d.URL)
 	if err != nil || code != http.StatusServiceUnavailable || body["pendingEvents"] != float64(1000) {
 		t.Errorf("/readyz during the outage: %d %v %v; want 503 with pendingEvents 1000", code, body, err)
 	}
@@ -460,7 +426,7 @@ func TestFaultNATSOutageDuringThousandRemoves(t *testing.T) {
 	if missing > 0 {
 		t.Errorf("%d of 1000 revoked events missing or repeated", missing)
 	}
-	if !strings.Contains(d.stderr.String(), "events wait in the outbox") {
+	if !strings.Contains(d.Stderr.String(), "events wait in the outbox") {
 		t.Errorf("no log line counting the waiting events during the outage")
 	}
 	t.Logf("1000 adds in %s; 1000 removes with NATS down in %s (slowest %s); NATS back after %s; outbox drained %s after the restart (stream complete after %s more)",
@@ -476,7 +442,7 @@ func TestFaultKillDuringRemoveBurst(t *testing.T) {
 	ns := testenv.NATS(t)
 	js := jetStream(t, ns.URL())
 	env := []string{"APPPASS_DATA_DIR=" + t.TempDir(), "APPPASS_NATS_URL=" + ns.URL(), "APPPASS_USER_TOKEN_KEY=" + faultTokenKey}
-	d := start(t, env...)
+	d := startBinary(t, bulkBinary(t), env...)
 	tokens := faultUsers(8)
 	pws := addMany(t, d, tokens, 25)
 	waitStreamCount(t, js, uint64(len(pws)), time.Minute)
@@ -500,7 +466,7 @@ func TestFaultKillDuringRemoveBurst(t *testing.T) {
 					return
 				}
 				p := pws[order[i]]
-				r, err := faultCall(d.http, tokens[p.user], "appPasswords.remove", map[string]any{"uuid": p.uuid})
+				r, err := faultCall(d.URL, tokens[p.user], "appPasswords.remove", map[string]any{"uuid": p.uuid})
 				mu.Lock()
 				switch {
 				case err != nil:
@@ -513,7 +479,7 @@ func TestFaultKillDuringRemoveBurst(t *testing.T) {
 				n := len(ok)
 				mu.Unlock()
 				if n >= killAfter && killed.CompareAndSwap(false, true) {
-					d.kill() // SIGKILL, with removes of other goroutines in flight
+					d.Kill() // SIGKILL, with removes of other goroutines in flight
 				}
 			}
 		})
@@ -528,7 +494,7 @@ func TestFaultKillDuringRemoveBurst(t *testing.T) {
 	okAtKill := len(ok)
 
 	restartBegan := time.Now()
-	d2 := start(t, env...)
+	d2 := startBinary(t, bulkBinary(t), env...)
 	ready := time.Since(restartBegan)
 	drain := waitReadyz(t, d2, "ready with an empty outbox", 2*time.Minute, pendingIs(0))
 
@@ -628,7 +594,7 @@ func TestFaultMongoDBUnreachable(t *testing.T) {
 	token := faultUsers(1)[0]
 	login := "fault0@example.org"
 	add := func(name string) (*rpcReply, error) {
-		return faultCall(d.http, token, "appPasswords.add", map[string]any{"appScope": "mail", "appName": name})
+		return faultCall(d.URL, token, "appPasswords.add", map[string]any{"appScope": "mail", "appName": name})
 	}
 
 	// Before: five passwords, their created events out.
@@ -663,13 +629,13 @@ func TestFaultMongoDBUnreachable(t *testing.T) {
 		outcomes = append(outcomes, o)
 	}
 	try("add", func() (*rpcReply, error) { return add("down") })
-	try("list", func() (*rpcReply, error) { return faultCall(d.http, token, "appPasswords.list", nil) })
+	try("list", func() (*rpcReply, error) { return faultCall(d.URL, token, "appPasswords.list", nil) })
 	try("remove", func() (*rpcReply, error) {
-		return faultCall(d.http, token, "appPasswords.remove", map[string]any{"uuid": before[1].UUID})
+		return faultCall(d.URL, token, "appPasswords.remove", map[string]any{"uuid": before[1].UUID})
 	})
 	// Never authenticated, so not in the authenticate cache: it needs the store.
 	try("authenticate", func() (*rpcReply, error) {
-		return faultCall(d.http, gateway, "appPasswords.authenticate", authParams(login, before[2].Password, "imap", "192.0.2.1"))
+		return faultCall(d.URL, gateway, "appPasswords.authenticate", authParams(login, before[2].Password, "imap", "192.0.2.1"))
 	})
 	// Calls at once fail at once, each on its own clock: they do not queue.
 	var mu sync.Mutex
@@ -706,7 +672,7 @@ func TestFaultMongoDBUnreachable(t *testing.T) {
 	restarted := time.Now()
 	var recovered time.Duration
 	for {
-		r, err := faultCall(d.http, token, "appPasswords.list", nil)
+		r, err := faultCall(d.URL, token, "appPasswords.list", nil)
 		if err == nil && r.Error == nil {
 			recovered = time.Since(restarted)
 			break
@@ -717,10 +683,8 @@ func TestFaultMongoDBUnreachable(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	waitReadyz(t, d, "ready", 30*time.Second, pendingIs(0))
-	select {
-	case <-d.done:
+	if d.Exited() {
 		t.Fatal("apppassd exited")
-	default:
 	}
 
 	// Nothing half-written: exactly the five added before, no failed add,

@@ -50,7 +50,7 @@ func TestThrottleFromOutside(t *testing.T) {
 	d.call(t, gateway, "appPasswords.authenticate", authParams(login, mail.Password, "imap", "198.51.100.20"), &ok)
 
 	// The HTTP Basic adapter answers 429 with Retry-After for the blocked pair.
-	req, _ := http.NewRequest("GET", d.http+"/auth/basic", nil)
+	req, _ := http.NewRequest("GET", d.URL+"/auth/basic", nil)
 	req.SetBasicAuth(login, "aaaa-bbbb-cccc-dddd")
 	req.Header.Set("X-AppPass-Gateway-Key", gateway)
 	req.Header.Set("X-AppPass-Protocol", "imap")
@@ -73,7 +73,7 @@ func TestThrottleFromOutside(t *testing.T) {
 	// nginx mail: Auth-Wait on the blocked address. (The right password,
 	// just used successfully, would be a cache hit and pass: the throttle
 	// stops guessing, and a cached secret is no guess.)
-	req, _ = http.NewRequest("GET", d.http+"/auth/mail", nil)
+	req, _ = http.NewRequest("GET", d.URL+"/auth/mail", nil)
 	for k, v := range map[string]string{"Auth-Method": "plain", "Auth-User": login, "Auth-Pass": "zzzz-zzzz-zzzz-zzzz", "Auth-Protocol": "imap",
 		"Client-IP": "192.0.2.66", "X-AppPass-Gateway-Key": gateway} {
 		req.Header.Set(k, v)
@@ -248,7 +248,7 @@ func waitNoPending(t *testing.T, daemons ...*daemon) {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, d := range daemons {
 		for {
-			resp, err := http.Get(d.http + "/readyz")
+			resp, err := http.Get(d.URL + "/readyz")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,7 +20,7 @@ import (
 // body read.
 func (d *daemon) exchange(t *testing.T, method, path string, headers map[string]string, body string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, d.http+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, d.URL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestLogsCarryRequestIDsAndNoSecrets(t *testing.T) {
 	}
 
 	// WebSocket with the token in the query string, which must not be logged.
-	ws, wsResp, err := websocket.DefaultDialer.Dial(strings.Replace(d.http, "http", "ws", 1)+"/rpc?access_token="+token,
+	ws, wsResp, err := websocket.DefaultDialer.Dial(strings.Replace(d.URL, "http", "ws", 1)+"/rpc?access_token="+token,
 		http.Header{"X-Request-Id": {"e2e-ws"}})
 	if err != nil {
 		t.Fatalf("websocket: %v", err)
@@ -146,7 +146,7 @@ func TestLogsCarryRequestIDsAndNoSecrets(t *testing.T) {
 		"Authorization": basic(mail.Password), "X-AppPass-Protocol": "caldav"}, ""); resp.StatusCode != 403 {
 		t.Fatalf("/auth/basic with a wrong key: HTTP %d", resp.StatusCode)
 	}
-	if _, resp, err := websocket.DefaultDialer.Dial(strings.Replace(d.http, "http", "ws", 1)+"/rpc?access_token="+tampered, nil); err == nil || resp.StatusCode != 401 {
+	if _, resp, err := websocket.DefaultDialer.Dial(strings.Replace(d.URL, "http", "ws", 1)+"/rpc?access_token="+tampered, nil); err == nil || resp.StatusCode != 401 {
 		t.Fatalf("websocket with a tampered token: %v", err)
 	}
 
@@ -155,11 +155,11 @@ func TestLogsCarryRequestIDsAndNoSecrets(t *testing.T) {
 	if r := login(mail.Password, "imap", ""); r.Error == nil {
 		t.Fatal("a revoked password was accepted")
 	}
-	if code := d.stop(t); code != 0 {
+	if code := d.Stop(t); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 
-	logs := d.stderr.String()
+	logs := d.Stderr.String()
 	// No secret, in any form.
 	secrets := map[string]string{
 		"app password":                 mail.Password,

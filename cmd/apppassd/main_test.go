@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,7 +16,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/internal/testenv"
 )
 
@@ -49,108 +48,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// daemon is a running apppassd.
-type daemon struct {
-	cmd    *exec.Cmd
-	http   string // http://host:port
-	stdout *syncBuffer
-	stderr *syncBuffer
-	done   chan struct{}
-}
+// daemon is a running apppassd (internal/gatewaytest starts and stops it).
+type daemon struct{ *gatewaytest.Daemon }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// childEnv is the test's environment without APPPASS_ settings, plus env.
-func childEnv(env ...string) []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "APPPASS_") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, env...)
-}
+var (
+	freeAddr = gatewaytest.FreeAddr
+	childEnv = gatewaytest.ChildEnv
+)
 
 // start runs apppassd with env and waits until /readyz answers 200.
 func start(t *testing.T, env ...string) *daemon {
 	t.Helper()
-	listen := freeAddr(t)
-	d := &daemon{http: "http://" + listen, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(binary)
-	d.cmd.Env = childEnv(append([]string{"APPPASS_LISTEN=" + listen}, env...)...)
-	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Kill()
-		<-d.done
-		if t.Failed() {
-			t.Logf("apppassd stderr:\n%s", d.stderr.String())
-		}
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(d.http + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return d
-			}
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("apppassd exited early: %s", d.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("apppassd not ready after 60 s: %s", d.stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop sends SIGTERM and returns the exit code.
-func (d *daemon) stop(t *testing.T) int {
-	t.Helper()
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("apppassd did not exit within 60 s of SIGTERM")
-	}
-	return d.cmd.ProcessState.ExitCode()
-}
-
-func (d *daemon) kill() {
-	_ = d.cmd.Process.Kill()
-	<-d.done
+	return &daemon{gatewaytest.StartBinary(t, binary, env...)}
 }
 
 type rpcReply struct {
@@ -166,7 +75,7 @@ type rpcReply struct {
 func (d *daemon) call(t *testing.T, bearer, method string, params any, out any) *rpcReply {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-	req, _ := http.NewRequest("POST", d.http+"/rpc", bytes.NewReader(body))
+	req, _ := http.NewRequest("POST", d.URL+"/rpc", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+bearer)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -199,13 +108,13 @@ func (d *daemon) credentials(t *testing.T) (token, gateway string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		out := d.stdout.String()
+		out := d.Stdout.String()
 		if m, g := tokenLine.FindStringSubmatch(out), gatewayLine.FindStringSubmatch(out); m != nil && g != nil {
 			return m[1], g[1]
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("no example token printed; stdout:\n%s", d.stdout.String())
+	t.Fatalf("no example token printed; stdout:\n%s", d.Stdout.String())
 	return "", ""
 }
 
@@ -348,7 +257,7 @@ func TestUIFlowOnTheEmbeddedDefault(t *testing.T) {
 
 	// Over WebSocket: add a CalDAV password, list, remove it.
 	header := http.Header{"Authorization": {"Bearer " + token}}
-	ws, resp, err := websocket.DefaultDialer.Dial(strings.Replace(d.http, "http", "ws", 1)+"/rpc", header)
+	ws, resp, err := websocket.DefaultDialer.Dial(strings.Replace(d.URL, "http", "ws", 1)+"/rpc", header)
 	if err != nil {
 		t.Fatalf("websocket dial: %v (%v)", err, resp)
 	}
@@ -412,7 +321,7 @@ func TestUIFlowOnTheEmbeddedDefault(t *testing.T) {
 	}
 
 	// The mail password survives a restart (the pepper is kept in the data dir).
-	if code := d.stop(t); code != 0 {
+	if code := d.Stop(t); code != 0 {
 		t.Fatalf("SIGTERM exit code %d", code)
 	}
 	d2 := start(t, env...)
@@ -420,11 +329,11 @@ func TestUIFlowOnTheEmbeddedDefault(t *testing.T) {
 	if auth.UUID != mail.UUID {
 		t.Fatalf("after restart: %+v", auth)
 	}
-	if !strings.Contains(d.stderr.String(), "apppassd listening") {
-		t.Fatalf("no start-up line: %s", d.stderr.String())
+	if !strings.Contains(d.Stderr.String(), "apppassd listening") {
+		t.Fatalf("no start-up line: %s", d.Stderr.String())
 	}
 	for _, secret := range []string{mail.Password, cal.Password} {
-		if strings.Contains(d.stderr.String(), secret) || strings.Contains(d2.stderr.String(), secret) {
+		if strings.Contains(d.Stderr.String(), secret) || strings.Contains(d2.Stderr.String(), secret) {
 			t.Fatal("a password appears in the log")
 		}
 	}
@@ -457,12 +366,12 @@ func TestNoEventLostAcrossNATSOutageAndKill(t *testing.T) {
 	for _, a := range during[:5] {
 		d.call(t, token, "appPasswords.remove", map[string]any{"uuid": a.UUID}, &ok)
 	}
-	resp, err := http.Get(d.http + "/readyz")
+	resp, err := http.Get(d.URL + "/readyz")
 	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz during the NATS outage: %v %v", resp.StatusCode, err)
 	}
 	resp.Body.Close()
-	d.kill()
+	d.Kill()
 
 	testenv.NATSAt(t, natsAddr, natsDir)
 	start(t, env...)

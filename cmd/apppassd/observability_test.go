@@ -53,7 +53,7 @@ func TestObservabilityWiring(t *testing.T) {
 	}
 
 	off := start(t, "APPPASS_DATA_DIR="+t.TempDir(), "APPPASS_EMBEDDED_NATS_LISTEN="+freeAddr(t), "APPPASS_METRICS=false")
-	r, err := http.Get(off.http + "/metrics")
+	r, err := http.Get(off.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

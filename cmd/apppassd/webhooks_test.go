@@ -85,7 +85,7 @@ func TestWebhooksFromOutside(t *testing.T) {
 	d.call(t, token, "appPasswords.add", map[string]any{"appScope": "eas", "appName": "tablet"}, &third)
 
 	post := func(body string, secret stdwebhook.Secret, at time.Time) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, d.http+"/webhooks/provisioning", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, d.URL+"/webhooks/provisioning", strings.NewReader(body))
 		stdwebhook.SetHeaders(req.Header, "msg_"+testenv.RandomHex(8), at, []byte(body), secret)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -147,7 +147,7 @@ func TestWebhooksFromOutside(t *testing.T) {
 		t.Errorf("the receiver refused %d deliveries: %v", len(bad), bad)
 	}
 	mu.Unlock()
-	if code := d.stop(t); code != 0 {
+	if code := d.Stop(t); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 }

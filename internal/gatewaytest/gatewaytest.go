@@ -201,47 +201,15 @@ var tokenLine = regexp.MustCompile(`export TOKEN=(\S+)`)
 // the test.
 func StartDaemon(t testing.TB, binary string, env ...string) *Daemon {
 	t.Helper()
-	addr := FreeAddr(t)
-	d := &Daemon{URL: "http://" + addr, Addr: addr, GatewayKey: "gw-" + RandomHex(16),
-		Stdout: &Buffer{}, Stderr: &Buffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(binary)
+	gatewayKey := "gw-" + RandomHex(16)
 	base := []string{
-		"APPPASS_LISTEN=" + addr,
 		"APPPASS_DATA_DIR=" + t.TempDir(),
 		"APPPASS_EMBEDDED_NATS_LISTEN=" + FreeAddr(t),
-		"APPPASS_SERVICE_KEYS=test-gateway:gateway:" + d.GatewayKey,
+		"APPPASS_SERVICE_KEYS=test-gateway:gateway:" + gatewayKey,
 	}
-	d.cmd.Env = ChildEnv(append(base, env...)...)
-	d.cmd.Stdout, d.cmd.Stderr = d.Stdout, d.Stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.Kill()
-		if t.Failed() {
-			t.Logf("apppassd stderr:\n%s", d.Stderr.String())
-		}
-	})
+	d := StartBinary(t, binary, append(base, env...)...)
+	d.GatewayKey = gatewayKey
 	deadline := time.Now().Add(90 * time.Second)
-	for {
-		resp, err := http.Get(d.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("apppassd exited early: %s", d.Stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("apppassd not ready after 90 s: %s", d.Stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	for !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "APPPASS_USER_TOKEN_KEY=") }) {
 		if m := tokenLine.FindStringSubmatch(d.Stdout.String()); m != nil {
 			d.Token = m[1]
@@ -255,6 +223,53 @@ func StartDaemon(t testing.TB, binary string, env ...string) *Daemon {
 	return d
 }
 
+// StartBinary runs an apppassd binary with the environment env (and a free
+// APPPASS_LISTEN, nothing else set for it) and waits until /readyz answers
+// 200. It is killed at the end of the test; if the test failed, the end of
+// its stderr is printed.
+func StartBinary(t testing.TB, binary string, env ...string) *Daemon {
+	t.Helper()
+	addr := FreeAddr(t)
+	d := &Daemon{URL: "http://" + addr, Addr: addr, Stdout: &Buffer{}, Stderr: &Buffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(binary)
+	d.cmd.Env = ChildEnv(append([]string{"APPPASS_LISTEN=" + addr}, env...)...)
+	d.cmd.Stdout, d.cmd.Stderr = d.Stdout, d.Stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.Kill()
+		if t.Failed() {
+			t.Logf("apppassd stderr (last 8 kB):\n%s", lastBytes(d.Stderr.String(), 8<<10))
+		}
+	})
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp, err := http.Get(d.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return d
+			}
+		}
+		if d.Exited() {
+			t.Fatalf("apppassd exited early: %s", d.Stderr.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("apppassd not ready after 90 s: %s", d.Stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func lastBytes(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
 // ChildEnv is the test's environment without APPPASS_ settings, plus env.
 func ChildEnv(env ...string) []string {
 	var out []string
@@ -266,8 +281,8 @@ func ChildEnv(env ...string) []string {
 	return append(out, env...)
 }
 
-// Stop sends SIGTERM and waits for apppassd to exit.
-func (d *Daemon) Stop(t testing.TB) {
+// Stop sends SIGTERM, waits for apppassd to exit and returns its exit code.
+func (d *Daemon) Stop(t testing.TB) int {
 	t.Helper()
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -276,12 +291,23 @@ func (d *Daemon) Stop(t testing.TB) {
 		d.Kill()
 		t.Fatal("apppassd did not exit within 60 s of SIGTERM")
 	}
+	return d.cmd.ProcessState.ExitCode()
 }
 
-// Kill kills apppassd (if it still runs) and waits for it.
+// Kill kills apppassd (SIGKILL, if it still runs) and waits for it.
 func (d *Daemon) Kill() {
 	_ = d.cmd.Process.Kill()
 	<-d.done
+}
+
+// Exited reports whether apppassd has ended.
+func (d *Daemon) Exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // RPCError is a JSON-RPC error.
