@@ -44,7 +44,7 @@ func daemonBinary(t *testing.T) string {
 	return apppassd
 }
 
-var settingsLine = regexp.MustCompile(`Settings page: (http://\S+/#token=(\S+))`)
+var settingsLine = regexp.MustCompile(`Open the settings page.*\n\s+(http://\S+/#token=(\S+))`)
 
 // settingsURL waits for the line apppassd prints for the page (it follows
 // the token line StartDaemon waited for) and returns the URL and its token.
@@ -133,7 +133,7 @@ func TestDaemonUIOff(t *testing.T) {
 	for !strings.Contains(d.Stdout.String(), "export GATEWAY_KEY=") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if out := d.Stdout.String(); !strings.Contains(out, "export GATEWAY_KEY=") || strings.Contains(out, "Settings page") {
+	if out := d.Stdout.String(); !strings.Contains(out, "export GATEWAY_KEY=") || strings.Contains(out, "settings page") {
 		t.Errorf("welcome text with APPPASS_UI=off:\n%s", out)
 	}
 }

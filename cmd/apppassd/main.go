@@ -336,10 +336,12 @@ func secretFromConfigOrFile(configured, dir, name string, allowFile bool) (strin
 func printWelcome(w io.Writer, addr, natsURL string, tokens *apppass.UserTokens, keys []apppass.ServiceKey, withUI bool) {
 	user := apppass.User{ContextID: 1, UserID: 3, Login: "demo@example.com"}
 	token := tokens.Mint(user, 24*time.Hour, time.Now(), "pwd")
-	fmt.Fprintf(w, `
-apppassd is running on the embedded default.
-
-Example user token for %s (context 1, user 3), valid 24 h:
+	fmt.Fprint(w, "\napppassd is running on the embedded default.\n\n")
+	if withUI {
+		// The token goes in the fragment, which the browser never sends.
+		fmt.Fprintf(w, "Open the settings page (signed in as %s):\n  http://%s/#token=%s\n\n", user.Login, addr, token)
+	}
+	fmt.Fprintf(w, `Example user token for %s (context 1, user 3), valid 24 h:
   export TOKEN=%s
 
 Try it:
@@ -348,10 +350,6 @@ Try it:
 
 Watch the events:  nats sub 'apppasswords.>' --server %s
 `, user.Login, token, addr, natsURL)
-	if withUI {
-		// The token goes in the fragment, which the browser never sends.
-		fmt.Fprintf(w, "Settings page: http://%s/#token=%s\n", addr, token)
-	}
 	for _, k := range keys {
 		if k.Role == apppass.RoleGateway {
 			fmt.Fprintf(w, "Gateway key %q (for appPasswords.authenticate):\n  export GATEWAY_KEY=%s\n", k.Name, k.Secret)
