@@ -41,7 +41,11 @@ type Relay struct {
 	// them in order (created before revoked).
 	shards []chan job
 
-	// SweepInterval is how often the outbox is swept for leftovers.
+	// SweepInterval is how often the outbox is swept for leftovers while
+	// there are some. After sweeps that found nothing the relay waits
+	// longer, up to maxQuietSweeps intervals: the sweep is a query over
+	// every password (a full scan on FerretDB), and leftovers are rare —
+	// events are published by Deliver and Notify as they are written.
 	SweepInterval time.Duration
 	// ClaimLease is how long a claim on a password's events lasts: how
 	// soon another relay takes over from one that died holding it. It is
@@ -193,6 +197,10 @@ func (r *Relay) Run(ctx context.Context) {
 		t := time.NewTicker(r.SweepInterval)
 		defer t.Stop()
 		var lastPendingLog time.Time
+		// quiet counts the ticks to let pass: it doubles (to at most
+		// maxQuietSweeps) after each sweep that found nothing, and is 0
+		// while NATS is away, so the first tick after it returns sweeps.
+		quiet, skip := 0, 0
 		for {
 			select {
 			case <-ctx.Done():
@@ -200,30 +208,48 @@ func (r *Relay) Run(ctx context.Context) {
 			case <-t.C:
 			}
 			if r.backingOff() {
+				quiet, skip = 0, 0
 				if time.Since(lastPendingLog) >= r.PendingLogInterval {
 					lastPendingLog = time.Now()
 					r.logPending(ctx, "events wait in the outbox until NATS answers again")
 				}
 				continue
 			}
+			if skip > 0 {
+				skip--
+				continue
+			}
 			// Sweep until a batch comes back short: after an outage the
 			// backlog drains at full speed, not one batch per tick.
+			found := 0
 			for ctx.Err() == nil && !r.backingOff() {
 				n, err := r.sweep(ctx, true)
+				found += n
 				if err != nil {
 					if ctx.Err() == nil {
 						r.logger.Warn("outbox sweep failed", "err", err)
 					}
+					found = 1 // try again at the next tick
 					break
 				}
 				if n < sweepBatch {
 					break
 				}
 			}
+			if found > 0 {
+				quiet = 0
+			} else {
+				quiet = min(2*quiet+1, maxQuietSweeps)
+			}
+			skip = quiet
 		}
 	})
 	wg.Wait()
 }
+
+// maxQuietSweeps bounds the ticks skipped after empty sweeps: leftovers
+// (and claims of a relay that died) wait at most this many intervals more.
+const maxQuietSweeps = 7
 
 func (r *Relay) logPending(ctx context.Context, msg string) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

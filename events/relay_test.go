@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -891,5 +892,47 @@ func TestRelayTakesOverADeadRelaysClaim(t *testing.T) {
 	e.waitDrained(t, deliveryBound)
 	if st := e.relay.Stats(); st.Published != 2 || st.Conflicts == 0 {
 		t.Errorf("relay stats %+v: want 2 published after at least one conflict", st)
+	}
+}
+
+// sweepCounter is the real store, counting the relay's sweeps (Pending).
+type sweepCounter struct {
+	apppass.Outbox
+	sweeps atomic.Int64
+}
+
+func (c *sweepCounter) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents, error) {
+	c.sweeps.Add(1)
+	return c.Outbox.Pending(ctx, limit)
+}
+
+// TestRelaySweepsLessWhileTheOutboxIsEmpty: a relay whose sweeps find
+// nothing sweeps less and less often (each sweep reads every password on
+// FerretDB), yet still publishes an event another process left behind.
+func TestRelaySweepsLessWhileTheOutboxIsEmpty(t *testing.T) {
+	n := testenv.NATS(t)
+	e := newEnv(t, n.URL()) // its own relay never runs: its events are leftovers
+	counter := &sweepCounter{Outbox: e.store}
+	startTestRelay(t, counter, n.URL()) // sweep interval 50 ms
+	time.Sleep(2 * time.Second)         // 40 intervals
+	// Sweeping at every tick would be up to 40; backing off it sweeps at
+	// ticks 1, 3, 7, 15, 23, 31 and 39. (A loaded machine drops ticks,
+	// which only makes fewer.)
+	if got := counter.sweeps.Load(); got > 15 {
+		t.Fatalf("%d sweeps of an empty outbox in 40 sweep intervals; want the relay to back off", got)
+	}
+
+	owner := apppass.User{ContextID: 1, UserID: 9, Login: "leftover@example.org"}
+	c, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: "left behind"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the leftover event published by the idle relay", deliveryBound, func() bool { return e.pendingCount(t) == 0 })
+	var got []string
+	for _, r := range readStream(t, n.URL()) {
+		got = append(got, r.Event.Type+" "+r.Event.Data.UUID)
+	}
+	if !slices.Equal(got, []string{apppass.EventCreated + " " + c.UUID}) {
+		t.Fatalf("stream %v, want the created event of %s", got, c.UUID)
 	}
 }

@@ -472,12 +472,10 @@ func (w *Webhooks) attempt(ctx context.Context, d apppass.WebhookDelivery) {
 		w.count(UnconfiguredEndpoint, DeliveryOutcomeFailed)
 		return
 	}
-	status, retryAfter, err := w.send(ctx, ep, d, now)
-	if ctx.Err() != nil {
-		// Shutting down: not the endpoint's fault. Due again at once.
-		w.finish(d, apppass.WebhookOutcome{State: apppass.DeliveryPending, At: now, NextAttempt: now})
-		return
-	}
+	// A request under way when apppassd shuts down is let finish (within
+	// the timeout), not cut: a receiver that got it and answered 2xx must
+	// not get it again after the restart.
+	status, retryAfter, err := w.send(context.WithoutCancel(ctx), ep, d, now)
 	o := apppass.WebhookOutcome{At: now, Status: status, Counted: true}
 	outcome := DeliveryOutcomeRetry
 	switch {

@@ -515,6 +515,39 @@ func TestWebhookSurvivesRestart(t *testing.T) {
 	}
 }
 
+// TestWebhookStopLetsAnAttemptFinish: stopping the webhooks (apppassd's
+// SIGTERM) while a receiver is answering waits for the answer and records
+// it, so the receiver does not get the event again after the restart.
+func TestWebhookStopLetsAnAttemptFinish(t *testing.T) {
+	var e *whEnv
+	stopped := make(chan struct{})
+	r := newHookReceiver(t, func(n int) int {
+		if n == 1 {
+			go func() { e.stop(); close(stopped) }()
+			time.Sleep(300 * time.Millisecond) // the stop comes while we answer
+		}
+		return http.StatusNoContent
+	})
+	cfg := events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{r.endpoint("r", apppass.EventRevoked)}}
+	e = newWhEnv(t, cfg)
+	e.addAndRemove(t)
+	select {
+	case <-stopped:
+	case <-time.After(whBound):
+		t.Fatal("stop still waiting")
+	}
+	if n := len(e.deliveries(t, apppass.WebhookQuery{State: apppass.DeliveryDelivered})); n != 1 {
+		t.Fatalf("%d deliveries recorded as delivered after the stop, want 1", n)
+	}
+	e.hooks = e.startHooks(t, cfg)
+	e.addAndRemove(t)
+	whWait(t, "the second delivered", func() bool { return len(r.got()) == 2 })
+	time.Sleep(200 * time.Millisecond)
+	if hits := r.got(); len(hits) != 2 || hits[0].ID == hits[1].ID {
+		t.Fatalf("the receiver got %d requests (%v), want each event once", len(hits), hits)
+	}
+}
+
 func TestWebhookConfigRefused(t *testing.T) {
 	good := apppass.WebhookEndpoint{Name: "a", URL: "https://example.com/h", Secret: stdwebhook.GenerateSecret()}
 	for name, mut := range map[string]func(*apppass.WebhookEndpoint){
