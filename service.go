@@ -12,7 +12,7 @@ import (
 
 // Service is what the sidecar does, independent of transport and storage.
 type Service struct {
-	Store      Store
+	Store      PasswordStore
 	Apps       *Catalogue
 	Digester   *Digester
 	Events     EventNotifier
@@ -20,9 +20,7 @@ type Service struct {
 	// Cache keeps recent positive authenticate results; nil disables it.
 	Cache *AuthCache
 	// Evictions tells other replicas' caches about a revocation at once.
-	Evictions interface {
-		BroadcastEviction(ctx context.Context, uuid string) error
-	}
+	Evictions EvictionBroadcaster
 	// Throttle guards authenticate against guessing; nil disables it.
 	Throttle *Throttle
 	// Now is the clock; tests may replace it.

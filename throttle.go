@@ -27,19 +27,6 @@ type FailureCount struct {
 	LastFailure time.Time
 }
 
-// ThrottleStore keeps failure tallies where every replica sees them.
-type ThrottleStore interface {
-	// Failures returns the tallies of keys that have one.
-	Failures(ctx context.Context, keys []string) (map[string]FailureCount, error)
-	// AddFailure counts one failure at now for key, starting a new tally
-	// when the current one began before windowStart, and returns it.
-	AddFailure(ctx context.Context, key string, now, windowStart time.Time) (FailureCount, error)
-	// ClearFailures forgets key's tally.
-	ClearFailures(ctx context.Context, key string) error
-	// PurgeFailures forgets tallies whose last failure is before before.
-	PurgeFailures(ctx context.Context, before time.Time) error
-}
-
 // Throttle applies a ThrottlePolicy to logins using a ThrottleStore.
 type Throttle struct {
 	Store  ThrottleStore

@@ -1,8 +1,6 @@
 package apppass
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -131,36 +129,4 @@ type WebhookEndpointStatus struct {
 type WebhookDisabled struct {
 	Time   time.Time `json:"time"`
 	Reason string    `json:"reason"`
-}
-
-// ErrLeaseLost is returned when a delivery's claim was taken over.
-var ErrLeaseLost = errors.New("the delivery's lease was lost")
-
-// WebhookStore is the durable queue of outbound webhook deliveries and the
-// endpoints' state. Every method changes at most one document per item.
-type WebhookStore interface {
-	// EnqueueWebhook stores d as pending and due now, unless a delivery
-	// with its ID exists; it reports whether d was new.
-	EnqueueWebhook(ctx context.Context, d WebhookDelivery) (bool, error)
-	// ClaimWebhooks leases up to limit pending deliveries that are due at
-	// now and not leased, skipping the named endpoints, to token until
-	// leaseUntil.
-	ClaimWebhooks(ctx context.Context, now, leaseUntil time.Time, token string, skip []string, limit int) ([]WebhookDelivery, error)
-	// FinishWebhookAttempt records an attempt's outcome and ends the lease,
-	// if token still holds it (ErrLeaseLost otherwise).
-	FinishWebhookAttempt(ctx context.Context, id, token string, o WebhookOutcome) error
-	// WebhookDeliveries lists deliveries, newest first.
-	WebhookDeliveries(ctx context.Context, q WebhookQuery) ([]WebhookDelivery, error)
-	// CountWebhookDeliveries counts one endpoint's deliveries in one state.
-	CountWebhookDeliveries(ctx context.Context, endpoint, state string) (int64, error)
-	// PurgeWebhookDeliveries deletes delivered and failed deliveries that
-	// finished before before.
-	PurgeWebhookDeliveries(ctx context.Context, before time.Time) (int64, error)
-	// DisableWebhookEndpoint stores that an endpoint is disabled.
-	DisableWebhookEndpoint(ctx context.Context, s WebhookEndpointState) error
-	// EnableWebhookEndpoint forgets an endpoint's disabled state; it
-	// reports whether there was one.
-	EnableWebhookEndpoint(ctx context.Context, name string) (bool, error)
-	// WebhookEndpointStates returns every stored endpoint state.
-	WebhookEndpointStates(ctx context.Context) ([]WebhookEndpointState, error)
 }

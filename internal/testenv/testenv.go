@@ -1,6 +1,7 @@
 // Package testenv starts the real servers tests run against: the embedded
-// FerretDB (or a real MongoDB named by APPPASS_TEST_MONGODB_URI) and an
-// embedded nats-server with JetStream. Nothing here is a mock.
+// SQLite store, FerretDB (or a real MongoDB named by
+// APPPASS_TEST_MONGODB_URI) for the MongoDB adapter, and an embedded
+// nats-server with JetStream. Nothing here is a mock.
 package testenv
 
 import (
@@ -10,20 +11,39 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/apppass/apppass/events"
-	"github.com/apppass/apppass/storage"
+	"github.com/apppass/apppass/storage/ferretdb"
+	"github.com/apppass/apppass/storage/mongo"
+	"github.com/apppass/apppass/storage/sqlite"
 )
 
+// Store opens the default store, SQLite, on a fresh file of the test's.
+func Store(t testing.TB) *sqlite.Store {
+	return StoreAt(t, filepath.Join(t.TempDir(), "apppass.db"))
+}
+
+// StoreAt opens the SQLite store in the file at path (another handle on
+// it, if one is open), closed at the end of the test.
+func StoreAt(t testing.TB, path string) *sqlite.Store {
+	s, err := sqlite.Open(path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
 // MongoURI returns a MongoDB URI for a test: APPPASS_TEST_MONGODB_URI when
-// set, else a fresh embedded FerretDB stopped at the end of the test.
+// set, else a fresh FerretDB stopped at the end of the test.
 func MongoURI(t testing.TB) string {
 	if uri := os.Getenv("APPPASS_TEST_MONGODB_URI"); uri != "" {
 		return uri
 	}
-	e, err := storage.StartEmbedded(t.TempDir(), Quiet())
+	e, err := ferretdb.Start(t.TempDir(), Quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,20 +51,23 @@ func MongoURI(t testing.TB) string {
 	return e.URI
 }
 
-// Store opens a Store on a database of its own.
-func Store(t testing.TB) *storage.Store {
-	return StoreAt(t, MongoURI(t))
+// MongoStore opens the MongoDB adapter on a database of its own.
+func MongoStore(t testing.TB) *mongo.Store {
+	return MongoStoreAt(t, MongoURI(t), NewDatabaseName())
 }
 
-// StoreAt opens a Store on a fresh database at uri.
-func StoreAt(t testing.TB, uri string) *storage.Store {
+// NewDatabaseName names a MongoDB database no other test uses.
+func NewDatabaseName() string { return "apppass_test_" + RandomHex(6) }
+
+// MongoStoreAt opens the MongoDB adapter on database db at uri.
+func MongoStoreAt(t testing.TB, uri, db string) *mongo.Store {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := storage.Open(ctx, uri, "apppass_test_"+RandomHex(6))
+	s, err := mongo.Open(ctx, uri, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 

@@ -1,14 +1,17 @@
-// Package storagetest is the conformance suite every app password backend
-// must pass, in the manner of dex's storage/conformance: a backend's own test
-// calls RunTests with a constructor of fresh, empty stores.
+// Package storetest is the conformance suite every storage backend must
+// pass, in the manner of dex's storage/conformance: a backend's own test
+// calls Run with a constructor of fresh, empty stores.
 //
-// The suite drives the backend only through apppass.Store and
-// apppass.Outbox, so it states the contract those interfaces document.
-package storagetest
+// The suite drives a backend only through apppass.Store, so it states the
+// contract the domain's ports (ports.go) document, and it imports nothing
+// but the domain. Its cross-handle cases open a second store on the same
+// database, as a second apppassd replica would, and race the two.
+package storetest
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -18,26 +21,35 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/internal/testenv"
 )
 
-// Backend is what a storage adapter provides: the store and its outbox.
-type Backend interface {
-	apppass.Store
-	apppass.Outbox
+// Backend is what a storage adapter provides.
+type Backend = apppass.Store
+
+// Harness tells the suite how to open a backend.
+type Harness struct {
+	// New returns a fresh, empty store, and a function that opens another
+	// store on the same database (as another replica would). Both are
+	// closed by the caller's cleanup.
+	New func(t *testing.T) (s Backend, another func(t *testing.T) Backend)
+	// NotIsolated, when set, says why this backend cannot keep its rules
+	// between two stores on one database; the cross-handle cases then skip,
+	// saying so.
+	NotIsolated string
 }
 
 // opTimeout bounds each call, so a hung backend fails the test instead of
 // hanging it. It is generous on purpose: it is not a speed assertion.
 const opTimeout = 30 * time.Second
 
-// RunTests runs the conformance suite. newStore must return a fresh, empty
-// backend for each call; it is called once per subtest.
-func RunTests(t *testing.T, newStore func(t *testing.T) Backend) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, s Backend)
-	}{
+type testCase struct {
+	name string
+	run  func(t *testing.T, s Backend)
+}
+
+// Run runs the conformance suite.
+func Run(t *testing.T, h Harness) {
+	tests := []testCase{
 		{"InsertList", testInsertList},
 		{"OwnersIsolated", testOwnersIsolated},
 		{"ListContext", testListContext},
@@ -46,9 +58,12 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Backend) {
 		{"Revoke", testRevoke},
 		{"RevokeNotFound", testRevokeNotFound},
 		{"RevokeEventError", testRevokeEventError},
+		{"RevokeConcurrent", testRevokeConcurrent},
 		{"FindByDigest", testFindByDigest},
 		{"RecordLogin", testRecordLogin},
+		{"RecordLoginConcurrent", testRecordLoginConcurrent},
 		{"Expired", testExpired},
+		{"Forgotten", testForgotten},
 		{"ThrottleStore", testThrottleStore},
 		{"Outbox", testOutbox},
 		{"PublishOrder", testPublishOrder},
@@ -56,9 +71,31 @@ func RunTests(t *testing.T, newStore func(t *testing.T) Backend) {
 		{"OutboxClaim", testOutboxClaim},
 		{"OutboxClaimTakeover", testOutboxClaimTakeover},
 		{"OutboxClaimConcurrent", testOutboxClaimConcurrent},
+		{"WebhookQueue", testWebhookQueue},
+		{"WebhookClaimConcurrent", testWebhookClaimConcurrent},
+		{"WebhookEndpoints", testWebhookEndpoints},
+		{"ReplayIDs", testReplayIDs},
+		{"DigestKey", testDigestKey},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore(t)) })
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := h.New(t)
+			tc.run(t, s)
+		})
+	}
+	t.Run("Transfer", func(t *testing.T) {
+		src, _ := h.New(t)
+		dst, _ := h.New(t)
+		testTransfer(t, src, dst)
+	})
+	for _, tc := range crossHandleCases {
+		t.Run("CrossHandle/"+tc.name, func(t *testing.T) {
+			if tc.races && h.NotIsolated != "" {
+				t.Skip("this backend cannot isolate two stores on one database: " + h.NotIsolated)
+			}
+			a, another := h.New(t)
+			tc.run(t, a, another(t))
+		})
 	}
 }
 
@@ -67,6 +104,13 @@ func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(t.Context(), opTimeout)
 	t.Cleanup(cancel)
 	return c
+}
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // newUUID returns a random version 4 UUID in its canonical lowercase form.
@@ -87,21 +131,21 @@ func newUser() apppass.User {
 	_, _ = rand.Read(b[:])
 	cid := int64(b[0])<<8 | int64(b[1]) + 1
 	uid := int64(b[2])<<8 | int64(b[3]) + 1
-	return apppass.User{ContextID: cid, UserID: uid, Login: fmt.Sprintf("User-%s@Example.COM", testenv.RandomHex(4))}
+	return apppass.User{ContextID: cid, UserID: uid, Login: fmt.Sprintf("User-%s@Example.COM", randomHex(4))}
 }
 
 // newPassword builds a password for owner with a random digest.
 func newPassword(owner apppass.User, appScope, name string, created time.Time) *apppass.Password {
 	return &apppass.Password{
 		UUID: newUUID(), Owner: owner, AppScope: appScope, Name: name, Created: created,
-		Digest: "digest-" + testenv.RandomHex(16), KeyID: "key1",
+		Digest: "digest-" + randomHex(16), KeyID: "key1",
 	}
 }
 
 // event builds an event about p, the way the service does.
 func event(typ string, ts time.Time, p *apppass.Password, reason string) apppass.Event {
 	return apppass.Event{
-		ID: testenv.RandomHex(12), Type: typ, Timestamp: ts,
+		ID: randomHex(12), Type: typ, Timestamp: ts,
 		Data: apppass.EventData{UUID: p.UUID, ContextID: p.Owner.ContextID, UserID: p.Owner.UserID,
 			Login: p.Owner.Login, AppScope: p.AppScope, Name: p.Name, Reason: reason},
 	}
@@ -516,7 +560,7 @@ func testFindByDigest(t *testing.T, s Backend) {
 		!got.Expires.Equal(exp) || got.IdleExpiry != p.IdleExpiry || !slices.Equal(got.AllowedIPs, p.AllowedIPs) || got.LastLogin != nil {
 		t.Errorf("FindByDigest = %+v, want %+v", *got, *p)
 	}
-	for what, digest := range map[string]string{"unknown digest": "digest-" + testenv.RandomHex(16), "revoked password": revoked.Digest} {
+	for what, digest := range map[string]string{"unknown digest": "digest-" + randomHex(16), "revoked password": revoked.Digest} {
 		got, err := s.FindByDigest(ctx(t), digest)
 		checkKind(t, what, err, apppass.KindRejected)
 		if got != nil {
@@ -622,12 +666,8 @@ func testExpired(t *testing.T, s Backend) {
 	}
 }
 
-func testThrottleStore(t *testing.T, s Backend) {
-	ts, ok := s.(apppass.ThrottleStore)
-	if !ok {
-		t.Skip("backend keeps no throttle tallies")
-	}
-	key, other := "pair:"+testenv.RandomHex(4), "ip:"+testenv.RandomHex(4)
+func testThrottleStore(t *testing.T, ts Backend) {
+	key, other := "pair:"+randomHex(4), "ip:"+randomHex(4)
 	t0 := now()
 	for i := 1; i <= 3; i++ {
 		c, err := ts.AddFailure(ctx(t), key, t0.Add(time.Duration(i)*time.Second), t0.Add(-time.Minute))

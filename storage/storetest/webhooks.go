@@ -1,7 +1,6 @@
-package storage_test
+package storetest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,36 +9,15 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/internal/testenv"
-	"github.com/apppass/apppass/storage"
 )
-
-func whCtx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
-
-func whStore(t *testing.T) *storage.Store {
-	s := testenv.Store(t)
-	if err := s.EnsureWebhookIndexes(whCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	// Twice: index creation must be idempotent (FerretDB fails on repeats).
-	if err := s.EnsureWebhookIndexes(whCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 func delivery(eventID, endpoint string, created time.Time) apppass.WebhookDelivery {
 	return apppass.WebhookDelivery{ID: eventID + ":" + endpoint, EventID: eventID, EventType: apppass.EventRevoked,
 		Endpoint: endpoint, Body: []byte(`{"id":"` + eventID + `","data":{"name":"Mon téléphone"}}`), Created: created}
 }
 
-func TestWebhookQueue(t *testing.T) {
-	s := whStore(t)
-	ctx := whCtx(t)
+func testWebhookQueue(t *testing.T, s Backend) {
+	ctx := ctx(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	d := delivery("ev1", "a", now)
 	if fresh, err := s.EnqueueWebhook(ctx, d); err != nil || !fresh {
@@ -113,11 +91,13 @@ func TestWebhookQueue(t *testing.T) {
 	}
 }
 
-// TestWebhookClaimConcurrent: claimers racing for the same due deliveries
+// testWebhookClaimConcurrent: claimers racing for the same due deliveries
 // (as the dispatcher's claims do) never get one delivery twice.
-func TestWebhookClaimConcurrent(t *testing.T) {
-	s := whStore(t)
-	ctx := whCtx(t)
+func testWebhookClaimConcurrent(t *testing.T, s Backend) { webhookClaimRace(t, s, s) }
+
+func webhookClaimRace(t *testing.T, a, b Backend) {
+	ctx := ctx(t)
+	s := a
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	const n = 40
 	for i := range n {
@@ -131,7 +111,11 @@ func TestWebhookClaimConcurrent(t *testing.T) {
 	for w := range 6 {
 		wg.Go(func() {
 			for {
-				ds, err := s.ClaimWebhooks(ctx, now, now.Add(time.Minute), fmt.Sprint("w", w), nil, 3)
+				claimer := a
+				if w%2 == 1 {
+					claimer = b
+				}
+				ds, err := claimer.ClaimWebhooks(ctx, now, now.Add(time.Minute), fmt.Sprint("w", w), nil, 3)
 				if err != nil {
 					t.Error(err)
 					return
@@ -160,9 +144,8 @@ func TestWebhookClaimConcurrent(t *testing.T) {
 	}
 }
 
-func TestWebhookEndpointsAndSeen(t *testing.T) {
-	s := whStore(t)
-	ctx := whCtx(t)
+func testWebhookEndpoints(t *testing.T, s Backend) {
+	ctx := ctx(t)
 	at := time.Now().UTC().Truncate(time.Millisecond)
 	st := apppass.WebhookEndpointState{Name: "crm", URL: "https://crm.example/hook", Disabled: at, Reason: "410 Gone"}
 	if err := s.DisableWebhookEndpoint(ctx, st); err != nil {
@@ -182,6 +165,11 @@ func TestWebhookEndpointsAndSeen(t *testing.T) {
 		t.Fatalf("enable again = %v %v", ok, err)
 	}
 
+}
+
+func testReplayIDs(t *testing.T, s Backend) {
+	ctx := ctx(t)
+	at := now()
 	if seen, err := s.SeenWebhookID(ctx, "msg_1"); err != nil || seen {
 		t.Fatalf("seen before = %v %v", seen, err)
 	}

@@ -1,4 +1,4 @@
-package storage
+package mongo
 
 import (
 	"context"
@@ -12,34 +12,7 @@ import (
 	"github.com/apppass/apppass"
 )
 
-// Collections of the webhooks, next to app_passwords in the same database.
-const (
-	webhookDeliveries = "webhook_deliveries" // the outbound queue
-	webhookEndpoints  = "webhook_endpoints"  // disabled endpoints
-	webhookSeen       = "webhook_seen"       // inbound webhook-ids already processed
-)
-
-func (s *Store) coll(name string) *mongo.Collection { return s.passwords.Database().Collection(name) }
-
-// EnsureWebhookIndexes creates the webhook collections' indexes. They
-// only speed things up: every uniqueness the webhooks rely on is _id's.
-func (s *Store) EnsureWebhookIndexes(ctx context.Context) error {
-	err := ensureIndexes(ctx, s.coll(webhookDeliveries), []mongo.IndexModel{
-		// The dispatcher's claim: due pending deliveries.
-		{Keys: bson.D{{Key: "state", Value: 1}, {Key: "nextAttempt", Value: 1}}, Options: options.Index().SetName("state_nextAttempt")},
-		// The admin listing, newest first, and the per-endpoint counts.
-		{Keys: bson.D{{Key: "created", Value: -1}}, Options: options.Index().SetName("created")},
-		{Keys: bson.D{{Key: "endpoint", Value: 1}, {Key: "state", Value: 1}}, Options: options.Index().SetName("endpoint_state")},
-		// The purge of old finished deliveries.
-		{Keys: bson.D{{Key: "finished", Value: 1}}, Options: options.Index().SetName("finished")},
-	})
-	if err != nil {
-		return err
-	}
-	return ensureIndexes(ctx, s.coll(webhookSeen), []mongo.IndexModel{
-		{Keys: bson.D{{Key: "seen", Value: 1}}, Options: options.Index().SetName("seen")},
-	})
-}
+func (s *Store) coll(name string) *mongo.Collection { return s.db.Collection(name) }
 
 // deliveryDoc is the stored shape of a webhook delivery. leaseUntil is
 // always set (the zero time when not leased), so one range query finds
@@ -85,7 +58,7 @@ func (d *deliveryDoc) delivery() apppass.WebhookDelivery {
 // unique _id makes a second one (a redelivered NATS message) a no-op.
 func (s *Store) EnqueueWebhook(ctx context.Context, d apppass.WebhookDelivery) (bool, error) {
 	next := d.Created
-	_, err := s.coll(webhookDeliveries).InsertOne(ctx, deliveryDoc{
+	_, err := s.coll(deliveriesCollection).InsertOne(ctx, deliveryDoc{
 		ID: d.ID, EventID: d.EventID, EventType: d.EventType, Endpoint: d.Endpoint, Body: string(d.Body),
 		State: apppass.DeliveryPending, Created: d.Created, NextAttempt: &next, LeaseUntil: noLease,
 	})
@@ -100,8 +73,7 @@ func (s *Store) EnqueueWebhook(ctx context.Context, d apppass.WebhookDelivery) (
 
 // ClaimWebhooks implements apppass.WebhookStore. It reads a few more
 // candidates than it needs, then takes each with a conditional update on
-// its state, due time and lease (under the document's lock, as FerretDB
-// updates are not isolated), so of two claimers only one gets it.
+// its state, due time and lease, so of two claimers only one gets it.
 func (s *Store) ClaimWebhooks(ctx context.Context, now, leaseUntil time.Time, token string, skip []string, limit int) ([]apppass.WebhookDelivery, error) {
 	due := bson.D{
 		{Key: "state", Value: apppass.DeliveryPending},
@@ -112,7 +84,7 @@ func (s *Store) ClaimWebhooks(ctx context.Context, now, leaseUntil time.Time, to
 	if len(skip) > 0 {
 		filter = append(append(bson.D{}, due...), bson.E{Key: "endpoint", Value: bson.D{{Key: "$nin", Value: skip}}})
 	}
-	coll := s.coll(webhookDeliveries)
+	coll := s.coll(deliveriesCollection)
 	cur, err := coll.Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "nextAttempt", Value: 1}}).
 		SetLimit(int64(limit)+8).SetProjection(bson.D{{Key: "_id", Value: 1}}))
 	if err != nil {
@@ -141,7 +113,7 @@ func (s *Store) ClaimWebhooks(ctx context.Context, now, leaseUntil time.Time, to
 }
 
 func (s *Store) claimOne(ctx context.Context, coll *mongo.Collection, id string, due bson.D, leaseUntil time.Time, token string) (*apppass.WebhookDelivery, error) {
-	defer s.locks.lock(webhookDeliveries + id)()
+	defer s.isolate(deliveriesCollection, id)()
 	var d deliveryDoc
 	err := coll.FindOneAndUpdate(ctx, append(bson.D{{Key: "_id", Value: id}}, due...),
 		bson.D{{Key: "$set", Value: bson.D{{Key: "leaseUntil", Value: leaseUntil}, {Key: "leaseToken", Value: token}}}},
@@ -161,7 +133,7 @@ func (s *Store) claimOne(ctx context.Context, coll *mongo.Collection, id string,
 
 // FinishWebhookAttempt implements apppass.WebhookStore.
 func (s *Store) FinishWebhookAttempt(ctx context.Context, id, token string, o apppass.WebhookOutcome) error {
-	defer s.locks.lock(webhookDeliveries + id)()
+	defer s.isolate(deliveriesCollection, id)()
 	set := bson.D{{Key: "state", Value: o.State}, {Key: "leaseUntil", Value: noLease}, {Key: "leaseToken", Value: ""}}
 	unset := bson.D{}
 	update := bson.D{}
@@ -185,7 +157,7 @@ func (s *Store) FinishWebhookAttempt(ctx context.Context, id, token string, o ap
 	if len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
 	}
-	res, err := s.coll(webhookDeliveries).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "leaseToken", Value: token}}, update)
+	res, err := s.coll(deliveriesCollection).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "leaseToken", Value: token}}, update)
 	if err != nil {
 		return wrap(err)
 	}
@@ -204,7 +176,7 @@ func (s *Store) WebhookDeliveries(ctx context.Context, q apppass.WebhookQuery) (
 	if q.Endpoint != "" {
 		filter = append(filter, bson.E{Key: "endpoint", Value: q.Endpoint})
 	}
-	cur, err := s.coll(webhookDeliveries).Find(ctx, filter, options.Find().
+	cur, err := s.coll(deliveriesCollection).Find(ctx, filter, options.Find().
 		SetSort(bson.D{{Key: "created", Value: -1}, {Key: "_id", Value: 1}}).
 		SetLimit(int64(q.Limit)).SetProjection(bson.D{{Key: "body", Value: 0}}))
 	if err != nil {
@@ -224,14 +196,13 @@ func (s *Store) WebhookDeliveries(ctx context.Context, q apppass.WebhookQuery) (
 
 // CountWebhookDeliveries implements apppass.WebhookStore.
 func (s *Store) CountWebhookDeliveries(ctx context.Context, endpoint, state string) (int64, error) {
-	n, err := s.coll(webhookDeliveries).CountDocuments(ctx, bson.D{{Key: "endpoint", Value: endpoint}, {Key: "state", Value: state}})
+	n, err := s.coll(deliveriesCollection).CountDocuments(ctx, bson.D{{Key: "endpoint", Value: endpoint}, {Key: "state", Value: state}})
 	return n, wrap(err)
 }
 
-// PurgeWebhookDeliveries implements apppass.WebhookStore. FerretDB has no
-// TTL indexes, so the dispatcher purges by itself.
+// PurgeWebhookDeliveries implements apppass.WebhookStore.
 func (s *Store) PurgeWebhookDeliveries(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.coll(webhookDeliveries).DeleteMany(ctx, bson.D{
+	res, err := s.coll(deliveriesCollection).DeleteMany(ctx, bson.D{
 		{Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{apppass.DeliveryDelivered, apppass.DeliveryFailed}}}},
 		{Key: "finished", Value: bson.D{{Key: "$lt", Value: before}}},
 	})
@@ -250,8 +221,8 @@ type endpointDoc struct {
 
 // DisableWebhookEndpoint implements apppass.WebhookStore.
 func (s *Store) DisableWebhookEndpoint(ctx context.Context, st apppass.WebhookEndpointState) error {
-	defer s.locks.lock(webhookEndpoints + st.Name)()
-	_, err := s.coll(webhookEndpoints).ReplaceOne(ctx, bson.D{{Key: "_id", Value: st.Name}},
+	defer s.isolate(endpointsCollection, st.Name)()
+	_, err := s.coll(endpointsCollection).ReplaceOne(ctx, bson.D{{Key: "_id", Value: st.Name}},
 		endpointDoc{Name: st.Name, URL: st.URL, Disabled: st.Disabled, Reason: st.Reason},
 		options.Replace().SetUpsert(true))
 	if mongo.IsDuplicateKeyError(err) {
@@ -262,8 +233,8 @@ func (s *Store) DisableWebhookEndpoint(ctx context.Context, st apppass.WebhookEn
 
 // EnableWebhookEndpoint implements apppass.WebhookStore.
 func (s *Store) EnableWebhookEndpoint(ctx context.Context, name string) (bool, error) {
-	defer s.locks.lock(webhookEndpoints + name)()
-	res, err := s.coll(webhookEndpoints).DeleteOne(ctx, bson.D{{Key: "_id", Value: name}})
+	defer s.isolate(endpointsCollection, name)()
+	res, err := s.coll(endpointsCollection).DeleteOne(ctx, bson.D{{Key: "_id", Value: name}})
 	if err != nil {
 		return false, wrap(err)
 	}
@@ -272,7 +243,7 @@ func (s *Store) EnableWebhookEndpoint(ctx context.Context, name string) (bool, e
 
 // WebhookEndpointStates implements apppass.WebhookStore.
 func (s *Store) WebhookEndpointStates(ctx context.Context) ([]apppass.WebhookEndpointState, error) {
-	cur, err := s.coll(webhookEndpoints).Find(ctx, bson.D{})
+	cur, err := s.coll(endpointsCollection).Find(ctx, bson.D{})
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -287,9 +258,9 @@ func (s *Store) WebhookEndpointStates(ctx context.Context) ([]apppass.WebhookEnd
 	return out, nil
 }
 
-// SeenWebhookID reports whether an inbound webhook-id was processed.
+// SeenWebhookID implements apppass.ReplayStore.
 func (s *Store) SeenWebhookID(ctx context.Context, id string) (bool, error) {
-	err := s.coll(webhookSeen).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Err()
+	err := s.coll(seenCollection).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Err()
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return false, nil
 	}
@@ -299,18 +270,18 @@ func (s *Store) SeenWebhookID(ctx context.Context, id string) (bool, error) {
 	return true, nil
 }
 
-// RememberWebhookID records an inbound webhook-id as processed at at: one
-// insert; the unique _id keeps the first record.
+// RememberWebhookID implements apppass.ReplayStore: one insert; the
+// unique _id keeps the first record.
 func (s *Store) RememberWebhookID(ctx context.Context, id string, at time.Time) error {
-	_, err := s.coll(webhookSeen).InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "seen", Value: at}})
+	_, err := s.coll(seenCollection).InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "seen", Value: at}})
 	if mongo.IsDuplicateKeyError(err) {
 		return nil
 	}
 	return wrap(err)
 }
 
-// PurgeWebhookIDs forgets inbound webhook-ids recorded before before.
+// PurgeWebhookIDs implements apppass.ReplayStore.
 func (s *Store) PurgeWebhookIDs(ctx context.Context, before time.Time) error {
-	_, err := s.coll(webhookSeen).DeleteMany(ctx, bson.D{{Key: "seen", Value: bson.D{{Key: "$lt", Value: before}}}})
+	_, err := s.coll(seenCollection).DeleteMany(ctx, bson.D{{Key: "seen", Value: bson.D{{Key: "$lt", Value: before}}}})
 	return wrap(err)
 }

@@ -1,4 +1,4 @@
-package storage
+package mongo
 
 import (
 	"context"
@@ -22,22 +22,6 @@ type failureDoc struct {
 
 // Failures implements apppass.ThrottleStore.
 func (s *Store) Failures(ctx context.Context, keys []string) (map[string]apppass.FailureCount, error) {
-	if s.isFerretDB(ctx) {
-		// One _id each: FerretDB scans the collection for $in.
-		out := map[string]apppass.FailureCount{}
-		for _, k := range keys {
-			var d failureDoc
-			err := s.failures.FindOne(ctx, bson.D{{Key: "_id", Value: k}}).Decode(&d)
-			if errors.Is(err, mongo.ErrNoDocuments) {
-				continue
-			}
-			if err != nil {
-				return nil, wrap(err)
-			}
-			out[k] = d.count()
-		}
-		return out, nil
-	}
 	cur, err := s.failures.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: keys}}}})
 	if err != nil {
 		return nil, wrap(err)
@@ -58,7 +42,7 @@ func (s *Store) Failures(ctx context.Context, keys []string) (map[string]apppass
 // single atomic updates; when two replicas race to start a tally, the
 // loser's upsert hits the unique _id and it increments instead.
 func (s *Store) AddFailure(ctx context.Context, key string, now, windowStart time.Time) (apppass.FailureCount, error) {
-	defer s.locks.lock(key)()
+	defer s.isolate(failuresCollection, key)()
 	for range 4 {
 		var d failureDoc
 		err := s.failures.FindOneAndUpdate(ctx,
@@ -93,13 +77,13 @@ func (d failureDoc) count() apppass.FailureCount {
 
 // ClearFailures implements apppass.ThrottleStore.
 func (s *Store) ClearFailures(ctx context.Context, key string) error {
-	defer s.locks.lock(key)()
+	defer s.isolate(failuresCollection, key)()
 	_, err := s.failures.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}})
 	return wrap(err)
 }
 
-// PurgeFailures implements apppass.ThrottleStore: FerretDB has no TTL
-// indexes, so the sweeper deletes stale tallies itself.
+// PurgeFailures implements apppass.ThrottleStore. (The sweeper purges,
+// rather than a TTL index, so the rule is the same on every backend.)
 func (s *Store) PurgeFailures(ctx context.Context, before time.Time) error {
 	_, err := s.failures.DeleteMany(ctx, bson.D{{Key: "lastFailure", Value: bson.D{{Key: "$lt", Value: before}}}})
 	return wrap(err)

@@ -1,0 +1,118 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/apppass/apppass"
+)
+
+// Pending implements apppass.Outbox.
+func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents, error) {
+	rows, err := s.read.QueryContext(ctx, qPendingIDs, ms(time.Now()), limit)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, wrap(err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	out := make([]apppass.PendingEvents, 0, len(ids))
+	for _, id := range ids {
+		rows, err := s.read.QueryContext(ctx, qPendingOf, id)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		evs, err := scanEvents(rows)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		if len(evs) > 0 {
+			out = append(out, apppass.PendingEvents{PasswordUUID: id, Events: evs})
+		}
+	}
+	return out, nil
+}
+
+// PendingCount implements apppass.Outbox.
+func (s *Store) PendingCount(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&n)
+	return n, wrap(err)
+}
+
+// markPublished deletes ev from the outbox and, once a revoked password
+// has nothing left to announce, the password itself: nothing is kept of a
+// password after its revoked event is out.
+func markPublished(tx *sql.Tx, uuid string, ev apppass.Event) error {
+	if _, err := tx.Exec(`DELETE FROM outbox WHERE event_id = ? AND password_uuid = ?`, ev.ID, uuid); err != nil {
+		return err
+	}
+	_, err := tx.Exec(qForget, uuid)
+	return err
+}
+
+// MarkPublished implements apppass.Outbox.
+func (s *Store) MarkPublished(ctx context.Context, uuid string, ev apppass.Event) error {
+	return s.writer.do(ctx, func(tx *sql.Tx) error { return markPublished(tx, uuid, ev) })
+}
+
+// ClaimPending implements apppass.Outbox: the check and the lease in one
+// transaction.
+func (s *Store) ClaimPending(ctx context.Context, uuid, owner string, lease time.Duration) ([]apppass.Event, error) {
+	var evs []apppass.Event
+	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+		evs = nil
+		var claimOwner sql.NullString
+		var claimUntil sql.NullInt64
+		err := tx.QueryRow(qClaimRow, uuid).Scan(&claimOwner, &claimUntil)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // published and forgotten, or never was
+		}
+		if err != nil {
+			return err
+		}
+		pending, err := pendingOf(tx, uuid)
+		if err != nil || len(pending) == 0 {
+			return err
+		}
+		now := time.Now()
+		if claimOwner.Valid && claimOwner.String != owner && claimUntil.Int64 > ms(now) {
+			return apppass.ErrClaimed
+		}
+		if _, err := tx.Exec(`UPDATE passwords SET claim_owner = ?, claim_until = ? WHERE uuid = ?`,
+			owner, ms(now.Add(lease)), uuid); err != nil {
+			return err
+		}
+		evs = pending
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return evs, nil
+}
+
+// ReleaseClaim implements apppass.Outbox.
+func (s *Store) ReleaseClaim(ctx context.Context, uuid, owner string, published *apppass.Event) error {
+	return s.writer.do(ctx, func(tx *sql.Tx) error {
+		if published != nil {
+			if err := markPublished(tx, uuid, *published); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(`UPDATE passwords SET claim_owner = NULL, claim_until = NULL WHERE uuid = ? AND claim_owner = ?`, uuid, owner)
+		return err
+	})
+}

@@ -1,0 +1,34 @@
+package sqlite
+
+// The queries whose cost could grow with the passwords stored. Each must
+// find its rows through an index: plan_test.go asks SQLite for the plan of
+// every one of them and fails on a scan.
+const (
+	selectPasswords = `SELECT ` + passwordColumns + ` FROM passwords `
+	qFindByDigest   = selectPasswords + `WHERE digest = ? AND revoked IS NULL`
+	qList           = selectPasswords + `WHERE context_id = ? AND user_id = ? AND revoked IS NULL ORDER BY created DESC, uuid`
+	qCountActive    = `SELECT count(*) FROM passwords WHERE context_id = ? AND user_id = ? AND revoked IS NULL`
+	qListContext    = selectPasswords + `WHERE context_id = ? AND revoked IS NULL LIMIT ?`
+	// Two index ranges rather than one OR, which SQLite answers with a scan.
+	qExpired = selectPasswords + `WHERE revoked IS NULL AND expires <= ?1
+		UNION ` + selectPasswords + `WHERE revoked IS NULL AND idle_deadline <= ?1 LIMIT ?2`
+	qRevokeRow = selectPasswords + `WHERE uuid = ? AND context_id = ? AND user_id = ? AND revoked IS NULL`
+	qLoginRow  = `SELECT last_login, known_ips FROM passwords WHERE uuid = ? AND revoked IS NULL`
+	qClaimRow  = `SELECT claim_owner, claim_until FROM passwords WHERE uuid = ?`
+	qForget    = `DELETE FROM passwords WHERE uuid = ?1 AND revoked IS NOT NULL
+		AND NOT EXISTS (SELECT 1 FROM outbox WHERE password_uuid = ?1)`
+	qExport = `SELECT ` + passwordColumns + `, revoked, revoked_reason FROM passwords WHERE uuid > ? ORDER BY uuid LIMIT ?`
+	// The outbox holds only what waits for NATS: reading it whole is fine.
+	qPendingIDs = `SELECT DISTINCT o.password_uuid FROM outbox o
+		LEFT JOIN passwords p ON p.uuid = o.password_uuid
+		WHERE p.claim_until IS NULL OR p.claim_until <= ? LIMIT ?`
+	qPendingOf     = `SELECT event FROM outbox WHERE password_uuid = ? ORDER BY seq`
+	qFailures      = `SELECT key, failures, window_start, last_failure FROM login_failures WHERE key IN (SELECT value FROM json_each(?))`
+	qPurgeFailures = `DELETE FROM login_failures WHERE last_failure < ?`
+	qClaimWebhooks = `UPDATE webhook_deliveries SET lease_until = ?1, lease_token = ?2
+		WHERE id IN (SELECT id FROM webhook_deliveries
+			WHERE state = 'pending' AND next_attempt <= ?3 AND lease_until <= ?3
+			AND endpoint NOT IN (SELECT value FROM json_each(?4))
+			ORDER BY next_attempt LIMIT ?5)
+		RETURNING ` + deliveryColumns + `, body`
+)

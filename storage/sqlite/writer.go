@@ -1,0 +1,195 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sync/atomic"
+)
+
+// writer runs every write of one Store on its one connection.
+//
+// Writes that queue up while a transaction runs are committed together in
+// the next one (group commit): one fsync then serves many calls, which is
+// what lets a single SQLite writer keep up with many concurrent adds. Each
+// write runs in a savepoint of its own, so a write refused by a rule (the
+// limit, a lost claim) is rolled back alone and the others commit. A write
+// that fails inside SQLite itself (a full disk, an I/O error) ends the
+// transaction, since SQLite may have rolled it back already; the other
+// writes of that batch then run again in a fresh one, or fail with it
+// when the file cannot be written at all.
+//
+// A write function must touch nothing but its transaction, and may run
+// more than once (only its last run's effects are kept).
+type writer struct {
+	db     *sql.DB
+	queue  chan *writeOp
+	quit   chan struct{}
+	done   chan struct{}
+	closed atomic.Bool
+	// failing is set while writes fail for a reason in the file (see Ping).
+	failing atomic.Bool
+}
+
+type writeOp struct {
+	ctx    context.Context
+	fn     func(*sql.Tx) error
+	result chan error
+}
+
+// maxBatch bounds the writes committed in one transaction.
+const maxBatch = 64
+
+var errClosed = errors.New("the store is closed")
+
+func startWriter(db *sql.DB) *writer {
+	w := &writer{db: db, queue: make(chan *writeOp), quit: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// do runs fn in a write transaction and returns its error, or the
+// transaction's. It returns only once the outcome is known: an error means
+// nothing of fn was stored. A write whose ctx ends before it starts is not
+// run.
+func (w *writer) do(ctx context.Context, fn func(*sql.Tx) error) error {
+	op := &writeOp{ctx: ctx, fn: fn, result: make(chan error, 1)}
+	select {
+	case w.queue <- op:
+	case <-ctx.Done():
+		return wrap(ctx.Err())
+	case <-w.quit:
+		return wrap(errClosed)
+	}
+	return <-op.result
+}
+
+func (w *writer) close() error {
+	if w.closed.Swap(true) {
+		return nil
+	}
+	close(w.quit)
+	<-w.done
+	return w.db.Close()
+}
+
+func (w *writer) run() {
+	defer close(w.done)
+	for {
+		var first *writeOp
+		select {
+		case first = <-w.queue:
+		case <-w.quit:
+			return
+		}
+		batch := []*writeOp{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case op := <-w.queue:
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+// commit runs batch in as few transactions as it takes and answers every
+// write in it.
+func (w *writer) commit(batch []*writeOp) {
+	for len(batch) > 0 {
+		live := batch[:0]
+		for _, op := range batch {
+			if err := op.ctx.Err(); err != nil {
+				op.result <- wrap(err)
+				continue
+			}
+			live = append(live, op)
+		}
+		batch = live
+		if len(batch) == 0 {
+			return
+		}
+		results, failed, err := w.attempt(batch)
+		if failed < 0 {
+			w.failing.Store(false)
+			for i, op := range batch {
+				op.result <- results[i]
+			}
+			return
+		}
+		err = wrap(err)
+		if failsBatch(err) {
+			// The file cannot be written: nothing in this batch can be.
+			w.failing.Store(true)
+			for _, op := range batch {
+				op.result <- err
+			}
+			return
+		}
+		// One write hit an SQLite error of its own (a constraint, say):
+		// it fails, the others go again.
+		batch[failed].result <- err
+		batch = append(batch[:failed:failed], batch[failed+1:]...)
+	}
+}
+
+// attempt runs batch in one transaction. It returns each write's result,
+// or the index of the write whose SQLite error ended the transaction (-1
+// if none did; then it committed) and that error; an error of BEGIN or
+// COMMIT is marked errBatch.
+func (w *writer) attempt(batch []*writeOp) (results []error, failed int, err error) {
+	tx, err := w.db.Begin()
+	if err != nil {
+		return nil, 0, errors.Join(err, errBatch)
+	}
+	results = make([]error, len(batch))
+	single := len(batch) == 1
+	for i, op := range batch {
+		if !single {
+			if _, err := tx.Exec(`SAVEPOINT write`); err != nil {
+				_ = tx.Rollback()
+				return nil, i, err
+			}
+		}
+		err := op.fn(tx)
+		if err != nil && sqliteCode(err) != 0 || errors.Is(err, sql.ErrTxDone) || errors.Is(err, sql.ErrConnDone) {
+			_ = tx.Rollback()
+			return nil, i, err
+		}
+		results[i] = err
+		if single {
+			break
+		}
+		if err != nil {
+			if _, rerr := tx.Exec(`ROLLBACK TO write`); rerr != nil {
+				_ = tx.Rollback()
+				return nil, i, rerr
+			}
+		}
+		if _, rerr := tx.Exec(`RELEASE write`); rerr != nil {
+			_ = tx.Rollback()
+			return nil, i, rerr
+		}
+	}
+	if single && results[0] != nil {
+		_ = tx.Rollback()
+		return results, -1, nil
+	}
+	if err := tx.Commit(); err != nil {
+		// COMMIT failed as a whole: no write of the batch is stored.
+		return nil, 0, errors.Join(err, errBatch)
+	}
+	return results, -1, nil
+}
+
+// errBatch marks a failed BEGIN or COMMIT: no write of the batch is stored.
+var errBatch = errors.New("the write transaction failed")
+
+// failsBatch reports whether err, which ended a transaction, fails every
+// write of its batch rather than the one that met it.
+func failsBatch(err error) bool {
+	return errors.Is(err, errBatch) || unavailableCodes[sqliteCode(err)]
+}
