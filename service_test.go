@@ -1,6 +1,7 @@
 package apppass_test
 
-// Service tests on a real store (the embedded FerretDB).
+// Service tests on a real store (the embedded SQLite store; FerretDB
+// where the store must be stopped under the service).
 
 import (
 	"context"
@@ -10,16 +11,15 @@ import (
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/internal/testenv"
-	"github.com/apppass/apppass/storage"
+	"github.com/apppass/apppass/storage/ferretdb"
 )
 
-func newService(t *testing.T, uri string) *apppass.Service {
+func newService(t *testing.T, store apppass.Store) *apppass.Service {
 	t.Helper()
 	cat, _ := apppass.NewCatalogue(apppass.BuiltinApps("localhost"))
 	pepper := make([]byte, 32)
 	_, _ = rand.Read(pepper)
 	dig, _ := apppass.NewDigester(pepper)
-	store := testenv.StoreAt(t, uri)
 	cache := apppass.NewAuthCache(time.Minute)
 	cache.SetTrusted(true)
 	return &apppass.Service{Store: store, Apps: cat, Digester: dig, MaxPerUser: 10, Cache: cache,
@@ -30,12 +30,12 @@ func newService(t *testing.T, uri string) *apppass.Service {
 // store stopped, a password that just logged in still does, while an
 // unknown one gets "unavailable" — so the first cost no storage round trip.
 func TestCachedAuthenticateNeedsNoStore(t *testing.T) {
-	e, err := storage.StartEmbedded(t.TempDir(), testenv.Quiet())
+	e, err := ferretdb.Start(t.TempDir(), testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Stop)
-	svc := newService(t, e.URI)
+	svc := newService(t, testenv.MongoStoreAt(t, e.URI, testenv.NewDatabaseName()))
 	ctx := context.Background()
 	owner := apppass.User{ContextID: 1, UserID: 2, Login: "ann@example.com"}
 	c, err := svc.Add(ctx, owner, apppass.AddRequest{AppScope: "mail", AppName: "phone"})
@@ -68,7 +68,7 @@ func TestCachedAuthenticateNeedsNoStore(t *testing.T) {
 }
 
 func TestRemoveEvictsAtOnce(t *testing.T) {
-	svc := newService(t, testenv.MongoURI(t))
+	svc := newService(t, testenv.Store(t))
 	ctx := context.Background()
 	owner := apppass.User{ContextID: 1, UserID: 2, Login: "ann@example.com"}
 	for range 10 {
@@ -95,7 +95,7 @@ func TestRemoveEvictsAtOnce(t *testing.T) {
 }
 
 func TestSweepExpired(t *testing.T) {
-	svc := newService(t, testenv.MongoURI(t))
+	svc := newService(t, testenv.Store(t))
 	now := time.Now().UTC()
 	svc.Now = func() time.Time { return now }
 	ctx := context.Background()

@@ -13,7 +13,7 @@ import (
 // users, over several batches, and nothing of another context.
 func TestRemoveContext(t *testing.T) {
 	defer apppass.SetRemoveContextBatch(3)()
-	svc := newService(t, testenv.MongoURI(t))
+	svc := newService(t, testenv.Store(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	add := func(u apppass.User, n int) {

@@ -31,6 +31,7 @@ type Config struct {
 	DataDir            string
 	MongoURI           string
 	MongoDatabase      string
+	SQLiteSynchronous  string
 	NATSURL            string
 	EmbeddedNATSListen string
 	UserTokenKey       string
@@ -74,8 +75,22 @@ func (c *Config) ServeUI() bool {
 	return c.UI == "on" || (c.UI == "auto" && c.EmbeddedStore())
 }
 
-// EmbeddedStore reports whether MongoDB is the embedded FerretDB.
+// EmbeddedStore reports whether the store is the embedded SQLite file.
 func (c *Config) EmbeddedStore() bool { return c.MongoURI == "" }
+
+// Files apppassd keeps in its data dir. The CLI and the bench read the
+// keys from there too.
+const (
+	PepperFile       = "pepper"         // the digest key, generated on the embedded default
+	UserTokenKeyFile = "user-token.key" // the HS256 user-token key, likewise
+	GatewayKeyFile   = "gateway.key"    // the demo gateway key
+	AdminKeyFile     = "admin.key"      // the demo admin key
+	StoreFile        = "apppass.db"     // the embedded store (and its -wal, -shm and .lock)
+	NATSDir          = "nats"           // the embedded NATS server's JetStream files
+)
+
+// DataFile is the path of a file in the data dir.
+func (c *Config) DataFile(name string) string { return filepath.Join(c.DataDir, name) }
 
 // EmbeddedNATS reports whether NATS is the embedded server.
 func (c *Config) EmbeddedNATS() bool { return c.NATSURL == "" }
@@ -97,10 +112,17 @@ var settings = []setting{
 		c.DataDir = v
 		return nonEmpty(v)
 	}},
-	{"APPPASS_MONGODB_URI", "mongodb-uri", "", "MongoDB connection string; empty runs the embedded FerretDB store", func(c *Config, v string) error {
+	{"APPPASS_MONGODB_URI", "mongodb-uri", "", "MongoDB connection string; empty keeps the store in SQLite in the data dir (apppass.db)", func(c *Config, v string) error {
 		c.MongoURI = v
 		if v != "" && !strings.HasPrefix(v, "mongodb://") && !strings.HasPrefix(v, "mongodb+srv://") {
 			return errors.New("must start with mongodb:// or mongodb+srv://")
+		}
+		return nil
+	}},
+	{"APPPASS_SQLITE_SYNCHRONOUS", "sqlite-synchronous", "full", "the embedded store's fsync: full (an answered call survives a power loss) or normal (it survives a crash of apppassd; a power loss may take back the last calls)", func(c *Config, v string) error {
+		c.SQLiteSynchronous = strings.ToUpper(v)
+		if c.SQLiteSynchronous != "FULL" && c.SQLiteSynchronous != "NORMAL" {
+			return errors.New("must be full or normal")
 		}
 		return nil
 	}},

@@ -64,7 +64,7 @@ type Relay struct {
 }
 
 const (
-	relayWorkers   = 4
+	relayWorkers   = 32
 	publishTimeout = 3 * time.Second
 	maxBackoff     = 5 * time.Second
 	sweepBatch     = 256

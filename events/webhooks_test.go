@@ -21,7 +21,6 @@ import (
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/stdwebhook"
-	"github.com/apppass/apppass/storage"
 )
 
 // whBound is generous: it catches a hang, it does not measure speed.
@@ -96,7 +95,7 @@ func (r *hookReceiver) endpoint(name string, events ...string) apppass.WebhookEn
 
 type whEnv struct {
 	natsURL string
-	store   *storage.Store
+	store   apppass.Store
 	pub     *events.Publisher
 	svc     *apppass.Service
 	hooks   *events.Webhooks
@@ -108,9 +107,6 @@ type whEnv struct {
 func newWhEnv(t *testing.T, cfg events.WebhookConfig) *whEnv {
 	t.Helper()
 	e := &whEnv{natsURL: testenv.NATS(t).URL(), store: testenv.Store(t)}
-	if err := e.store.EnsureWebhookIndexes(whCtx(t)); err != nil {
-		t.Fatal(err)
-	}
 	pub, err := events.Connect(e.natsURL, "webhooks-test")
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
 )
 
@@ -274,9 +273,8 @@ func signHS256(t testing.TB, key []byte, header, claims string) string {
 }
 
 func TestUnauthenticated(t *testing.T) {
-	uri := testenv.MongoURI(t)
-	f := newFixture(t, fixtureOptions{mongoURI: uri})
-	other := newFixture(t, fixtureOptions{mongoURI: uri}) // another token key
+	f := newFixture(t, fixtureOptions{})
+	other := newFixture(t, fixtureOptions{}) // another token key
 	now := time.Now()
 	exp := now.Add(time.Hour).Unix()
 	claims := fmt.Sprintf(`{"cid":1,"uid":5,"login":"alice@example.com","exp":%d}`, exp)
@@ -492,10 +490,9 @@ func TestRejected(t *testing.T) {
 }
 
 func TestLimit(t *testing.T) {
-	uri := testenv.MongoURI(t)
 
 	t.Run("sequential", func(t *testing.T) {
-		f := newFixture(t, fixtureOptions{mongoURI: uri, maxPerUser: 3})
+		f := newFixture(t, fixtureOptions{maxPerUser: 3})
 		user := f.token(alice)
 		var made []created
 		for i := range 3 {
@@ -524,7 +521,7 @@ func TestLimit(t *testing.T) {
 	})
 
 	t.Run("concurrent", func(t *testing.T) {
-		f := newFixture(t, fixtureOptions{mongoURI: uri, maxPerUser: 3})
+		f := newFixture(t, fixtureOptions{maxPerUser: 3})
 		user := f.token(alice)
 		const n = 10
 		var wg sync.WaitGroup

@@ -20,7 +20,7 @@ import (
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
-	"github.com/apppass/apppass/storage"
+	"github.com/apppass/apppass/storage/ferretdb"
 )
 
 const (
@@ -48,12 +48,14 @@ type fixture struct {
 	Tokens   *apppass.UserTokens
 	TokenKey []byte
 	Digester *apppass.Digester
+	Store    apppass.Store
 	// authOffset moves the Authenticator's clock (nanoseconds).
 	authOffset atomic.Int64
 }
 
 type fixtureOptions struct {
-	// mongoURI shares one FerretDB between fixtures; "" starts a new one.
+	// mongoURI puts the fixture on the MongoDB adapter instead (FerretDB
+	// from stoppableStore, which the test may stop).
 	mongoURI   string
 	maxPerUser int
 	// ready replaces the store's Ping as the readiness check.
@@ -71,13 +73,16 @@ func randomBytes(t testing.TB, n int) []byte {
 
 func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	t.Helper()
-	if o.mongoURI == "" {
-		o.mongoURI = testenv.MongoURI(t)
-	}
 	if o.maxPerUser == 0 {
 		o.maxPerUser = 50
 	}
-	store := testenv.StoreAt(t, o.mongoURI)
+	var store apppass.Store
+	switch {
+	case o.mongoURI != "":
+		store = testenv.MongoStoreAt(t, o.mongoURI, testenv.NewDatabaseName())
+	default:
+		store = testenv.Store(t)
+	}
 	apps, err := apppass.NewCatalogue(apppass.BuiltinApps("localhost"))
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +96,7 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{Tokens: tokens, TokenKey: tokenKey, Digester: digester}
+	f := &fixture{Tokens: tokens, TokenKey: tokenKey, Digester: digester, Store: store}
 	// A clock that moves one second per reading, so that every password
 	// has its own creation time and "newest first" is well defined.
 	var tick atomic.Int64
@@ -439,7 +444,7 @@ func (r *stallingReader) Read(p []byte) (int, error) {
 // stop (once) to see how the server answers without MongoDB.
 func stoppableStore(t *testing.T) (uri string, stop func()) {
 	t.Helper()
-	e, err := storage.StartEmbedded(t.TempDir(), testenv.Quiet())
+	e, err := ferretdb.Start(t.TempDir(), testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,8 +28,8 @@ type MetricsSources struct {
 	Cache *apppass.AuthCache
 	// PendingEvents counts the events waiting in the outbox.
 	PendingEvents func(ctx context.Context) (int64, error)
-	// MongoPing checks that MongoDB answers.
-	MongoPing func(ctx context.Context) error
+	// StorePing checks that the store answers.
+	StorePing func(ctx context.Context) error
 	// NATSConnected reports whether the NATS connection is up.
 	NATSConnected func() bool
 	// WebhookDeliveries counts outbound webhook attempts by endpoint and outcome.
@@ -109,10 +109,10 @@ func NewMetrics(src MetricsSources) *Metrics {
 			return float64(n)
 		}))
 	}
-	if ping := src.MongoPing; ping != nil {
+	if ping := src.StorePing; ping != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "apppass_mongodb_up",
-			Help: "1 when MongoDB answered a ping at scrape time, else 0.",
+			Name: "apppass_store_up",
+			Help: "1 when the store (SQLite or MongoDB) answered a ping at scrape time, else 0.",
 		}, func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 			defer cancel()

@@ -20,7 +20,6 @@ import (
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/stdwebhook"
-	"github.com/apppass/apppass/storage"
 )
 
 // reserve serves f.Server's handler anew, after a test changed the Server
@@ -134,7 +133,7 @@ func basicAuth(login, password string) string {
 // endpoints, then checks that /metrics counted each with the right labels.
 func TestMetrics(t *testing.T) {
 	f := newFixture(t, fixtureOptions{})
-	store := f.Service.Store.(*storage.Store)
+	store := f.Store
 	cache := apppass.NewAuthCache(time.Minute)
 	cache.SetTrusted(true)
 	f.Service.Cache = cache
@@ -151,14 +150,14 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{Cache: cache, PendingEvents: store.PendingCount,
-		MongoPing: store.Ping, NATSConnected: pub.Connected, WebhookDeliveries: hooks.DeliveryCounts})
+		StorePing: store.Ping, NATSConnected: pub.Connected, WebhookDeliveries: hooks.DeliveryCounts})
 	f.Server.MailBackends = rpc.DefaultMailBackends()
 	f.reserve(t)
 
 	// Before any call: the gauges answer, the Go and process collectors
 	// are there, nothing is counted yet.
 	fams := scrape(t, f.URL)
-	wantSample(t, fams, 1, "apppass_mongodb_up")
+	wantSample(t, fams, 1, "apppass_store_up")
 	wantSample(t, fams, 1, "apppass_nats_connected")
 	wantSample(t, fams, 0, "apppass_outbox_pending_events")
 	wantSample(t, fams, 0, "apppass_auth_cache_hits_total")
@@ -290,14 +289,14 @@ func TestMetrics(t *testing.T) {
 func TestMetricsStoreDown(t *testing.T) {
 	uri, stopStore := stoppableStore(t)
 	f := newFixture(t, fixtureOptions{mongoURI: uri})
-	store := f.Service.Store.(*storage.Store)
-	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{PendingEvents: store.PendingCount, MongoPing: store.Ping})
+	store := f.Store
+	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{PendingEvents: store.PendingCount, StorePing: store.Ping})
 	f.reserve(t)
 	fams := scrape(t, f.URL)
-	wantSample(t, fams, 1, "apppass_mongodb_up")
+	wantSample(t, fams, 1, "apppass_store_up")
 	stopStore()
 	fams = scrape(t, f.URL)
-	wantSample(t, fams, 0, "apppass_mongodb_up")
+	wantSample(t, fams, 0, "apppass_store_up")
 	wantSample(t, fams, math.NaN(), "apppass_outbox_pending_events")
 	// Sources left nil export nothing.
 	for _, name := range []string{"apppass_nats_connected", "apppass_auth_cache_hits_total", "apppass_webhook_deliveries_total"} {

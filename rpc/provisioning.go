@@ -23,21 +23,13 @@ const (
 	ProvisioningPasswordChanged = "user.password_changed" // data: {contextId, userId}
 )
 
-// WebhookIDs remembers the webhook-ids of processed provisioning messages
-// (implemented by storage.Store).
-type WebhookIDs interface {
-	SeenWebhookID(ctx context.Context, id string) (bool, error)
-	RememberWebhookID(ctx context.Context, id string, at time.Time) error
-	PurgeWebhookIDs(ctx context.Context, before time.Time) error
-}
-
 // Provisioning configures POST /webhooks/provisioning, where a
 // provisioning system tells apppassd of deleted users and contexts and of
 // changed passwords, signed the Standard Webhooks way.
 type Provisioning struct {
 	// Secrets verify the signature; any one may match (rotation).
 	Secrets []stdwebhook.Secret
-	IDs     WebhookIDs
+	IDs     apppass.ReplayStore
 	// RevokeOnPasswordChange makes user.password_changed revoke all of
 	// the user's app passwords; otherwise it is acknowledged and ignored.
 	RevokeOnPasswordChange bool
@@ -160,8 +152,7 @@ func (s *Server) provisioningFailed(ctx context.Context, w http.ResponseWriter, 
 	writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
 }
 
-// purge forgets old webhook-ids, at most every ten minutes (FerretDB has
-// no TTL indexes).
+// purge forgets old webhook-ids, at most every ten minutes.
 func (p *Provisioning) purge(ctx context.Context, s *Server) {
 	now := p.now()
 	last := p.lastPurge.Load()

@@ -20,7 +20,6 @@ import (
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/stdwebhook"
-	"github.com/apppass/apppass/storage"
 )
 
 // eventFixture is a fixture whose service publishes its events to a real
@@ -29,7 +28,7 @@ import (
 type eventFixture struct {
 	*fixture
 	natsURL string
-	store   *storage.Store
+	store   apppass.Store
 	pub     *events.Publisher
 	secret  stdwebhook.Secret // the provisioning secret
 	msgSeq  atomic.Int64
@@ -44,9 +43,6 @@ func newEventFixture(t *testing.T, o eventFixtureOptions) *eventFixture {
 	t.Helper()
 	f := &eventFixture{fixture: &fixture{}, natsURL: testenv.NATS(t).URL(), store: testenv.Store(t)}
 	ctx := evCtx(t)
-	if err := f.store.EnsureWebhookIndexes(ctx); err != nil {
-		t.Fatal(err)
-	}
 	pub, err := events.Connect(f.natsURL, "rpc-test")
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
 )
 
@@ -193,8 +192,7 @@ func TestBodyLimit(t *testing.T) {
 }
 
 func TestHTTPRoutes(t *testing.T) {
-	uri := testenv.MongoURI(t)
-	f := newFixture(t, fixtureOptions{mongoURI: uri})
+	f := newFixture(t, fixtureOptions{})
 	get := func(t *testing.T, url string, header http.Header) (int, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -244,7 +242,7 @@ func TestHTTPRoutes(t *testing.T) {
 	}
 
 	t.Run("not ready", func(t *testing.T) {
-		down := newFixture(t, fixtureOptions{mongoURI: uri, ready: func(context.Context) error {
+		down := newFixture(t, fixtureOptions{ready: func(context.Context) error {
 			return errors.New("NATS is unreachable")
 		}})
 		code, body := get(t, down.URL+"/readyz", nil)
@@ -258,8 +256,8 @@ func TestHTTPRoutes(t *testing.T) {
 	})
 }
 
-// TestStoreDown stops the real FerretDB under a running server: calls
-// answer -32050 without internals, and /readyz turns 503.
+// TestStoreDown stops the real FerretDB under a server on the MongoDB
+// adapter: calls answer -32050 without internals, and /readyz turns 503.
 func TestStoreDown(t *testing.T) {
 	uri, stopStore := stoppableStore(t)
 	f := newFixture(t, fixtureOptions{mongoURI: uri})

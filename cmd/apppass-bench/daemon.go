@@ -3,13 +3,16 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,16 +21,23 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config"
+	"github.com/apppass/apppass/storage/ferretdb"
+	"github.com/apppass/apppass/storage/mongo"
+	"github.com/apppass/apppass/storage/sqlite"
 )
 
 // target is the daemon under load and what the harness needs to drive it.
 type target struct {
 	url        string
 	natsURL    string
-	mongoURI   string
+	store      string // "sqlite" or "mongo"
+	mongoURI   string // for "mongo": the FerretDB the bench started
 	tokens     *apppass.UserTokens
 	gatewayKey string
+	adminKey   string
 	digester   *apppass.Digester
+	ferret     *ferretdb.Server
 
 	cmd     *exec.Cmd
 	dataDir string
@@ -62,11 +72,11 @@ func freePort() string {
 	return l.Addr().String()
 }
 
-var mongoLine = regexp.MustCompile(`embedded FerretDB (mongodb://\S+)`)
-
-// spawn builds apppassd from this module and starts it on the embedded
-// default in a fresh data dir, with env added.
-func spawn(env ...string) (*target, error) {
+// spawn builds apppassd from this module and starts it in a fresh data
+// dir on the store named ("sqlite", the embedded default, or "mongo", the
+// MongoDB adapter on a FerretDB the bench starts), with env added. The
+// bench chooses every address and, for MongoDB, every key itself.
+func spawn(store string, env ...string) (*target, error) {
 	dir, err := os.MkdirTemp("", "apppass-bench")
 	if err != nil {
 		return nil, err
@@ -76,10 +86,27 @@ func spawn(env ...string) (*target, error) {
 		return nil, fmt.Errorf("building apppassd (run from the repository): %v\n%s", err, out)
 	}
 	listen, natsListen := freePort(), freePort()
-	t := &target{url: "http://" + listen, dataDir: filepath.Join(dir, "data"), stop: make(chan struct{}), stderr: &lockedBuffer{}}
+	t := &target{url: "http://" + listen, natsURL: "nats://" + natsListen, store: store,
+		dataDir: filepath.Join(dir, "data"), stop: make(chan struct{}), stderr: &lockedBuffer{}}
 	t.cmd = exec.Command(bin)
 	t.cmd.Env = append(os.Environ(), "APPPASS_DATA_DIR="+t.dataDir, "APPPASS_LISTEN="+listen,
 		"APPPASS_EMBEDDED_NATS_LISTEN="+natsListen, "APPPASS_MAX_PER_USER=50")
+	if store == "mongo" {
+		if t.ferret, err = ferretdb.Start(filepath.Join(dir, "ferretdb"), slog.New(slog.DiscardHandler)); err != nil {
+			return nil, err
+		}
+		t.mongoURI = t.ferret.URI
+		pepper, tokenKey := randomKey(), randomKey()
+		t.gatewayKey, t.adminKey = randomKey(), randomKey()
+		if t.digester, err = apppass.NewDigester([]byte(pepper)); err != nil {
+			return nil, err
+		}
+		if t.tokens, err = apppass.NewUserTokens([]byte(tokenKey)); err != nil {
+			return nil, err
+		}
+		t.cmd.Env = append(t.cmd.Env, "APPPASS_MONGODB_URI="+t.mongoURI, "APPPASS_PEPPER="+pepper,
+			"APPPASS_USER_TOKEN_KEY="+tokenKey, "APPPASS_SERVICE_KEYS=bench-gw:gateway:"+t.gatewayKey+",bench-admin:admin:"+t.adminKey)
+	}
 	t.cmd.Env = append(t.cmd.Env, env...)
 	t.cmd.Stderr = t.stderr
 	if err := t.cmd.Start(); err != nil {
@@ -100,16 +127,30 @@ func spawn(env ...string) (*target, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if m := mongoLine.FindStringSubmatch(t.stderr.String()); m != nil {
-		t.mongoURI = m[1]
-	}
-	t.natsURL = "nats://" + natsListen
-	if err := t.readKeys(t.dataDir); err != nil {
-		t.close()
-		return nil, err
+	if store != "mongo" {
+		if err := t.readKeys(t.dataDir); err != nil {
+			t.close()
+			return nil, err
+		}
 	}
 	go t.sampleRSS()
 	return t, nil
+}
+
+func randomKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// openStore opens the daemon's store beside it, for seeding: the same
+// SQLite file (SQLite serves two handles safely; only an exclusive open,
+// as apppassd's own, would refuse), or the same MongoDB database.
+func (t *target) openStore(ctx context.Context) (apppass.Store, error) {
+	if t.store == "mongo" {
+		return mongo.Open(ctx, t.mongoURI, "apppass")
+	}
+	return sqlite.Open(filepath.Join(t.dataDir, config.StoreFile), sqlite.Options{})
 }
 
 // readKeys loads the keys an embedded apppassd keeps in its data dir.
@@ -118,19 +159,23 @@ func (t *target) readKeys(dataDir string) error {
 		b, err := os.ReadFile(filepath.Join(dataDir, name))
 		return bytes.TrimSpace(b), err
 	}
-	tokenKey, err := read("user-token.key")
+	tokenKey, err := read(config.UserTokenKeyFile)
 	if err != nil {
 		return err
 	}
 	if t.tokens, err = apppass.NewUserTokens(tokenKey); err != nil {
 		return err
 	}
-	gw, err := read("gateway.key")
+	gw, err := read(config.GatewayKeyFile)
 	if err != nil {
 		return err
 	}
-	t.gatewayKey = string(gw)
-	pepper, err := read("pepper")
+	admin, err := read(config.AdminKeyFile)
+	if err != nil {
+		return err
+	}
+	t.gatewayKey, t.adminKey = string(gw), string(admin)
+	pepper, err := read(config.PepperFile)
 	if err != nil {
 		return err
 	}
@@ -188,6 +233,9 @@ func (t *target) close() {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		_ = t.cmd.Process.Kill()
+	}
+	if t.ferret != nil {
+		t.ferret.Stop()
 	}
 	os.RemoveAll(filepath.Dir(t.dataDir))
 }

@@ -13,6 +13,7 @@ import (
 // Result is one row of the summary table.
 type Result struct {
 	Scenario    string  `json:"scenario"`
+	Store       string  `json:"store,omitempty"`
 	Transport   string  `json:"transport,omitempty"`
 	Concurrency int     `json:"concurrency"`
 	Calls       int64   `json:"calls"`
@@ -123,15 +124,19 @@ func summarize(name string, concurrency int, all []time.Duration, seconds float6
 }
 
 func printTable(w io.Writer, rs []Result) {
-	fmt.Fprintf(w, "%-30s %-5s %4s %10s %7s %10s %8s %8s %8s %8s %8s %8s\n",
-		"scenario", "via", "conc", "calls", "errors", "calls/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "RSS MB")
+	fmt.Fprintf(w, "%-34s %-6s %-5s %4s %10s %7s %10s %8s %8s %8s %8s %8s %8s\n",
+		"scenario", "store", "via", "conc", "calls", "errors", "calls/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "RSS MB")
 	for _, r := range rs {
 		rss := "-"
 		if r.PeakRSSMB > 0 {
 			rss = fmt.Sprintf("%.0f", r.PeakRSSMB)
 		}
-		fmt.Fprintf(w, "%-30s %-5s %4d %10d %7d %10.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8s\n",
-			r.Scenario, r.Transport, r.Concurrency, r.Calls, r.Errors, r.PerSecond, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs, rss)
+		store := r.Store
+		if store == "" {
+			store = "-"
+		}
+		fmt.Fprintf(w, "%-34s %-6s %-5s %4d %10d %7d %10.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8s\n",
+			r.Scenario, store, r.Transport, r.Concurrency, r.Calls, r.Errors, r.PerSecond, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs, rss)
 		if r.Note != "" {
 			fmt.Fprintf(w, "    %s\n", r.Note)
 		}

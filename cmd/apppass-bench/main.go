@@ -3,7 +3,7 @@
 // and drives it over its real interfaces: JSON-RPC over HTTP keep-alive and
 // WebSocket, and NATS. Run it from the repository root:
 //
-//	go run ./cmd/apppass-bench [flags] auth-hot|auth-cold|ui-mix|propagation|scale|baseline|all
+//	go run ./cmd/apppass-bench [flags] auth-hot|auth-cold|admin-add|ui-mix|propagation|scale|baseline|all
 //
 // It prints a progress line while it runs and a summary table (or JSON with
 // --json) at the end. BENCHMARKS.md lists the commands and the numbers.
@@ -25,12 +25,13 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long each load step runs")
 	conc := flag.String("concurrency", "1,16,64", "concurrent connections (comma-separated list)")
 	transports := flag.String("transport", "http,ws", "for authenticate: http, ws or both")
-	sizes := flag.String("scale-sizes", "1000,200000", "stored passwords for the scale scenario")
+	sizes := flag.String("scale-sizes", "1000,1000000", "stored passwords for the scale scenario")
+	stores := flag.String("store", "sqlite", "the store apppassd runs on: sqlite (the embedded default), mongo (the MongoDB adapter on a FerretDB the bench starts), or both, comma-separated, to run each scenario on each side by side")
 	propagations := flag.Int("propagations", 1000, "add/remove rounds for the propagation scenario")
 	asJSON := flag.Bool("json", false, "print the results as JSON")
 	flag.Float64Var(&rate, "rate", 0, "open loop: total calls per second to offer (0: closed loop, as fast as answers come)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: apppass-bench [flags] auth-hot|auth-cold|ui-mix|propagation|scale|baseline|all\n\n")
+		fmt.Fprintf(os.Stderr, "usage: apppass-bench [flags] auth-hot|auth-cold|admin-add|ui-mix|propagation|scale|baseline|all\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -55,11 +56,12 @@ func main() {
 		"auth-hot":    func(ctx context.Context, o options) ([]Result, error) { return authScenario(ctx, o, true) },
 		"auth-cold":   func(ctx context.Context, o options) ([]Result, error) { return authScenario(ctx, o, false) },
 		"ui-mix":      uiMix,
+		"admin-add":   adminAdd,
 		"propagation": propagation,
 		"scale":       scale,
 		"baseline":    baseline,
 	}
-	order := []string{"auth-hot", "auth-cold", "ui-mix", "propagation", "scale", "baseline"}
+	order := []string{"auth-hot", "auth-cold", "admin-add", "ui-mix", "propagation", "scale", "baseline"}
 	names := []string{flag.Arg(0)}
 	if names[0] == "all" {
 		names = order
@@ -69,13 +71,29 @@ func main() {
 	}
 	var all []Result
 	for _, name := range names {
-		fmt.Fprintf(os.Stderr, "== %s\n", name)
-		rs, err := scenarios[name](ctx, o)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "apppass-bench: %s: %v\n", name, err)
-			os.Exit(1)
+		for _, store := range strings.Split(*stores, ",") {
+			if store != "sqlite" && store != "mongo" {
+				fmt.Fprintf(os.Stderr, "apppass-bench: --store: %q is neither sqlite nor mongo\n", store)
+				os.Exit(2)
+			}
+			if name == "baseline" && store != "sqlite" {
+				continue // in process: no store involved
+			}
+			fmt.Fprintf(os.Stderr, "== %s on %s\n", name, store)
+			so := o
+			so.store = store
+			rs, err := scenarios[name](ctx, so)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "apppass-bench: %s on %s: %v\n", name, store, err)
+				os.Exit(1)
+			}
+			for i := range rs {
+				if rs[i].Transport != "inproc" {
+					rs[i].Store = store
+				}
+			}
+			all = append(all, rs...)
 		}
-		all = append(all, rs...)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)

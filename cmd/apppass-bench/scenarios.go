@@ -11,6 +11,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,10 +19,10 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/storage"
 )
 
 type options struct {
+	store        string // "sqlite" or "mongo"
 	duration     time.Duration
 	concurrency  []int
 	transports   []string
@@ -117,7 +118,7 @@ func authScenario(ctx context.Context, o options, hot bool) ([]Result, error) {
 	if hot {
 		ttl, name = "5m", "authenticate hot"
 	}
-	t, err := spawn("APPPASS_AUTH_CACHE_TTL=" + ttl)
+	t, err := spawn(o.store, "APPPASS_AUTH_CACHE_TTL="+ttl)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +146,7 @@ func warmUp(ctx context.Context, t *target, logins []login) error {
 
 // uiMix: each worker is a user adding, listing and removing passwords.
 func uiMix(ctx context.Context, o options) ([]Result, error) {
-	t, err := spawn()
+	t, err := spawn(o.store)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +192,7 @@ func uiMix(ctx context.Context, o options) ([]Result, error) {
 // usually arrives before remove returns: such samples count as 0 and the
 // note says how many there were.
 func propagation(ctx context.Context, o options) ([]Result, error) {
-	t, err := spawn()
+	t, err := spawn(o.store)
 	if err != nil {
 		return nil, err
 	}
@@ -265,37 +266,69 @@ func propagation(ctx context.Context, o options) ([]Result, error) {
 	return []Result{r1, r2}, nil
 }
 
-// scale: cold authenticate latency with few and with many stored
-// passwords, seeded in bulk straight into the store.
-func scale(ctx context.Context, o options) ([]Result, error) {
-	t, err := spawn("APPPASS_AUTH_CACHE_TTL=0")
+// adminAdd: an admin service adds one password each for distinct users,
+// as a provisioning run would.
+func adminAdd(ctx context.Context, o options) ([]Result, error) {
+	t, err := spawn(o.store)
 	if err != nil {
 		return nil, err
 	}
 	defer t.close()
-	if t.mongoURI == "" {
-		return nil, fmt.Errorf("could not find the embedded store's URI in apppassd's log")
+	var results []Result
+	var next atomic.Int64
+	for _, c := range o.concurrency {
+		client := newHTTPClient(c)
+		callers := make([]*httpCaller, c)
+		for w := range callers {
+			callers[w] = &httpCaller{url: t.url, bearer: t.adminKey, client: client}
+		}
+		r := run(ctx, "admin add, distinct users", c, o.duration, o.progress, func(ctx context.Context, w int) error {
+			n := next.Add(1)
+			return callers[w].call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "provisioned",
+				"user": map[string]any{"contextId": 7, "userId": n, "login": fmt.Sprintf("user%d@example.com", n)}}, nil)
+		})
+		r.Transport = "http"
+		r.PeakRSSMB = t.peakRSSMB()
+		results = append(results, r)
 	}
-	store, err := storage.Open(ctx, t.mongoURI, "apppass")
+	return results, nil
+}
+
+// scale: cold authenticate latency with few and with many stored
+// passwords, seeded in bulk through the storage port beside the running
+// daemon.
+func scale(ctx context.Context, o options) ([]Result, error) {
+	t, err := spawn(o.store, "APPPASS_AUTH_CACHE_TTL=0")
 	if err != nil {
 		return nil, err
 	}
-	defer store.Close(context.Background())
+	defer t.close()
+	store, err := t.openStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
 	var logins []login
 	var results []Result
 	seeded := 0
 	for _, size := range o.scaleSizes {
 		began := time.Now()
-		batch, more, err := seedPasswords(t, seeded, size-seeded)
-		if err != nil {
-			return nil, err
+		for seeded < size {
+			n := min(1000, size-seeded)
+			batch, more, err := seedPasswords(t, seeded, n)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := store.ImportPasswords(ctx, batch); err != nil {
+				return nil, fmt.Errorf("seeding: %w", err)
+			}
+			seeded += n
+			logins = append(logins, more...)
+			if seeded%50000 == 0 {
+				fmt.Fprintf(o.progress, "\r  seeded %d   ", seeded)
+			}
 		}
-		if err := store.Seed(ctx, batch); err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(o.progress, "  seeded %d passwords in %s\n", size-seeded, time.Since(began).Round(time.Millisecond))
-		seeded = size
-		logins = append(logins, more...)
+		fmt.Fprintf(o.progress, "\r  seeded up to %d passwords in %s\n", size, time.Since(began).Round(time.Millisecond))
 		so := o
 		so.transports = []string{"http"}
 		rs, err := authLoad(ctx, t, fmt.Sprintf("authenticate cold @%d stored", size), logins, so, true)
@@ -308,8 +341,8 @@ func scale(ctx context.Context, o options) ([]Result, error) {
 }
 
 // seedPasswords makes n passwords for users from index from/50 on.
-func seedPasswords(t *target, from, n int) ([]apppass.Password, []login, error) {
-	ps := make([]apppass.Password, 0, n)
+func seedPasswords(t *target, from, n int) ([]apppass.PasswordRecord, []login, error) {
+	ps := make([]apppass.PasswordRecord, 0, n)
 	ls := make([]login, 0, n)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	for i := from; i < from+n; i++ {
@@ -323,13 +356,13 @@ func seedPasswords(t *target, from, n int) ([]apppass.Password, []login, error) 
 		_, _ = rand.Read(id[:])
 		id[6] = id[6]&0x0f | 0x40
 		id[8] = id[8]&0x3f | 0x80
-		ps = append(ps, apppass.Password{
+		ps = append(ps, apppass.PasswordRecord{Password: apppass.Password{
 			UUID:  fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:16]),
 			Owner: u, AppScope: "mail", Name: "seeded", Created: now, Digest: t.digester.Digest(norm), KeyID: t.digester.KeyID(),
 			// Used before, from the address the load comes from: lookups
 			// are measured, not first-use writes and events.
 			LastLogin: &apppass.LastLogin{Time: now, IP: "192.0.2.1"}, KnownIPs: []string{"192.0.2.1"},
-		})
+		}})
 		ls = append(ls, login{u.Login, secret})
 	}
 	return ps, ls, nil

@@ -19,7 +19,7 @@ import (
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/internal/testenv"
-	"github.com/apppass/apppass/storage"
+	"github.com/apppass/apppass/storage/ferretdb"
 )
 
 var (
@@ -274,7 +274,7 @@ func TestCheckpasswordTimeout(t *testing.T) {
 // store through a TCP relay the test cuts, as a network failure would.
 func TestCheckpasswordStoreUnavailable(t *testing.T) {
 	binaries(t)
-	fdb, err := storage.StartEmbedded(t.TempDir(), testenv.Quiet())
+	fdb, err := ferretdb.Start(t.TempDir(), testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)
 	}

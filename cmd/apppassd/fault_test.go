@@ -3,8 +3,9 @@ package main_test
 // Fault tests: the real apppassd binary driven from outside while the
 // services it depends on fail. NATS and (for the MongoDB test) FerretDB run
 // in this test process, so the test can stop them and start them again on
-// the same address and data directory; apppassd itself is killed with
-// SIGKILL in one test. Each test reports what it measured with t.Log.
+// the same address and data directory; the embedded store's disk is filled
+// up; apppassd itself is killed with SIGKILL in one test. Each test reports
+// what it measured with t.Log.
 
 import (
 	"bytes"
@@ -23,13 +24,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/internal/testenv"
+	"github.com/apppass/apppass/storage/ferretdb"
 )
 
 const faultTokenKey = "fault-test-user-token-key-0123456789"
@@ -42,11 +43,11 @@ var (
 
 // bulkBinary is the apppassd binary for the fault tests that make hundreds
 // of passwords: the race-built one normally, but one built without -race
-// when the tests run with it. The embedded FerretDB's SQLite is Go code
-// translated from C, and under the race detector (with the other packages'
-// tests on the same two cores) a single add could take over the 10 s call
-// timeout; these tests are about crashes and outages, not data races, which
-// the other tests of the race-built daemon and the in-process suites cover.
+// when the tests run with it. SQLite is Go code translated from C, many
+// times slower under the race detector (with the other packages' tests on
+// the same two cores); these tests are about crashes and outages, not data
+// races, which the other tests of the race-built daemon and the in-process
+// suites cover.
 func bulkBinary(t *testing.T) string {
 	t.Helper()
 	if !raceEnabled {
@@ -537,46 +538,19 @@ func TestFaultKillDuringRemoveBurst(t *testing.T) {
 		okAtKill, len(lost), lostRevoked, len(lost)-lostRevoked, ready.Round(time.Millisecond), drain.Round(time.Millisecond))
 }
 
-// ferretAt runs FerretDB (SQLite) in this process on addr with its files
-// in dir; stop it and start it again with the same addr and dir to make
+// startFerretAt runs FerretDB in this process on addr with its files in
+// dir; stop it and start it again with the same addr and dir to make
 // MongoDB unreachable for a while.
-type ferretAt struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
-}
-
-func startFerretAt(t *testing.T, addr, dir string) *ferretAt {
+func startFerretAt(t *testing.T, addr, dir string) (stop func()) {
 	t.Helper()
-	abs, err := filepath.Abs(dir)
+	f, err := ferretdb.StartAt(addr, dir, testenv.Quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: addr},
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
-		Logger:    testenv.Quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	fa := &ferretAt{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(fa.done)
-		_ = f.Run(ctx)
-	}()
-	_ = f.MongoDBURI() // blocks until it listens
-	t.Cleanup(fa.stop)
-	return fa
-}
-
-func (f *ferretAt) stop() {
-	f.once.Do(func() {
-		f.cancel()
-		<-f.done
-	})
+	var once sync.Once
+	stop = func() { once.Do(f.Stop) }
+	t.Cleanup(stop)
+	return stop
 }
 
 // TestFaultMongoDBUnreachable: with MongoDB gone, calls answer -32050
@@ -584,7 +558,7 @@ func (f *ferretAt) stop() {
 // back on the same address, apppassd recovers without a restart.
 func TestFaultMongoDBUnreachable(t *testing.T) {
 	mongoAddr, mongoDir := freeAddr(t), t.TempDir()
-	mongo := startFerretAt(t, mongoAddr, mongoDir)
+	stopMongo := startFerretAt(t, mongoAddr, mongoDir)
 	ns := testenv.NATS(t)
 	js := jetStream(t, ns.URL())
 	gateway := "fault-gateway-key-0123456789"
@@ -606,7 +580,7 @@ func TestFaultMongoDBUnreachable(t *testing.T) {
 	}
 	waitStreamCount(t, js, 5, time.Minute)
 
-	mongo.stop()
+	stopMongo()
 	stopped := time.Now()
 	type outcome struct {
 		what string

@@ -207,9 +207,10 @@ func TestUsedEventsFromOutside(t *testing.T) {
 	}
 }
 
-// TestTwoReplicasRevokeAtOnce runs two daemons on one MongoDB and one NATS:
-// a password removed through one is refused by the other right after
-// remove returns, although the other has just accepted it (warm cache).
+// TestTwoReplicasRevokeAtOnce runs two daemons on one MongoDB (replicas
+// need one: the embedded store serves one apppassd) and one NATS: a
+// password removed through one is refused by the other right after remove
+// returns, although the other has just accepted it (warm cache).
 func TestTwoReplicasRevokeAtOnce(t *testing.T) {
 	mongoURI := testenv.MongoURI(t)
 	ns := testenv.NATS(t)

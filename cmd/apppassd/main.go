@@ -17,7 +17,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -26,7 +25,8 @@ import (
 	"github.com/apppass/apppass/config"
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/rpc"
-	"github.com/apppass/apppass/storage"
+	"github.com/apppass/apppass/storage/mongo"
+	"github.com/apppass/apppass/storage/sqlite"
 	"github.com/apppass/apppass/ui"
 )
 
@@ -46,17 +46,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	logger := newLogger(cfg, stderr, cfg.LogLevel)
-	// The embedded FerretDB logs every connection at info and every error
-	// reply at warn; our own logs say what matters.
-	storeLogger := newLogger(cfg, stderr, max(cfg.LogLevel, slog.LevelError)).With("component", "ferretdb")
-	if err := serve(ctx, cfg, logger, storeLogger, stdout); err != nil {
+	if err := serve(ctx, cfg, logger, stdout); err != nil {
 		logger.Error("apppassd stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Logger, stdout io.Writer) error {
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout io.Writer) error {
 	apps, err := cfg.Catalogue()
 	if err != nil {
 		return err
@@ -67,61 +64,21 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 			return fmt.Errorf("creating the data dir: %w", err)
 		}
 	}
-	pepper, err := secretFromConfigOrFile(cfg.Pepper, cfg.DataDir, "pepper", cfg.EmbeddedStore())
+	keys, err := loadKeys(cfg)
 	if err != nil {
 		return err
 	}
-	digester, err := apppass.NewDigester([]byte(pepper))
+	digester, tokens, serviceKeys := keys.digester, keys.tokens, keys.service
+	store, shown, err := openStore(ctx, cfg, digester, logger)
 	if err != nil {
 		return err
 	}
-	tokenKey, err := secretFromConfigOrFile(cfg.UserTokenKey, cfg.DataDir, "user-token.key", cfg.EmbeddedStore())
-	if err != nil {
-		return err
-	}
-	tokens, err := apppass.NewUserTokens([]byte(tokenKey))
-	if err != nil {
-		return err
-	}
-	serviceKeys := cfg.ServiceKeys
-	if len(serviceKeys) == 0 && cfg.EmbeddedStore() {
-		// A newcomer gets a gateway key too, to try authenticate with curl,
-		// and an admin key, which the admin CLI (cmd/apppass) reads from
-		// the same data dir.
-		secret, err := secretFromConfigOrFile("", cfg.DataDir, "gateway.key", true)
-		if err != nil {
-			return err
-		}
-		adminSecret, err := secretFromConfigOrFile("", cfg.DataDir, "admin.key", true)
-		if err != nil {
-			return err
-		}
-		serviceKeys = []apppass.ServiceKey{
-			{Name: "demo-gateway", Role: apppass.RoleGateway, Secret: secret},
-			{Name: "demo-admin", Role: apppass.RoleAdmin, Secret: adminSecret},
-		}
-	}
-
-	// MongoDB: the embedded FerretDB unless a URI is configured.
-	mongoURI := cfg.MongoURI
-	if cfg.EmbeddedStore() {
-		fdb, err := storage.StartEmbedded(filepath.Join(cfg.DataDir, "ferretdb"), storeLogger)
-		if err != nil {
-			return err
-		}
-		defer fdb.Stop()
-		mongoURI = fdb.URI
-	}
-	store, err := openStore(ctx, mongoURI, cfg.MongoDatabase, logger)
-	if err != nil {
-		return err
-	}
-	defer store.Close(context.Background())
+	defer store.Close()
 
 	// NATS: an embedded server unless a URL is configured.
 	natsURL := cfg.NATSURL
 	if cfg.EmbeddedNATS() {
-		ns, err := events.StartEmbeddedNATS(cfg.EmbeddedNATSListen, filepath.Join(cfg.DataDir, "nats"))
+		ns, err := events.StartEmbeddedNATS(cfg.EmbeddedNATSListen, cfg.DataFile(config.NATSDir))
 		if err != nil {
 			return err
 		}
@@ -136,14 +93,6 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	// Webhooks: made before the relay publishes anything, so a consumer
 	// created now starts early enough to see leftovers from the outbox.
 	var hooks *events.Webhooks
-	if len(cfg.Webhooks) > 0 || len(cfg.ProvisioningSecrets) > 0 {
-		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := store.EnsureWebhookIndexes(ictx)
-		cancel()
-		if err != nil {
-			return err
-		}
-	}
 	if len(cfg.Webhooks) > 0 {
 		hooks, err = events.NewWebhooks(store, publisher, events.WebhookConfig{
 			Endpoints: cfg.Webhooks, Timeout: cfg.WebhookTimeout, RetryBase: cfg.WebhookRetryBase,
@@ -170,6 +119,9 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	relay := events.NewRelay(store, publisher, logger)
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
+	if m, ok := store.(*mongo.Store); ok {
+		go heartbeat(relayCtx, m, relay.ID(), logger)
+	}
 	relayDone := make(chan struct{})
 	go func() { relay.Run(relayCtx); close(relayDone) }()
 	hooksDone := make(chan struct{})
@@ -199,7 +151,7 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 		Logger:  logger,
 		Ready: func(ctx context.Context) error {
 			if err := store.Ping(ctx); err != nil {
-				return errors.New("MongoDB is unreachable")
+				return errors.New(shown.name + " is unreachable")
 			}
 			if !publisher.Connected() {
 				return errors.New("NATS is unreachable")
@@ -219,7 +171,7 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	srv.CORSOrigins = cfg.CORSOrigins
 	if cfg.Metrics {
 		src := rpc.MetricsSources{Cache: svc.Cache, PendingEvents: store.PendingCount,
-			MongoPing: store.Ping, NATSConnected: publisher.Connected}
+			StorePing: store.Ping, NATSConnected: publisher.Connected}
 		if hooks != nil {
 			src.WebhookDeliveries = hooks.DeliveryCounts
 		}
@@ -258,11 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
 
-	mongoShown := "external MongoDB"
-	if cfg.EmbeddedStore() {
-		mongoShown = "embedded FerretDB " + mongoURI + " (data in " + filepath.Join(cfg.DataDir, "ferretdb") + ")"
-	}
-	logger.Info("apppassd listening", "http", "http://"+ln.Addr().String(), "mongodb", mongoShown, "nats", natsURL,
+	logger.Info("apppassd listening", "http", "http://"+ln.Addr().String(), "store", shown.detail, "nats", natsURL,
 		"stream", events.StreamName, "apps", len(apps.Apps()), "maxPerUser", cfg.MaxPerUser)
 	if cfg.EmbeddedStore() && cfg.UserTokenKey == "" {
 		printWelcome(stdout, ln.Addr().String(), natsURL, tokens, serviceKeys, cfg.ServeUI())
@@ -290,13 +238,95 @@ func serve(ctx context.Context, cfg *config.Config, logger, storeLogger *slog.Lo
 	return nil
 }
 
-// openStore connects to MongoDB, retrying for a while: in a compose file
+// keys are the secrets apppassd works with.
+type keys struct {
+	digester *apppass.Digester
+	tokens   *apppass.UserTokens
+	service  []apppass.ServiceKey
+}
+
+// loadKeys reads the configured keys or, on the embedded default, the
+// ones kept in the data dir (generated on first start).
+func loadKeys(cfg *config.Config) (*keys, error) {
+	embedded := cfg.EmbeddedStore()
+	pepper, err := secretFromConfigOrFile(cfg.Pepper, cfg.DataFile(config.PepperFile), embedded)
+	if err != nil {
+		return nil, err
+	}
+	k := &keys{service: cfg.ServiceKeys}
+	if k.digester, err = apppass.NewDigester([]byte(pepper)); err != nil {
+		return nil, err
+	}
+	tokenKey, err := secretFromConfigOrFile(cfg.UserTokenKey, cfg.DataFile(config.UserTokenKeyFile), embedded)
+	if err != nil {
+		return nil, err
+	}
+	if k.tokens, err = apppass.NewUserTokens([]byte(tokenKey)); err != nil {
+		return nil, err
+	}
+	if len(k.service) == 0 && embedded {
+		// A newcomer gets a gateway key too, to try authenticate with curl,
+		// and an admin key, which the admin CLI (cmd/apppass) reads from
+		// the same data dir.
+		gateway, err := secretFromConfigOrFile("", cfg.DataFile(config.GatewayKeyFile), true)
+		if err != nil {
+			return nil, err
+		}
+		admin, err := secretFromConfigOrFile("", cfg.DataFile(config.AdminKeyFile), true)
+		if err != nil {
+			return nil, err
+		}
+		k.service = []apppass.ServiceKey{
+			{Name: "demo-gateway", Role: apppass.RoleGateway, Secret: gateway},
+			{Name: "demo-admin", Role: apppass.RoleAdmin, Secret: admin},
+		}
+	}
+	return k, nil
+}
+
+// storeShown names the store in messages.
+type storeShown struct{ name, detail string }
+
+// openStore opens the embedded SQLite store in the data dir, or the
+// configured MongoDB, and checks that its passwords were digested with
+// this pepper.
+func openStore(ctx context.Context, cfg *config.Config, digester *apppass.Digester, logger *slog.Logger) (apppass.Store, storeShown, error) {
+	var store apppass.Store
+	var shown storeShown
+	if cfg.EmbeddedStore() {
+		path := cfg.DataFile(config.StoreFile)
+		s, err := sqlite.Open(path, sqlite.Options{Exclusive: true, Synchronous: cfg.SQLiteSynchronous})
+		if err != nil {
+			return nil, shown, err
+		}
+		store, shown = s, storeShown{name: "the SQLite store", detail: "sqlite " + path}
+	} else {
+		s, err := openMongo(ctx, cfg.MongoURI, cfg.MongoDatabase, logger)
+		if err != nil {
+			return nil, shown, err
+		}
+		store, shown = s, storeShown{name: "MongoDB", detail: "MongoDB database " + cfg.MongoDatabase}
+	}
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := store.BindDigestKey(bctx, digester.KeyID()); err != nil {
+		store.Close()
+		if errors.Is(err, apppass.ErrDigestKeyMismatch) {
+			stored, _ := store.DigestKeyID(bctx)
+			return nil, shown, fmt.Errorf("%s holds passwords digested with another pepper (key id %s; this pepper's is %s): set APPPASS_PEPPER to the pepper it was created with", shown.detail, stored, digester.KeyID())
+		}
+		return nil, shown, err
+	}
+	return store, shown, nil
+}
+
+// openMongo connects to MongoDB, retrying for a while: in a compose file
 // the database may come up after us.
-func openStore(ctx context.Context, uri, db string, logger *slog.Logger) (*storage.Store, error) {
+func openMongo(ctx context.Context, uri, db string, logger *slog.Logger) (*mongo.Store, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		store, err := storage.Open(octx, uri, db)
+		store, err := mongo.Open(octx, uri, db)
 		cancel()
 		if err == nil {
 			return store, nil
@@ -309,14 +339,37 @@ func openStore(ctx context.Context, uri, db string, logger *slog.Logger) (*stora
 	}
 }
 
+// heartbeatEvery is how often an apppassd on MongoDB says it is there,
+// for `apppass store copy`, which refuses to write into a live database.
+const heartbeatEvery = 10 * time.Second
+
+func heartbeat(ctx context.Context, s *mongo.Store, id string, logger *slog.Logger) {
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		hctx, cancel := context.WithTimeout(ctx, heartbeatEvery)
+		if err := s.Heartbeat(hctx, id, 3*heartbeatEvery); err != nil && ctx.Err() == nil {
+			logger.Debug("heartbeat to MongoDB failed", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = s.Leave(lctx, id)
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // secretFromConfigOrFile returns the configured secret or, when allowed,
-// one kept in dir/name, generated there (mode 0600) on first start so it
-// survives restarts.
-func secretFromConfigOrFile(configured, dir, name string, allowFile bool) (string, error) {
+// one kept in the file at path, generated there (mode 0600) on first start
+// so it survives restarts.
+func secretFromConfigOrFile(configured, path string, allowFile bool) (string, error) {
 	if configured != "" || !allowFile {
 		return configured, nil
 	}
-	path := filepath.Join(dir, name)
 	if raw, err := os.ReadFile(path); err == nil {
 		return strings.TrimSpace(string(raw)), nil
 	} else if !errors.Is(err, os.ErrNotExist) {

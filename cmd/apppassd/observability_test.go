@@ -24,7 +24,7 @@ func TestObservabilityWiring(t *testing.T) {
 	text := string(body)
 	for _, want := range []string{
 		`(?m)^apppass_rpc_calls_total\{code="ok",method="appPasswords.list"\} 1$`,
-		`(?m)^apppass_mongodb_up 1$`,
+		`(?m)^apppass_store_up 1$`,
 		`(?m)^apppass_nats_connected 1$`,
 		`(?m)^apppass_outbox_pending_events \d+$`,
 		`(?m)^apppass_auth_cache_hits_total 0$`,

@@ -74,25 +74,45 @@ func (s *Store) ExportPasswords(ctx context.Context, after string, limit int) ([
 
 // ImportPasswords implements apppass.StoreTransfer. An active password
 // takes the lowest free slot of its owner, as Insert does, so the limit
-// keeps holding for passwords added later.
+// keeps holding for passwords added later. A batch is a few round trips:
+// which UUIDs exist, each owner's held slots, one unordered insertMany.
 func (s *Store) ImportPasswords(ctx context.Context, rs []apppass.PasswordRecord) (int, error) {
+	if len(rs) == 0 {
+		return 0, nil
+	}
+	ids := make([]string, len(rs))
+	for i := range rs {
+		ids[i] = rs[i].Password.UUID
+	}
+	cur, err := s.passwords.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
+		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return 0, wrap(err)
+	}
+	var found []struct {
+		ID string `bson:"_id"`
+	}
+	if err := cur.All(ctx, &found); err != nil {
+		return 0, wrap(err)
+	}
+	have := make(map[string]bool, len(found))
+	for _, f := range found {
+		have[f.ID] = true
+	}
 	held := map[apppass.User]map[int]bool{}
-	stored := 0
+	var docs []any
 	for i := range rs {
 		r := &rs[i]
-		n, err := s.passwords.CountDocuments(ctx, bson.D{{Key: "_id", Value: r.Password.UUID}})
-		if err != nil {
-			return stored, wrap(err)
-		}
-		if n > 0 {
+		if have[r.Password.UUID] {
 			continue // copied before: a resumed copy
 		}
-		owner := apppass.User{ContextID: r.Password.Owner.ContextID, UserID: r.Password.Owner.UserID}
+		have[r.Password.UUID] = true
 		slot := "revoked:" + r.Password.UUID
 		if r.Revoked == nil {
+			owner := apppass.User{ContextID: r.Password.Owner.ContextID, UserID: r.Password.Owner.UserID}
 			if held[owner] == nil {
-				if held[owner], err = s.heldSlots(ctx, r.Password.Owner); err != nil {
-					return stored, err
+				if held[owner], err = s.heldSlots(ctx, owner); err != nil {
+					return 0, err
 				}
 			}
 			free := 0
@@ -100,18 +120,26 @@ func (s *Store) ImportPasswords(ctx context.Context, rs []apppass.PasswordRecord
 				free++
 			}
 			held[owner][free] = true
-			slot = slotKey(r.Password.Owner, free)
+			slot = slotKey(owner, free)
 		}
 		doc := newPasswordDoc(&r.Password, slot, r.Pending)
 		if r.Revoked != nil {
 			doc.Revoked = &revocationDoc{Time: r.Revoked.Time, Reason: r.Revoked.Reason}
 		}
-		if _, err := s.passwords.InsertOne(ctx, doc); err != nil {
-			return stored, wrap(err)
-		}
-		stored++
+		docs = append(docs, doc)
 	}
-	return stored, nil
+	if len(docs) == 0 {
+		return 0, nil
+	}
+	res, err := s.passwords.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err != nil {
+		stored := 0
+		if res != nil {
+			stored = len(res.InsertedIDs)
+		}
+		return stored, wrap(err)
+	}
+	return len(docs), nil
 }
 
 // ExportWebhookDeliveries implements apppass.StoreTransfer.

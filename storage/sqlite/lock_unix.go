@@ -28,8 +28,8 @@ func lockFile(path string) (*os.File, error) {
 			if _, perr := strconv.Atoi(holder); perr != nil {
 				holder = "unknown"
 			}
-			return nil, fmt.Errorf("%s is in use by another process (pid %s), such as another apppassd on this data dir: stop it first: %w",
-				strings.TrimSuffix(path, ".lock"), holder, ErrInUse)
+			return nil, fmt.Errorf("%s: %w (pid %s), such as another apppassd on this data dir: stop it first",
+				strings.TrimSuffix(path, ".lock"), ErrInUse, holder)
 		}
 		return nil, fmt.Errorf("%s: locking: %v", path, err)
 	}

@@ -11,7 +11,7 @@ import (
 
 // Pending implements apppass.Outbox.
 func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents, error) {
-	rows, err := s.read.QueryContext(ctx, qPendingIDs, ms(time.Now()), limit)
+	rows, err := s.reads.query(ctx, qPendingIDs, ms(time.Now()), limit)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -30,7 +30,7 @@ func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents
 	}
 	out := make([]apppass.PendingEvents, 0, len(ids))
 	for _, id := range ids {
-		rows, err := s.read.QueryContext(ctx, qPendingOf, id)
+		rows, err := s.reads.query(ctx, qPendingOf, id)
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -48,14 +48,14 @@ func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents
 // PendingCount implements apppass.Outbox.
 func (s *Store) PendingCount(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&n)
+	err := s.reads.queryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n)
 	return n, wrap(err)
 }
 
 // markPublished deletes ev from the outbox and, once a revoked password
 // has nothing left to announce, the password itself: nothing is kept of a
 // password after its revoked event is out.
-func markPublished(tx *sql.Tx, uuid string, ev apppass.Event) error {
+func markPublished(tx *txn, uuid string, ev apppass.Event) error {
 	if _, err := tx.Exec(`DELETE FROM outbox WHERE event_id = ? AND password_uuid = ?`, ev.ID, uuid); err != nil {
 		return err
 	}
@@ -65,14 +65,14 @@ func markPublished(tx *sql.Tx, uuid string, ev apppass.Event) error {
 
 // MarkPublished implements apppass.Outbox.
 func (s *Store) MarkPublished(ctx context.Context, uuid string, ev apppass.Event) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error { return markPublished(tx, uuid, ev) })
+	return s.writer.do(ctx, func(tx *txn) error { return markPublished(tx, uuid, ev) })
 }
 
 // ClaimPending implements apppass.Outbox: the check and the lease in one
 // transaction.
 func (s *Store) ClaimPending(ctx context.Context, uuid, owner string, lease time.Duration) ([]apppass.Event, error) {
 	var evs []apppass.Event
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		evs = nil
 		var claimOwner sql.NullString
 		var claimUntil sql.NullInt64
@@ -106,7 +106,7 @@ func (s *Store) ClaimPending(ctx context.Context, uuid, owner string, lease time
 
 // ReleaseClaim implements apppass.Outbox.
 func (s *Store) ReleaseClaim(ctx context.Context, uuid, owner string, published *apppass.Event) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		if published != nil {
 			if err := markPublished(tx, uuid, *published); err != nil {
 				return err

@@ -56,7 +56,7 @@ func joinPrefixes(ps []netip.Prefix) string {
 }
 
 // insertPassword writes p as a new row, revoked if r is set.
-func insertPassword(tx *sql.Tx, p *apppass.Password, r *apppass.Revocation) (bool, error) {
+func insertPassword(tx *txn, p *apppass.Password, r *apppass.Revocation) (bool, error) {
 	var idleDeadline sql.NullInt64
 	if p.IdleExpiry > 0 {
 		last := p.Created
@@ -90,7 +90,7 @@ func insertPassword(tx *sql.Tx, p *apppass.Password, r *apppass.Revocation) (boo
 }
 
 // queueEvent adds ev to the outbox of password uuid.
-func queueEvent(tx *sql.Tx, uuid string, ev apppass.Event) error {
+func queueEvent(tx *txn, uuid string, ev apppass.Event) error {
 	raw, err := json.Marshal(ev)
 	if err != nil {
 		return err
@@ -135,7 +135,7 @@ func scanEvents(rows *sql.Rows) ([]apppass.Event, error) {
 // Insert implements apppass.PasswordStore: the limit check, the password
 // and its created event in one transaction.
 func (s *Store) Insert(ctx context.Context, p *apppass.Password, created apppass.Event, limit int) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		var active int
 		if err := tx.QueryRow(qCountActive,
 			p.Owner.ContextID, p.Owner.UserID).Scan(&active); err != nil {
@@ -168,12 +168,25 @@ func (s *Store) ListContext(ctx context.Context, contextID int64, limit int) ([]
 
 // Expired implements apppass.PasswordStore.
 func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]apppass.Password, error) {
-	return s.findPasswords(ctx, qExpired, ms(now), limit)
+	expired, err := s.findPasswords(ctx, qExpired, ms(now), limit)
+	if err != nil || len(expired) >= limit {
+		return expired, err
+	}
+	idle, err := s.findPasswords(ctx, qIdleExpired, ms(now), limit)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range idle {
+		if len(expired) < limit && !slices.ContainsFunc(expired, func(e apppass.Password) bool { return e.UUID == p.UUID }) {
+			expired = append(expired, p)
+		}
+	}
+	return expired, nil
 }
 
 // findPasswords reads the passwords query selects, without their digests.
 func (s *Store) findPasswords(ctx context.Context, query string, args ...any) ([]apppass.Password, error) {
-	rows, err := s.read.QueryContext(ctx, query, args...)
+	rows, err := s.reads.query(ctx, query, args...)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -193,7 +206,7 @@ func (s *Store) findPasswords(ctx context.Context, query string, args ...any) ([
 // FindByDigest implements apppass.PasswordStore: one lookup in the unique
 // digest index.
 func (s *Store) FindByDigest(ctx context.Context, digest string) (*apppass.Password, error) {
-	p, err := scanPassword(s.read.QueryRowContext(ctx, qFindByDigest, digest))
+	p, err := scanPassword(s.reads.queryRow(ctx, qFindByDigest, digest))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, apppass.ErrRejected
 	}
@@ -207,7 +220,7 @@ func (s *Store) FindByDigest(ctx context.Context, digest string) (*apppass.Passw
 // in one transaction.
 func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, newEvent func(*apppass.Password) (apppass.Event, error)) ([]apppass.Event, error) {
 	var pending []apppass.Event
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		p, err := scanPassword(tx.QueryRow(qRevokeRow, uuid, owner.ContextID, owner.UserID))
 		if errors.Is(err, sql.ErrNoRows) {
 			return apppass.ErrNotFound
@@ -241,7 +254,7 @@ func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, new
 // and the event.
 func (s *Store) RecordLogin(ctx context.Context, uuid string, login apppass.LastLogin, idleDeadline *time.Time, used *apppass.Event) (bool, error) {
 	var queued bool
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		queued = false
 		var lastLogin sql.NullInt64
 		var known string

@@ -9,13 +9,14 @@ const (
 	qList           = selectPasswords + `WHERE context_id = ? AND user_id = ? AND revoked IS NULL ORDER BY created DESC, uuid`
 	qCountActive    = `SELECT count(*) FROM passwords WHERE context_id = ? AND user_id = ? AND revoked IS NULL`
 	qListContext    = selectPasswords + `WHERE context_id = ? AND revoked IS NULL LIMIT ?`
-	// Two index ranges rather than one OR, which SQLite answers with a scan.
-	qExpired = selectPasswords + `WHERE revoked IS NULL AND expires <= ?1
-		UNION ` + selectPasswords + `WHERE revoked IS NULL AND idle_deadline <= ?1 LIMIT ?2`
-	qRevokeRow = selectPasswords + `WHERE uuid = ? AND context_id = ? AND user_id = ? AND revoked IS NULL`
-	qLoginRow  = `SELECT last_login, known_ips FROM passwords WHERE uuid = ? AND revoked IS NULL`
-	qClaimRow  = `SELECT claim_owner, claim_until FROM passwords WHERE uuid = ?`
-	qForget    = `DELETE FROM passwords WHERE uuid = ?1 AND revoked IS NOT NULL
+	// Two queries, each an index range: SQLite answers the OR of the two,
+	// or their UNION, with a scan.
+	qExpired     = selectPasswords + `WHERE revoked IS NULL AND expires <= ? LIMIT ?`
+	qIdleExpired = selectPasswords + `WHERE revoked IS NULL AND idle_deadline <= ? LIMIT ?`
+	qRevokeRow   = selectPasswords + `WHERE uuid = ? AND context_id = ? AND user_id = ? AND revoked IS NULL`
+	qLoginRow    = `SELECT last_login, known_ips FROM passwords WHERE uuid = ? AND revoked IS NULL`
+	qClaimRow    = `SELECT claim_owner, claim_until FROM passwords WHERE uuid = ?`
+	qForget      = `DELETE FROM passwords WHERE uuid = ?1 AND revoked IS NOT NULL
 		AND NOT EXISTS (SELECT 1 FROM outbox WHERE password_uuid = ?1)`
 	qExport = `SELECT ` + passwordColumns + `, revoked, revoked_reason FROM passwords WHERE uuid > ? ORDER BY uuid LIMIT ?`
 	// The outbox holds only what waits for NATS: reading it whole is fine.

@@ -57,6 +57,7 @@ var ErrInUse = errors.New("the store is in use by another process")
 type Store struct {
 	path   string
 	read   *sql.DB
+	reads  *statements // prepared on read
 	writer *writer
 	lock   *os.File
 	closed atomic.Bool
@@ -87,6 +88,11 @@ func Open(path string, o Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("%s: cannot create its directory (%v): make the data dir writable by this user, or set APPPASS_DATA_DIR to one that is", abs, err)
 	}
+	// Created here, not by SQLite, so that it (and the -wal and -shm files
+	// SQLite gives the same mode) is the owner's alone.
+	if f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
 	s := &Store{path: abs}
 	if o.Exclusive {
 		if s.lock, err = lockFile(abs + ".lock"); err != nil {
@@ -104,9 +110,13 @@ func Open(path string, o Options) (*Store, error) {
 	wdb.SetMaxOpenConns(1)
 	wdb.SetMaxIdleConns(1)
 	wdb.SetConnMaxIdleTime(0)
-	s.writer = startWriter(wdb)
 	if err := migrate(wdb, abs); err != nil {
+		wdb.Close()
 		return fail(err)
+	}
+	if s.writer, err = startWriter(wdb); err != nil {
+		wdb.Close()
+		return fail(openError(abs, err))
 	}
 	s.read, err = sql.Open("sqlite", dsn(abs, o.Synchronous, true))
 	if err != nil {
@@ -115,12 +125,13 @@ func Open(path string, o Options) (*Store, error) {
 	s.read.SetMaxOpenConns(o.Readers)
 	s.read.SetMaxIdleConns(o.Readers)
 	s.read.SetConnMaxIdleTime(0)
+	s.reads = newStatements(s.read)
 	return s, nil
 }
 
-// dsn is the driver's name for the file: WAL, a busy timeout, and the
-// transaction mode that takes the write lock at BEGIN, so a transaction
-// never fails half-way for a lock another handle took first.
+// dsn is the driver's name for the file: WAL, a busy timeout, and for the
+// writer, transactions that take the write lock at BEGIN, so one never
+// fails half-way for a lock another handle took first.
 func dsn(path, synchronous string, readOnly bool) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
@@ -129,7 +140,7 @@ func dsn(path, synchronous string, readOnly bool) string {
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")
 	} else {
-		q.Set("_txlock", "immediate")
+		q.Set("_txlock", "immediate") // for migrate's transaction
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
@@ -150,6 +161,9 @@ func (s *Store) closeAll() error {
 	if s.writer != nil {
 		errs = append(errs, s.writer.close())
 	}
+	if s.reads != nil {
+		s.reads.close()
+	}
 	if s.read != nil {
 		errs = append(errs, s.read.Close())
 	}
@@ -164,14 +178,14 @@ func (s *Store) closeAll() error {
 // /readyz turns ready again as soon as writes work again.
 func (s *Store) Ping(ctx context.Context) error {
 	if s.writer.failing.Load() {
-		return s.writer.do(ctx, func(tx *sql.Tx) error {
+		return s.writer.do(ctx, func(tx *txn) error {
 			_, err := tx.Exec(`INSERT INTO meta(key, value) VALUES('ping', ?)
 				ON CONFLICT(key) DO UPDATE SET value = excluded.value`, time.Now().UTC().Format(time.RFC3339Nano))
 			return err
 		})
 	}
 	var one int
-	return wrap(s.read.QueryRowContext(ctx, `SELECT 1`).Scan(&one))
+	return wrap(s.reads.queryRow(ctx, `SELECT 1`).Scan(&one))
 }
 
 // unavailableCodes are the SQLite results that mean the file cannot be

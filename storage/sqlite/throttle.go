@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"time"
 
@@ -15,7 +14,7 @@ func (s *Store) Failures(ctx context.Context, keys []string) (map[string]apppass
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.read.QueryContext(ctx, qFailures, string(raw))
+	rows, err := s.reads.query(ctx, qFailures, string(raw))
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -37,7 +36,7 @@ func (s *Store) Failures(ctx context.Context, keys []string) (map[string]apppass
 // failure in the current window or starts a new one.
 func (s *Store) AddFailure(ctx context.Context, key string, now, windowStart time.Time) (apppass.FailureCount, error) {
 	var c apppass.FailureCount
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		var start, last int64
 		err := tx.QueryRow(`INSERT INTO login_failures (key, failures, window_start, last_failure) VALUES (?1, 1, ?2, ?2)
 			ON CONFLICT(key) DO UPDATE SET
@@ -53,7 +52,7 @@ func (s *Store) AddFailure(ctx context.Context, key string, now, windowStart tim
 
 // ClearFailures implements apppass.ThrottleStore.
 func (s *Store) ClearFailures(ctx context.Context, key string) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		_, err := tx.Exec(`DELETE FROM login_failures WHERE key = ?`, key)
 		return err
 	})
@@ -61,7 +60,7 @@ func (s *Store) ClearFailures(ctx context.Context, key string) error {
 
 // PurgeFailures implements apppass.ThrottleStore.
 func (s *Store) PurgeFailures(ctx context.Context, before time.Time) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		_, err := tx.Exec(qPurgeFailures, ms(before))
 		return err
 	})

@@ -10,7 +10,7 @@ import (
 
 // BindDigestKey implements apppass.Store.
 func (s *Store) BindDigestKey(ctx context.Context, keyID string) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		if _, err := tx.Exec(`INSERT INTO meta (key, value) VALUES ('digest_key_id', ?) ON CONFLICT(key) DO NOTHING`, keyID); err != nil {
 			return err
 		}
@@ -28,7 +28,7 @@ func (s *Store) BindDigestKey(ctx context.Context, keyID string) error {
 // DigestKeyID implements apppass.Store.
 func (s *Store) DigestKeyID(ctx context.Context) (string, error) {
 	var id string
-	err := s.read.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'digest_key_id'`).Scan(&id)
+	err := s.reads.queryRow(ctx, `SELECT value FROM meta WHERE key = 'digest_key_id'`).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -38,7 +38,7 @@ func (s *Store) DigestKeyID(ctx context.Context) (string, error) {
 // CountPasswords implements apppass.StoreTransfer.
 func (s *Store) CountPasswords(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM passwords`).Scan(&n)
+	err := s.reads.queryRow(ctx, `SELECT count(*) FROM passwords`).Scan(&n)
 	return n, wrap(err)
 }
 
@@ -85,7 +85,7 @@ func (s *Store) ExportPasswords(ctx context.Context, after string, limit int) ([
 // call, so a batch is in whole or not at all.
 func (s *Store) ImportPasswords(ctx context.Context, rs []apppass.PasswordRecord) (int, error) {
 	var stored int
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		stored = 0
 		for i := range rs {
 			fresh, err := insertPassword(tx, &rs[i].Password, rs[i].Revoked)
@@ -109,7 +109,7 @@ func (s *Store) ImportPasswords(ctx context.Context, rs []apppass.PasswordRecord
 
 // ExportWebhookDeliveries implements apppass.StoreTransfer.
 func (s *Store) ExportWebhookDeliveries(ctx context.Context, after string, limit int) ([]apppass.WebhookDelivery, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT `+deliveryColumns+`, body FROM webhook_deliveries
+	rows, err := s.reads.query(ctx, `SELECT `+deliveryColumns+`, body FROM webhook_deliveries
 		WHERE state = 'pending' AND id > ? ORDER BY id LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, wrap(err)
@@ -131,7 +131,7 @@ func (s *Store) ExportWebhookDeliveries(ctx context.Context, after string, limit
 // ImportWebhookDeliveries implements apppass.StoreTransfer.
 func (s *Store) ImportWebhookDeliveries(ctx context.Context, ds []apppass.WebhookDelivery) (int, error) {
 	var stored int
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		stored = 0
 		for _, d := range ds {
 			res, err := tx.Exec(`INSERT INTO webhook_deliveries (id, event_id, event_type, endpoint, body, state, attempts, created,

@@ -27,7 +27,7 @@ func scanDelivery(sc scanner, extra ...any) (apppass.WebhookDelivery, error) {
 // EnqueueWebhook implements apppass.WebhookStore.
 func (s *Store) EnqueueWebhook(ctx context.Context, d apppass.WebhookDelivery) (bool, error) {
 	var fresh bool
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		res, err := tx.Exec(`INSERT INTO webhook_deliveries (id, event_id, event_type, endpoint, body, state, created, next_attempt)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
 			d.ID, d.EventID, d.EventType, d.Endpoint, d.Body, apppass.DeliveryPending, ms(d.Created), ms(d.Created))
@@ -52,7 +52,7 @@ func (s *Store) ClaimWebhooks(ctx context.Context, now, leaseUntil time.Time, to
 		return nil, err
 	}
 	var out []apppass.WebhookDelivery
-	err = s.writer.do(ctx, func(tx *sql.Tx) error {
+	err = s.writer.do(ctx, func(tx *txn) error {
 		out = nil
 		rows, err := tx.Query(qClaimWebhooks, ms(leaseUntil), token, ms(now), string(skipped), limit)
 		if err != nil {
@@ -76,7 +76,7 @@ func (s *Store) ClaimWebhooks(ctx context.Context, now, leaseUntil time.Time, to
 
 // FinishWebhookAttempt implements apppass.WebhookStore.
 func (s *Store) FinishWebhookAttempt(ctx context.Context, id, token string, o apppass.WebhookOutcome) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		counted := 0
 		if o.Counted {
 			counted = 1
@@ -113,7 +113,7 @@ func (s *Store) WebhookDeliveries(ctx context.Context, q apppass.WebhookQuery) (
 	if limit <= 0 {
 		limit = -1
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries
+	rows, err := s.reads.query(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries
 		WHERE (?1 = '' OR state = ?1) AND (?2 = '' OR endpoint = ?2) ORDER BY created DESC, id LIMIT ?3`, q.State, q.Endpoint, limit)
 	if err != nil {
 		return nil, wrap(err)
@@ -134,14 +134,14 @@ func (s *Store) WebhookDeliveries(ctx context.Context, q apppass.WebhookQuery) (
 // CountWebhookDeliveries implements apppass.WebhookStore.
 func (s *Store) CountWebhookDeliveries(ctx context.Context, endpoint, state string) (int64, error) {
 	var n int64
-	err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM webhook_deliveries WHERE endpoint = ? AND state = ?`, endpoint, state).Scan(&n)
+	err := s.reads.queryRow(ctx, `SELECT count(*) FROM webhook_deliveries WHERE endpoint = ? AND state = ?`, endpoint, state).Scan(&n)
 	return n, wrap(err)
 }
 
 // PurgeWebhookDeliveries implements apppass.WebhookStore.
 func (s *Store) PurgeWebhookDeliveries(ctx context.Context, before time.Time) (int64, error) {
 	var n int64
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		res, err := tx.Exec(`DELETE FROM webhook_deliveries WHERE state IN ('delivered', 'failed') AND finished < ?`, ms(before))
 		if err != nil {
 			return err
@@ -154,7 +154,7 @@ func (s *Store) PurgeWebhookDeliveries(ctx context.Context, before time.Time) (i
 
 // DisableWebhookEndpoint implements apppass.WebhookStore.
 func (s *Store) DisableWebhookEndpoint(ctx context.Context, st apppass.WebhookEndpointState) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		_, err := tx.Exec(`INSERT INTO webhook_endpoints (name, url, disabled, reason) VALUES (?, ?, ?, ?)
 			ON CONFLICT(name) DO UPDATE SET url = excluded.url, disabled = excluded.disabled, reason = excluded.reason`,
 			st.Name, st.URL, ms(st.Disabled), st.Reason)
@@ -165,7 +165,7 @@ func (s *Store) DisableWebhookEndpoint(ctx context.Context, st apppass.WebhookEn
 // EnableWebhookEndpoint implements apppass.WebhookStore.
 func (s *Store) EnableWebhookEndpoint(ctx context.Context, name string) (bool, error) {
 	var was bool
-	err := s.writer.do(ctx, func(tx *sql.Tx) error {
+	err := s.writer.do(ctx, func(tx *txn) error {
 		res, err := tx.Exec(`DELETE FROM webhook_endpoints WHERE name = ?`, name)
 		if err != nil {
 			return err
@@ -179,7 +179,7 @@ func (s *Store) EnableWebhookEndpoint(ctx context.Context, name string) (bool, e
 
 // WebhookEndpointStates implements apppass.WebhookStore.
 func (s *Store) WebhookEndpointStates(ctx context.Context) ([]apppass.WebhookEndpointState, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT name, url, disabled, reason FROM webhook_endpoints ORDER BY name`)
+	rows, err := s.reads.query(ctx, `SELECT name, url, disabled, reason FROM webhook_endpoints ORDER BY name`)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -200,7 +200,7 @@ func (s *Store) WebhookEndpointStates(ctx context.Context) ([]apppass.WebhookEnd
 // SeenWebhookID implements apppass.ReplayStore.
 func (s *Store) SeenWebhookID(ctx context.Context, id string) (bool, error) {
 	var one int
-	err := s.read.QueryRowContext(ctx, `SELECT 1 FROM webhook_seen WHERE id = ?`, id).Scan(&one)
+	err := s.reads.queryRow(ctx, `SELECT 1 FROM webhook_seen WHERE id = ?`, id).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -209,7 +209,7 @@ func (s *Store) SeenWebhookID(ctx context.Context, id string) (bool, error) {
 
 // RememberWebhookID implements apppass.ReplayStore.
 func (s *Store) RememberWebhookID(ctx context.Context, id string, at time.Time) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		_, err := tx.Exec(`INSERT INTO webhook_seen (id, seen) VALUES (?, ?) ON CONFLICT(id) DO NOTHING`, id, ms(at))
 		return err
 	})
@@ -217,7 +217,7 @@ func (s *Store) RememberWebhookID(ctx context.Context, id string, at time.Time) 
 
 // PurgeWebhookIDs implements apppass.ReplayStore.
 func (s *Store) PurgeWebhookIDs(ctx context.Context, before time.Time) error {
-	return s.writer.do(ctx, func(tx *sql.Tx) error {
+	return s.writer.do(ctx, func(tx *txn) error {
 		_, err := tx.Exec(`DELETE FROM webhook_seen WHERE seen < ?`, ms(before))
 		return err
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"sync"
 	"sync/atomic"
 )
 
@@ -22,7 +23,12 @@ import (
 // A write function must touch nothing but its transaction, and may run
 // more than once (only its last run's effects are kept).
 type writer struct {
-	db     *sql.DB
+	db *sql.DB
+	// conn is the one connection all writes run on. Its transactions are
+	// BEGIN IMMEDIATE ... COMMIT statements of ours, not database/sql's,
+	// so that statements prepared on the connection serve every one.
+	conn   *sql.Conn
+	stmts  *statements
 	queue  chan *writeOp
 	quit   chan struct{}
 	done   chan struct{}
@@ -33,8 +39,102 @@ type writer struct {
 
 type writeOp struct {
 	ctx    context.Context
-	fn     func(*sql.Tx) error
+	fn     func(*txn) error
 	result chan error
+}
+
+// txn is the write transaction a write function runs in. Its statements
+// are prepared once on the writer's connection and kept: SQLite parses
+// each query once, not at every call.
+type txn struct {
+	stmts *statements
+}
+
+func (t *txn) stmt(q string) (*sql.Stmt, error) { return t.stmts.get(q) }
+
+// Exec runs a statement that returns no rows.
+func (t *txn) Exec(q string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.Exec(args...)
+}
+
+// Query runs a statement that returns rows.
+func (t *txn) Query(q string, args ...any) (*sql.Rows, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.Query(args...)
+}
+
+// QueryRow runs a statement that returns at most one row.
+func (t *txn) QueryRow(q string, args ...any) scanner {
+	st, err := t.stmt(q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRow(args...)
+}
+
+// errRow is a row that fails to scan with err.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// preparer is a *sql.DB or a *sql.Conn.
+type preparer interface {
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+}
+
+// statements prepares each query once and keeps it.
+type statements struct {
+	on preparer
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func newStatements(on preparer) *statements { return &statements{on: on, m: map[string]*sql.Stmt{}} }
+
+func (c *statements) get(q string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[q]; ok {
+		return st, nil
+	}
+	st, err := c.on.PrepareContext(context.Background(), q)
+	if err != nil {
+		return nil, err
+	}
+	c.m[q] = st
+	return st, nil
+}
+
+func (c *statements) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := c.get(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (c *statements) queryRow(ctx context.Context, q string, args ...any) scanner {
+	st, err := c.get(q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (c *statements) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = nil
 }
 
 // maxBatch bounds the writes committed in one transaction.
@@ -42,17 +142,21 @@ const maxBatch = 64
 
 var errClosed = errors.New("the store is closed")
 
-func startWriter(db *sql.DB) *writer {
-	w := &writer{db: db, queue: make(chan *writeOp), quit: make(chan struct{}), done: make(chan struct{})}
+func startWriter(db *sql.DB) (*writer, error) {
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	w := &writer{db: db, conn: conn, stmts: newStatements(conn), queue: make(chan *writeOp), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
-	return w
+	return w, nil
 }
 
 // do runs fn in a write transaction and returns its error, or the
 // transaction's. It returns only once the outcome is known: an error means
 // nothing of fn was stored. A write whose ctx ends before it starts is not
 // run.
-func (w *writer) do(ctx context.Context, fn func(*sql.Tx) error) error {
+func (w *writer) do(ctx context.Context, fn func(*txn) error) error {
 	op := &writeOp{ctx: ctx, fn: fn, result: make(chan error, 1)}
 	select {
 	case w.queue <- op:
@@ -70,7 +174,8 @@ func (w *writer) close() error {
 	}
 	close(w.quit)
 	<-w.done
-	return w.db.Close()
+	w.stmts.close()
+	return errors.Join(w.conn.Close(), w.db.Close())
 }
 
 func (w *writer) run() {
@@ -141,22 +246,30 @@ func (w *writer) commit(batch []*writeOp) {
 // if none did; then it committed) and that error; an error of BEGIN or
 // COMMIT is marked errBatch.
 func (w *writer) attempt(batch []*writeOp) (results []error, failed int, err error) {
-	tx, err := w.db.Begin()
-	if err != nil {
+	exec := func(q string) error {
+		st, err := w.stmts.get(q)
+		if err == nil {
+			_, err = st.Exec()
+		}
+		return err
+	}
+	rollback := func() { _ = exec(`ROLLBACK`) }
+	if err := exec(`BEGIN IMMEDIATE`); err != nil {
 		return nil, 0, errors.Join(err, errBatch)
 	}
 	results = make([]error, len(batch))
 	single := len(batch) == 1
+	t := &txn{stmts: w.stmts}
 	for i, op := range batch {
 		if !single {
-			if _, err := tx.Exec(`SAVEPOINT write`); err != nil {
-				_ = tx.Rollback()
+			if err := exec(`SAVEPOINT write`); err != nil {
+				rollback()
 				return nil, i, err
 			}
 		}
-		err := op.fn(tx)
-		if err != nil && sqliteCode(err) != 0 || errors.Is(err, sql.ErrTxDone) || errors.Is(err, sql.ErrConnDone) {
-			_ = tx.Rollback()
+		err := op.fn(t)
+		if err != nil && sqliteCode(err) != 0 {
+			rollback()
 			return nil, i, err
 		}
 		results[i] = err
@@ -164,22 +277,23 @@ func (w *writer) attempt(batch []*writeOp) (results []error, failed int, err err
 			break
 		}
 		if err != nil {
-			if _, rerr := tx.Exec(`ROLLBACK TO write`); rerr != nil {
-				_ = tx.Rollback()
+			if rerr := exec(`ROLLBACK TO write`); rerr != nil {
+				rollback()
 				return nil, i, rerr
 			}
 		}
-		if _, rerr := tx.Exec(`RELEASE write`); rerr != nil {
-			_ = tx.Rollback()
+		if rerr := exec(`RELEASE write`); rerr != nil {
+			rollback()
 			return nil, i, rerr
 		}
 	}
 	if single && results[0] != nil {
-		_ = tx.Rollback()
+		rollback()
 		return results, -1, nil
 	}
-	if err := tx.Commit(); err != nil {
+	if err := exec(`COMMIT`); err != nil {
 		// COMMIT failed as a whole: no write of the batch is stored.
+		rollback()
 		return nil, 0, errors.Join(err, errBatch)
 	}
 	return results, -1, nil
