@@ -43,8 +43,9 @@ var ErrDigestKeyMismatch = errors.New("the store's passwords were digested with 
 type PasswordStore interface {
 	// Insert stores p with its created event pending, unless the owner
 	// already has limit active passwords (ErrLimit). Two concurrent inserts
-	// must not both pass the limit.
-	Insert(ctx context.Context, p *Password, created Event, limit int) error
+	// must not both pass the limit. With claim set, the same write leases
+	// the new password's outbox to claim.Owner (see Claim).
+	Insert(ctx context.Context, p *Password, created Event, limit int, claim *Claim) (PendingEvents, error)
 	// List returns the owner's active passwords, newest first, without
 	// their digests.
 	List(ctx context.Context, owner User) ([]Password, error)
@@ -53,8 +54,10 @@ type PasswordStore interface {
 	ListContext(ctx context.Context, contextID int64, limit int) ([]Password, error)
 	// Revoke marks the owner's active password uuid revoked and queues the
 	// event ev builds from it. It returns every event still pending for
-	// that password, in publish order, or ErrNotFound.
-	Revoke(ctx context.Context, owner User, uuid string, ev func(*Password) (Event, error)) ([]Event, error)
+	// that password, in publish order, or ErrNotFound. With claim set, the
+	// same write leases the outbox to claim.Owner unless another owner's
+	// lease runs (see Claim).
+	Revoke(ctx context.Context, owner User, uuid string, ev func(*Password) (Event, error), claim *Claim) (PendingEvents, error)
 	// FindByDigest returns the active password with this digest, or
 	// ErrRejected: one indexed lookup.
 	FindByDigest(ctx context.Context, digest string) (*Password, error)
@@ -76,6 +79,18 @@ var ErrLimit = &Error{Kind: KindLimit, Message: "the maximum number of app passw
 type PendingEvents struct {
 	PasswordUUID string
 	Events       []Event
+	// ClaimedUntil, when set, says that the write that stored the events
+	// also leased the password's outbox to the Claim it was given, until
+	// then: its relay may publish them without a claim of its own.
+	ClaimedUntil time.Time
+}
+
+// Claim asks a write that queues events to lease the password's outbox to
+// Owner for Lease in the same write, as ClaimPending would: the relay that
+// wrote them publishes them at once, without a write of its own before.
+type Claim struct {
+	Owner string
+	Lease time.Duration
 }
 
 // Outbox is the store's side of event delivery, used by events.Relay.
@@ -87,8 +102,8 @@ type PendingEvents struct {
 // JetStream's dedup by event id stays the safety net.
 type Outbox interface {
 	// Pending returns up to limit passwords that have unpublished events
-	// and no running claim.
-	Pending(ctx context.Context, limit int) ([]PendingEvents, error)
+	// and no running claim, but those of mine ("" for none).
+	Pending(ctx context.Context, limit int, mine string) ([]PendingEvents, error)
 	// MarkPublished removes a published event from its password's outbox.
 	// Once a revoked password has no event left, the store forgets it.
 	MarkPublished(ctx context.Context, passwordUUID string, ev Event) error
@@ -209,6 +224,9 @@ type StoreTransfer interface {
 // EventNotifier hears about events just written, so they are published at
 // once rather than at the relay's next sweep.
 type EventNotifier interface {
+	// Claim is what the writes of the events should lease their outbox
+	// to (nil: no lease with the write).
+	Claim() *Claim
 	// Notify queues p for publishing and returns at once.
 	Notify(p PendingEvents)
 	// Deliver publishes p and waits for the broker's ack or ctx's end. The

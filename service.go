@@ -78,10 +78,11 @@ func (s *Service) Add(ctx context.Context, owner User, req AddRequest) (*Created
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Store.Insert(ctx, p, ev, s.MaxPerUser); err != nil {
+	pending, err := s.Store.Insert(ctx, p, ev, s.MaxPerUser, s.claim())
+	if err != nil {
 		return nil, err
 	}
-	s.notify(PendingEvents{PasswordUUID: p.UUID, Events: []Event{ev}})
+	s.notify(pending)
 	return &Created{
 		UUID: p.UUID, Login: owner.Login, Password: secret, AppScope: app.Name, Name: name,
 		Created: p.Created, Settings: app.Settings, Limits: limitsOf(p),
@@ -134,23 +135,30 @@ func (s *Service) revoke(ctx context.Context, owner User, uuid, reason string) e
 	now := s.now()
 	pending, err := s.Store.Revoke(ctx, owner, uuid, func(p *Password) (Event, error) {
 		return newEvent(EventRevoked, now, p, reason)
-	})
+	}, s.claim())
 	if err != nil {
 		return err
 	}
 	if s.Cache != nil {
 		s.Cache.EvictUUID(uuid)
 	}
-	if s.Evictions != nil {
-		_ = s.Evictions.BroadcastEviction(ctx, uuid) // best effort, like Deliver below
-	}
+	// The eviction broadcast and the revoked event go out side by side;
+	// remove returns when both did (or gave up). Both are best effort: an
+	// error leaves the event in the outbox for the relay, and the
+	// revocation itself is stored, so remove still succeeds.
+	evicted := make(chan struct{})
+	go func() {
+		defer close(evicted)
+		if s.Evictions != nil {
+			_ = s.Evictions.BroadcastEviction(ctx, uuid)
+		}
+	}()
 	if s.Events != nil {
 		dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 		defer cancel()
-		// An error leaves the event in the outbox for the relay: the
-		// revocation itself is stored, so remove still succeeds.
-		_ = s.Events.Deliver(dctx, PendingEvents{PasswordUUID: uuid, Events: pending})
+		_ = s.Events.Deliver(dctx, pending)
 	}
+	<-evicted
 	return nil
 }
 
@@ -211,6 +219,14 @@ func (s *Service) RemoveContext(ctx context.Context, contextID int64, reason str
 			return removed, nil
 		}
 	}
+}
+
+// claim is the lease the writes of new events take for the relay.
+func (s *Service) claim() *Claim {
+	if s.Events == nil {
+		return nil
+	}
+	return s.Events.Claim()
 }
 
 func (s *Service) notify(p PendingEvents) {

@@ -64,7 +64,7 @@ type Relay struct {
 }
 
 const (
-	relayWorkers   = 32
+	relayWorkers   = 256
 	publishTimeout = 3 * time.Second
 	maxBackoff     = 5 * time.Second
 	sweepBatch     = 256
@@ -79,7 +79,7 @@ func NewRelay(outbox apppass.Outbox, publisher *Publisher, logger *slog.Logger) 
 	r := &Relay{outbox: outbox, publisher: publisher, logger: logger, id: newRelayID(),
 		SweepInterval: time.Second, ClaimLease: defaultLease, PendingLogInterval: 30 * time.Second}
 	for range relayWorkers {
-		r.shards = append(r.shards, make(chan job, 1024))
+		r.shards = append(r.shards, make(chan job, 64))
 	}
 	return r
 }
@@ -113,10 +113,27 @@ func (r *Relay) Stats() RelayStats {
 }
 
 // job is one password whose events a worker publishes; done, if set,
-// hears the result.
+// hears the result. fresh, if set, are events the store leased to this
+// relay when it wrote them: the worker publishes them without claiming.
 type job struct {
-	uuid string
-	done chan error
+	uuid  string
+	fresh *apppass.PendingEvents
+	done  chan error
+}
+
+// Claim implements apppass.EventNotifier: the writes of new events lease
+// their outbox to this relay, so it publishes them without a write first.
+func (r *Relay) Claim() *apppass.Claim {
+	return &apppass.Claim{Owner: r.id, Lease: max(r.ClaimLease, minLease)}
+}
+
+// freshJob is the job for events just written.
+func freshJob(p apppass.PendingEvents, done chan error) job {
+	j := job{uuid: p.PasswordUUID, done: done}
+	if !p.ClaimedUntil.IsZero() {
+		j.fresh = &p
+	}
+	return j
 }
 
 // Notify implements apppass.EventNotifier. It never blocks: when NATS is
@@ -126,8 +143,10 @@ func (r *Relay) Notify(p apppass.PendingEvents) {
 		return
 	}
 	select {
-	case r.shard(p.PasswordUUID) <- job{uuid: p.PasswordUUID}:
+	case r.shard(p.PasswordUUID) <- freshJob(p, nil):
 	default:
+		// Full: the sweep publishes them, once a lease taken with the
+		// write has run out.
 	}
 }
 
@@ -145,10 +164,11 @@ func (r *Relay) Deliver(ctx context.Context, p apppass.PendingEvents) error {
 		}
 		done := make(chan error, 1)
 		select {
-		case r.shard(p.PasswordUUID) <- job{uuid: p.PasswordUUID, done: done}:
+		case r.shard(p.PasswordUUID) <- freshJob(p, done):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		p.ClaimedUntil = time.Time{} // a retry claims as any other publish
 		var err error
 		select {
 		case err = <-done:
@@ -185,10 +205,7 @@ func (r *Relay) Run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case j := <-ch:
-					err := r.publish(ctx, j.uuid, false)
-					if j.done != nil {
-						j.done <- err
-					}
+					r.publish(ctx, j, false)
 				}
 			}
 		})
@@ -278,7 +295,11 @@ func (r *Relay) Flush(ctx context.Context) error {
 // workers when they run (waiting for them), directly otherwise. It returns
 // the batch size. Passwords another relay holds are skipped.
 func (r *Relay) sweep(ctx context.Context, viaWorkers bool) (int, error) {
-	batch, err := r.outbox.Pending(ctx, sweepBatch)
+	// Passwords leased to this relay with their write are swept too: their
+	// job may have been dropped (NATS away, a full queue). A job still
+	// queued for one runs first in the password's worker, so the sweep's
+	// finds nothing left to publish.
+	batch, err := r.outbox.Pending(ctx, sweepBatch, r.id)
 	if err != nil {
 		return 0, err
 	}
@@ -288,7 +309,7 @@ func (r *Relay) sweep(ctx context.Context, viaWorkers bool) (int, error) {
 	rand.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 	if !viaWorkers {
 		for _, p := range batch {
-			if err := r.publish(ctx, p.PasswordUUID, true); err != nil && !errors.Is(err, apppass.ErrClaimed) {
+			if err := r.publish(ctx, job{uuid: p.PasswordUUID}, true); err != nil && !errors.Is(err, apppass.ErrClaimed) {
 				return 0, err
 			}
 		}
@@ -326,7 +347,20 @@ func (r *Relay) sweep(ctx context.Context, viaWorkers bool) (int, error) {
 // marks each one published after its ack and lets the claim go, with the
 // last mark. It returns apppass.ErrClaimed when another relay holds the
 // claim. Unless force is set, it does nothing while the relay backs off.
-func (r *Relay) publish(ctx context.Context, uuid string, force bool) error {
+//
+// j.done, if set, hears the outcome as soon as it is known: after the last
+// ack, before the last mark, so a remove waiting in Deliver does not wait
+// for the outbox write too (if that write fails, the event goes out again
+// and JetStream drops the repeat).
+func (r *Relay) publish(ctx context.Context, j job, force bool) (err error) {
+	uuid, acked := j.uuid, j.done
+	if acked != nil {
+		defer func() {
+			if acked != nil {
+				acked <- err
+			}
+		}()
+	}
 	if !force && r.backingOff() {
 		return ErrNotConnected
 	}
@@ -339,8 +373,13 @@ func (r *Relay) publish(ctx context.Context, uuid string, force bool) error {
 		}
 		return evs, until, err
 	}
-	evs, until, err := claim()
-	if err != nil {
+	var evs []apppass.Event
+	var until time.Time
+	if j.fresh != nil {
+		// Leased with the write: nothing to claim (the loop below renews
+		// the lease if too little of it is left).
+		evs, until = j.fresh.Events, j.fresh.ClaimedUntil
+	} else if evs, until, err = claim(); err != nil {
 		return err
 	}
 	for len(evs) > 0 {
@@ -365,6 +404,10 @@ func (r *Relay) publish(ctx context.Context, uuid string, force bool) error {
 		r.succeeded()
 		evs = evs[1:]
 		if len(evs) == 0 {
+			if acked != nil {
+				acked <- nil
+				acked = nil
+			}
 			// The last one: mark it and let the claim go in one write.
 			if err := r.outbox.ReleaseClaim(ctx, uuid, r.id, &ev); err != nil {
 				// Published but still in the outbox: it goes out again

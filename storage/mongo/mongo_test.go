@@ -66,9 +66,9 @@ func testUnavailable(t *testing.T) {
 	ev := apppass.Event{ID: testenv.RandomHex(12), Type: apppass.EventCreated, Timestamp: p.Created}
 	ops := map[string]func() error{
 		"List":   func() error { _, err := s.List(ctx, owner); return err },
-		"Insert": func() error { return s.Insert(ctx, p, ev, 5) },
+		"Insert": func() error { _, err := s.Insert(ctx, p, ev, 5, nil); return err },
 		"Revoke": func() error {
-			_, err := s.Revoke(ctx, owner, p.UUID, func(*apppass.Password) (apppass.Event, error) { return ev, nil })
+			_, err := s.Revoke(ctx, owner, p.UUID, func(*apppass.Password) (apppass.Event, error) { return ev, nil }, nil)
 			return err
 		},
 		"FindByDigest": func() error { _, err := s.FindByDigest(ctx, "d"); return err },
@@ -79,7 +79,7 @@ func testUnavailable(t *testing.T) {
 		"Expired":       func() error { _, err := s.Expired(ctx, time.Now(), 10); return err },
 		"AddFailure":    func() error { _, err := s.AddFailure(ctx, "k", time.Now(), time.Now()); return err },
 		"Failures":      func() error { _, err := s.Failures(ctx, []string{"k"}); return err },
-		"Pending":       func() error { _, err := s.Pending(ctx, 10); return err },
+		"Pending":       func() error { _, err := s.Pending(ctx, 10, ""); return err },
 		"MarkPublished": func() error { return s.MarkPublished(ctx, p.UUID, ev) },
 		"PendingCount":  func() error { _, err := s.PendingCount(ctx); return err },
 		"ClaimPending":  func() error { _, err := s.ClaimPending(ctx, p.UUID, "relay", time.Minute); return err },

@@ -18,20 +18,25 @@ type claimDoc struct {
 	Until time.Time `bson:"until"`
 }
 
-// unclaimed matches a document whose outbox no relay holds now.
-func unclaimed(now time.Time) bson.E {
-	return bson.E{Key: "$or", Value: bson.A{
+// unclaimed matches a document whose outbox no relay but mine (if not
+// "") holds now.
+func unclaimed(now time.Time, mine string) bson.E {
+	or := bson.A{
 		bson.D{{Key: "outboxClaim", Value: bson.D{{Key: "$exists", Value: false}}}},
 		bson.D{{Key: "outboxClaim.until", Value: bson.D{{Key: "$lte", Value: now}}}},
-	}}
+	}
+	if mine != "" {
+		or = append(or, bson.D{{Key: "outboxClaim.owner", Value: mine}})
+	}
+	return bson.E{Key: "$or", Value: or}
 }
 
 var hasPending = bson.E{Key: "pending", Value: bson.D{{Key: "$gt", Value: 0}}}
 
 // Pending implements apppass.Outbox. Passwords another relay is
 // publishing are left out, so a sweep does not wait on them.
-func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents, error) {
-	cur, err := s.passwords.Find(ctx, bson.D{hasPending, unclaimed(time.Now())},
+func (s *Store) Pending(ctx context.Context, limit int, mine string) ([]apppass.PendingEvents, error) {
+	cur, err := s.passwords.Find(ctx, bson.D{hasPending, unclaimed(time.Now(), mine)},
 		options.Find().SetLimit(int64(limit)).SetProjection(bson.D{{Key: "outbox", Value: 1}}))
 	if err != nil {
 		return nil, wrap(err)

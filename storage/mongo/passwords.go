@@ -160,32 +160,41 @@ var listProjection = bson.D{{Key: "digest", Value: 0}, {Key: "outbox", Value: 0}
 // owner, below limit, and the unique slot index lets only one of two
 // racing inserts have it; the loser looks again and finds the owner full,
 // or the next free slot.
-func (s *Store) Insert(ctx context.Context, p *apppass.Password, created apppass.Event, limit int) error {
+func (s *Store) Insert(ctx context.Context, p *apppass.Password, created apppass.Event, limit int, claim *apppass.Claim) (apppass.PendingEvents, error) {
+	pending := apppass.PendingEvents{PasswordUUID: p.UUID, Events: []apppass.Event{created}}
 	for attempt := 0; attempt < limit+4; attempt++ {
 		held, err := s.heldSlots(ctx, p.Owner)
 		if err != nil {
-			return err
+			return pending, err
 		}
 		free := 0
 		for held[free] {
 			free++
 		}
 		if len(held) >= limit || free >= limit {
-			return apppass.ErrLimit
+			return pending, apppass.ErrLimit
 		}
-		_, err = s.passwords.InsertOne(ctx, newPasswordDoc(p, slotKey(p.Owner, free), []apppass.Event{created}))
+		doc := newPasswordDoc(p, slotKey(p.Owner, free), []apppass.Event{created})
+		if claim != nil {
+			// A new document: nobody else can hold its lease.
+			doc.Claim = &claimDoc{Owner: claim.Owner, Until: time.Now().Add(claim.Lease).UTC().Truncate(time.Millisecond)}
+		}
+		_, err = s.passwords.InsertOne(ctx, doc)
+		if err == nil && doc.Claim != nil {
+			pending.ClaimedUntil = doc.Claim.Until
+		}
 		if !mongo.IsDuplicateKeyError(err) {
-			return wrap(err)
+			return pending, wrap(err)
 		}
 		// The slot was taken first, unless it is our own document: an
 		// insert that a retry of the driver already made.
 		if mine, err := s.passwords.CountDocuments(ctx, bson.D{{Key: "_id", Value: p.UUID}, {Key: "digest", Value: p.Digest}}); err != nil {
-			return wrap(err)
+			return pending, wrap(err)
 		} else if mine == 1 {
-			return nil
+			return pending, nil // (the lease, if any, runs out by itself)
 		}
 	}
-	return apppass.Unavailable("MongoDB", errors.New("too much contention adding app passwords"))
+	return pending, apppass.Unavailable("MongoDB", errors.New("too much contention adding app passwords"))
 }
 
 // heldSlots returns the slot numbers of owner's active passwords.
@@ -269,39 +278,59 @@ func (s *Store) FindByDigest(ctx context.Context, digest string) (*apppass.Passw
 // Revoke implements apppass.PasswordStore: the revocation, the release of
 // the slot and the revoked event are one conditional update of one
 // document, which only an active password of owner matches.
-func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, newEvent func(*apppass.Password) (apppass.Event, error)) ([]apppass.Event, error) {
+func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, newEvent func(*apppass.Password) (apppass.Event, error), claim *apppass.Claim) (apppass.PendingEvents, error) {
 	defer s.isolate(passwordsCollection, uuid)()
 	filter := append(bson.D{{Key: "_id", Value: uuid}}, ownerFilter(owner)...)
 	var cur passwordDoc
 	err := s.passwords.FindOne(ctx, filter, options.FindOne().SetProjection(listProjection)).Decode(&cur)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, apppass.ErrNotFound
+		return apppass.PendingEvents{}, apppass.ErrNotFound
 	}
 	if err != nil {
-		return nil, wrap(err)
+		return apppass.PendingEvents{}, wrap(err)
 	}
 	p := cur.password()
 	ev, err := newEvent(&p)
 	if err != nil {
-		return nil, err
+		return apppass.PendingEvents{}, err
 	}
-	update := bson.D{
-		{Key: "$set", Value: bson.D{
-			{Key: "revoked", Value: revocationDoc{Time: ev.Timestamp, Reason: ev.Data.Reason}},
-			{Key: "slot", Value: "revoked:" + uuid},
-			{Key: "outbox." + ev.ID, Value: toEventDoc(ev)},
-		}},
-		{Key: "$inc", Value: bson.D{{Key: "pending", Value: 1}}},
+	set := bson.D{
+		{Key: "revoked", Value: revocationDoc{Time: ev.Timestamp, Reason: ev.Data.Reason}},
+		{Key: "slot", Value: "revoked:" + uuid},
+		{Key: "outbox." + ev.ID, Value: toEventDoc(ev)},
+	}
+	update := func(set bson.D) bson.D {
+		return bson.D{{Key: "$set", Value: set}, {Key: "$inc", Value: bson.D{{Key: "pending", Value: 1}}}}
 	}
 	var after passwordDoc
-	err = s.passwords.FindOneAndUpdate(ctx, filter, update, options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&after)
+	var until time.Time
+	if claim != nil {
+		// With the lease, where no other owner's runs: the same write.
+		now := time.Now().UTC()
+		until = now.Add(claim.Lease).Truncate(time.Millisecond)
+		leased := append(slices.Clone(filter), bson.E{Key: "$or", Value: bson.A{
+			bson.D{{Key: "outboxClaim", Value: bson.D{{Key: "$exists", Value: false}}}},
+			bson.D{{Key: "outboxClaim.until", Value: bson.D{{Key: "$lte", Value: now}}}},
+			bson.D{{Key: "outboxClaim.owner", Value: claim.Owner}},
+		}})
+		err = s.passwords.FindOneAndUpdate(ctx, leased, update(append(slices.Clone(set), bson.E{Key: "outboxClaim", Value: claimDoc{Owner: claim.Owner, Until: until}})),
+			options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&after)
+		if err == nil {
+			return apppass.PendingEvents{PasswordUUID: uuid, Events: after.pendingEvents(), ClaimedUntil: until}, nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return apppass.PendingEvents{}, wrap(err)
+		}
+		// Another owner's lease runs (or the password is gone): without.
+	}
+	err = s.passwords.FindOneAndUpdate(ctx, filter, update(set), options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&after)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, apppass.ErrNotFound // revoked by another caller in between
+		return apppass.PendingEvents{}, apppass.ErrNotFound // revoked by another caller in between
 	}
 	if err != nil {
-		return nil, wrap(err)
+		return apppass.PendingEvents{}, wrap(err)
 	}
-	return after.pendingEvents(), nil
+	return apppass.PendingEvents{PasswordUUID: uuid, Events: after.pendingEvents()}, nil
 }
 
 // RecordLogin implements apppass.PasswordStore. A used event is queued by

@@ -10,8 +10,8 @@ import (
 )
 
 // Pending implements apppass.Outbox.
-func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents, error) {
-	rows, err := s.reads.query(ctx, qPendingIDs, ms(time.Now()), limit)
+func (s *Store) Pending(ctx context.Context, limit int, mine string) ([]apppass.PendingEvents, error) {
+	rows, err := s.reads.query(ctx, qPendingIDs, ms(time.Now()), limit, mine)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -30,13 +30,13 @@ func (s *Store) Pending(ctx context.Context, limit int) ([]apppass.PendingEvents
 	}
 	out := make([]apppass.PendingEvents, 0, len(ids))
 	for _, id := range ids {
-		rows, err := s.reads.query(ctx, qPendingOf, id)
+		encoded, err := pendingOf(readQuerier{ctx, s.reads}, id)
 		if err != nil {
 			return nil, wrap(err)
 		}
-		evs, err := scanEvents(rows)
+		evs, err := decodeEvents(encoded)
 		if err != nil {
-			return nil, wrap(err)
+			return nil, err
 		}
 		if len(evs) > 0 {
 			out = append(out, apppass.PendingEvents{PasswordUUID: id, Events: evs})
@@ -69,39 +69,38 @@ func (s *Store) MarkPublished(ctx context.Context, uuid string, ev apppass.Event
 }
 
 // ClaimPending implements apppass.Outbox: the check and the lease in one
-// transaction.
+// statement, in the write transaction that reads the events.
 func (s *Store) ClaimPending(ctx context.Context, uuid, owner string, lease time.Duration) ([]apppass.Event, error) {
-	var evs []apppass.Event
+	var encoded []string
 	err := s.writer.do(ctx, func(tx *txn) error {
-		evs = nil
-		var claimOwner sql.NullString
-		var claimUntil sql.NullInt64
-		err := tx.QueryRow(qClaimRow, uuid).Scan(&claimOwner, &claimUntil)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // published and forgotten, or never was
+		encoded = nil
+		until, err := takeClaim(tx, uuid, &apppass.Claim{Owner: owner, Lease: lease})
+		if err == nil && until.IsZero() {
+			// Nothing waits, or another relay holds the lease.
+			var claimOwner sql.NullString
+			var claimUntil sql.NullInt64
+			err := tx.QueryRow(qClaimRow, uuid).Scan(&claimOwner, &claimUntil)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil // published and forgotten, or never was
+			}
+			if err != nil {
+				return err
+			}
+			if pending, err := pendingOf(tx, uuid); err != nil || len(pending) == 0 {
+				return err
+			}
+			return apppass.ErrClaimed
 		}
 		if err != nil {
 			return err
 		}
-		pending, err := pendingOf(tx, uuid)
-		if err != nil || len(pending) == 0 {
-			return err
-		}
-		now := time.Now()
-		if claimOwner.Valid && claimOwner.String != owner && claimUntil.Int64 > ms(now) {
-			return apppass.ErrClaimed
-		}
-		if _, err := tx.Exec(`UPDATE passwords SET claim_owner = ?, claim_until = ? WHERE uuid = ?`,
-			owner, ms(now.Add(lease)), uuid); err != nil {
-			return err
-		}
-		evs = pending
-		return nil
+		encoded, err = pendingOf(tx, uuid)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return evs, nil
+	return decodeEvents(encoded)
 }
 
 // ReleaseClaim implements apppass.Outbox.

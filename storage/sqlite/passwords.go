@@ -89,44 +89,48 @@ func insertPassword(tx *txn, p *apppass.Password, r *apppass.Revocation) (bool, 
 	return n == 1, err
 }
 
-// queueEvent adds ev to the outbox of password uuid.
-func queueEvent(tx *txn, uuid string, ev apppass.Event) error {
+// encodeEvent is an event as the outbox keeps it: JSON, made before the
+// write so the writer spends its time on SQLite alone.
+func encodeEvent(ev apppass.Event) (string, error) {
 	raw, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	_, err = tx.Exec(`INSERT INTO outbox (password_uuid, event_id, event) VALUES (?, ?, ?) ON CONFLICT(event_id) DO NOTHING`,
-		uuid, ev.ID, string(raw))
+	return string(raw), err
+}
+
+// queueEvent adds the event ev (encoded by encodeEvent) to the outbox of
+// password uuid.
+func queueEvent(tx *txn, uuid string, ev apppass.Event, encoded string) error {
+	_, err := tx.Exec(`INSERT INTO outbox (password_uuid, event_id, event) VALUES (?, ?, ?) ON CONFLICT(event_id) DO NOTHING`,
+		uuid, ev.ID, encoded)
 	return err
 }
 
-// pendingOf returns the unpublished events of password uuid in publish order.
+// pendingOf returns the encoded unpublished events of password uuid, in
+// the order they were written; decodeEvents puts them in publish order.
 func pendingOf(q interface {
 	Query(string, ...any) (*sql.Rows, error)
-}, uuid string) ([]apppass.Event, error) {
+}, uuid string) ([]string, error) {
 	rows, err := q.Query(qPendingOf, uuid)
 	if err != nil {
 		return nil, err
 	}
-	return scanEvents(rows)
-}
-
-func scanEvents(rows *sql.Rows) ([]apppass.Event, error) {
 	defer rows.Close()
-	var evs []apppass.Event
+	var out []string
 	for rows.Next() {
 		var raw string
 		if err := rows.Scan(&raw); err != nil {
 			return nil, err
 		}
-		var ev apppass.Event
-		if err := json.Unmarshal([]byte(raw), &ev); err != nil {
+		out = append(out, raw)
+	}
+	return out, rows.Err()
+}
+
+func decodeEvents(encoded []string) ([]apppass.Event, error) {
+	evs := make([]apppass.Event, len(encoded))
+	for i, raw := range encoded {
+		if err := json.Unmarshal([]byte(raw), &evs[i]); err != nil {
 			return nil, err
 		}
-		evs = append(evs, ev)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
 	}
 	slices.SortStableFunc(evs, apppass.PublishOrder)
 	return evs, nil
@@ -134,8 +138,14 @@ func scanEvents(rows *sql.Rows) ([]apppass.Event, error) {
 
 // Insert implements apppass.PasswordStore: the limit check, the password
 // and its created event in one transaction.
-func (s *Store) Insert(ctx context.Context, p *apppass.Password, created apppass.Event, limit int) error {
-	return s.writer.do(ctx, func(tx *txn) error {
+func (s *Store) Insert(ctx context.Context, p *apppass.Password, created apppass.Event, limit int, claim *apppass.Claim) (apppass.PendingEvents, error) {
+	pending := apppass.PendingEvents{PasswordUUID: p.UUID, Events: []apppass.Event{created}}
+	encoded, err := encodeEvent(created)
+	if err != nil {
+		return pending, err
+	}
+	err = s.writer.do(ctx, func(tx *txn) error {
+		pending.ClaimedUntil = time.Time{}
 		var active int
 		if err := tx.QueryRow(qCountActive,
 			p.Owner.ContextID, p.Owner.UserID).Scan(&active); err != nil {
@@ -151,8 +161,32 @@ func (s *Store) Insert(ctx context.Context, p *apppass.Password, created apppass
 		if !fresh {
 			return errors.New("a password with this UUID exists")
 		}
-		return queueEvent(tx, p.UUID, created)
+		if err := queueEvent(tx, p.UUID, created, encoded); err != nil {
+			return err
+		}
+		pending.ClaimedUntil, err = takeClaim(tx, p.UUID, claim)
+		return err
 	})
+	return pending, err
+}
+
+// takeClaim leases the outbox of uuid to claim's owner, unless another
+// owner's lease runs, and returns until when (zero if not).
+func takeClaim(tx *txn, uuid string, claim *apppass.Claim) (time.Time, error) {
+	if claim == nil {
+		return time.Time{}, nil
+	}
+	now := time.Now()
+	until := now.Add(claim.Lease).Truncate(time.Millisecond)
+	var one int
+	err := tx.QueryRow(qClaim, uuid, claim.Owner, ms(until), ms(now)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return until, nil
 }
 
 // List implements apppass.PasswordStore.
@@ -218,8 +252,9 @@ func (s *Store) FindByDigest(ctx context.Context, digest string) (*apppass.Passw
 
 // Revoke implements apppass.PasswordStore: the revocation and its event
 // in one transaction.
-func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, newEvent func(*apppass.Password) (apppass.Event, error)) ([]apppass.Event, error) {
-	var pending []apppass.Event
+func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, newEvent func(*apppass.Password) (apppass.Event, error), claim *apppass.Claim) (apppass.PendingEvents, error) {
+	var pending []string
+	var until time.Time
 	err := s.writer.do(ctx, func(tx *txn) error {
 		p, err := scanPassword(tx.QueryRow(qRevokeRow, uuid, owner.ContextID, owner.UserID))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -237,22 +272,37 @@ func (s *Store) Revoke(ctx context.Context, owner apppass.User, uuid string, new
 			ms(ev.Timestamp), ev.Data.Reason, uuid); err != nil {
 			return err
 		}
-		if err := queueEvent(tx, uuid, ev); err != nil {
+		encoded, err := encodeEvent(ev)
+		if err != nil {
 			return err
 		}
-		pending, err = pendingOf(tx, uuid)
+		if err := queueEvent(tx, uuid, ev, encoded); err != nil {
+			return err
+		}
+		if pending, err = pendingOf(tx, uuid); err != nil {
+			return err
+		}
+		until, err = takeClaim(tx, uuid, claim)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return apppass.PendingEvents{}, err
 	}
-	return pending, nil
+	evs, err := decodeEvents(pending)
+	return apppass.PendingEvents{PasswordUUID: uuid, Events: evs, ClaimedUntil: until}, err
 }
 
 // RecordLogin implements apppass.PasswordStore, in one transaction: the
 // check that no other login queued the same used event first, the login
 // and the event.
 func (s *Store) RecordLogin(ctx context.Context, uuid string, login apppass.LastLogin, idleDeadline *time.Time, used *apppass.Event) (bool, error) {
+	var encoded string
+	if used != nil {
+		var err error
+		if encoded, err = encodeEvent(*used); err != nil {
+			return false, err
+		}
+	}
 	var queued bool
 	err := s.writer.do(ctx, func(tx *txn) error {
 		queued = false
@@ -282,7 +332,7 @@ func (s *Store) RecordLogin(ctx context.Context, uuid string, login apppass.Last
 			return err
 		}
 		if queued {
-			return queueEvent(tx, uuid, *used)
+			return queueEvent(tx, uuid, *used, encoded)
 		}
 		return nil
 	})

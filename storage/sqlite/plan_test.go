@@ -18,7 +18,7 @@ func TestQueriesUseIndexes(t *testing.T) {
 	defer s.Close()
 	queries := map[string]string{
 		"FindByDigest": qFindByDigest, "List": qList, "CountActive": qCountActive, "ListContext": qListContext,
-		"Expired": qExpired, "IdleExpired": qIdleExpired, "RevokeRow": qRevokeRow, "LoginRow": qLoginRow, "ClaimRow": qClaimRow, "Forget": qForget,
+		"Expired": qExpired, "IdleExpired": qIdleExpired, "RevokeRow": qRevokeRow, "LoginRow": qLoginRow, "ClaimRow": qClaimRow, "Claim": qClaim, "Forget": qForget,
 		"Export": qExport, "PendingIDs": qPendingIDs, "PendingOf": qPendingOf, "Failures": qFailures,
 		"PurgeFailures": qPurgeFailures, "ClaimWebhooks": qClaimWebhooks,
 	}

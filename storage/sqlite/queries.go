@@ -16,13 +16,17 @@ const (
 	qRevokeRow   = selectPasswords + `WHERE uuid = ? AND context_id = ? AND user_id = ? AND revoked IS NULL`
 	qLoginRow    = `SELECT last_login, known_ips FROM passwords WHERE uuid = ? AND revoked IS NULL`
 	qClaimRow    = `SELECT claim_owner, claim_until FROM passwords WHERE uuid = ?`
-	qForget      = `DELETE FROM passwords WHERE uuid = ?1 AND revoked IS NOT NULL
+	// The lease, if nobody else's runs and something waits.
+	qClaim = `UPDATE passwords SET claim_owner = ?2, claim_until = ?3
+		WHERE uuid = ?1 AND (claim_owner IS NULL OR claim_owner = ?2 OR claim_until <= ?4)
+		AND EXISTS (SELECT 1 FROM outbox WHERE password_uuid = ?1) RETURNING 1`
+	qForget = `DELETE FROM passwords WHERE uuid = ?1 AND revoked IS NOT NULL
 		AND NOT EXISTS (SELECT 1 FROM outbox WHERE password_uuid = ?1)`
 	qExport = `SELECT ` + passwordColumns + `, revoked, revoked_reason FROM passwords WHERE uuid > ? ORDER BY uuid LIMIT ?`
 	// The outbox holds only what waits for NATS: reading it whole is fine.
 	qPendingIDs = `SELECT DISTINCT o.password_uuid FROM outbox o
 		LEFT JOIN passwords p ON p.uuid = o.password_uuid
-		WHERE p.claim_until IS NULL OR p.claim_until <= ? LIMIT ?`
+		WHERE p.claim_until IS NULL OR p.claim_until <= ?1 OR p.claim_owner = ?3 LIMIT ?2`
 	qPendingOf     = `SELECT event FROM outbox WHERE password_uuid = ? ORDER BY seq`
 	qFailures      = `SELECT key, failures, window_start, last_failure FROM login_failures WHERE key IN (SELECT value FROM json_each(?))`
 	qPurgeFailures = `DELETE FROM login_failures WHERE last_failure < ?`

@@ -74,8 +74,12 @@ func (s *Store) ExportPasswords(ctx context.Context, after string, limit int) ([
 		return nil, wrap(err)
 	}
 	for i := range out {
-		if out[i].Pending, err = pendingOf(tx, out[i].Password.UUID); err != nil {
+		encoded, err := pendingOf(tx, out[i].Password.UUID)
+		if err != nil {
 			return nil, wrap(err)
+		}
+		if out[i].Pending, err = decodeEvents(encoded); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
@@ -84,6 +88,16 @@ func (s *Store) ExportPasswords(ctx context.Context, after string, limit int) ([
 // ImportPasswords implements apppass.StoreTransfer: one transaction per
 // call, so a batch is in whole or not at all.
 func (s *Store) ImportPasswords(ctx context.Context, rs []apppass.PasswordRecord) (int, error) {
+	encoded := make([][]string, len(rs))
+	for i := range rs {
+		for _, ev := range rs[i].Pending {
+			e, err := encodeEvent(ev)
+			if err != nil {
+				return 0, err
+			}
+			encoded[i] = append(encoded[i], e)
+		}
+	}
 	var stored int
 	err := s.writer.do(ctx, func(tx *txn) error {
 		stored = 0
@@ -96,8 +110,8 @@ func (s *Store) ImportPasswords(ctx context.Context, rs []apppass.PasswordRecord
 				continue
 			}
 			stored++
-			for _, ev := range rs[i].Pending {
-				if err := queueEvent(tx, rs[i].Password.UUID, ev); err != nil {
+			for j, ev := range rs[i].Pending {
+				if err := queueEvent(tx, rs[i].Password.UUID, ev, encoded[i][j]); err != nil {
 					return err
 				}
 			}

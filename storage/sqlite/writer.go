@@ -4,24 +4,39 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/apppass/apppass"
 )
 
 // writer runs every write of one Store on its one connection.
 //
 // Writes that queue up while a transaction runs are committed together in
 // the next one (group commit): one fsync then serves many calls, which is
-// what lets a single SQLite writer keep up with many concurrent adds. Each
-// write runs in a savepoint of its own, so a write refused by a rule (the
-// limit, a lost claim) is rolled back alone and the others commit. A write
-// that fails inside SQLite itself (a full disk, an I/O error) ends the
-// transaction, since SQLite may have rolled it back already; the other
-// writes of that batch then run again in a fresh one, or fail with it
-// when the file cannot be written at all.
+// what lets a single SQLite writer keep up with many concurrent adds. A
+// write refused by a rule (the limit, a lost claim) fails alone and the
+// others commit. A write that fails inside SQLite itself (a full disk, an
+// I/O error) ends the transaction, since SQLite may have rolled it back
+// already; the other writes of that batch then run again in a fresh one,
+// or fail with it when the file cannot be written at all.
 //
-// A write function must touch nothing but its transaction, and may run
-// more than once (only its last run's effects are kept).
+// With durable set, a write is answered only once its transaction is on
+// disk. SQLite's connection runs with synchronous=NORMAL, so its COMMIT
+// only writes the WAL, and the writer's syncer fdatasyncs the WAL file for
+// all the transactions committed since its last sync, while the writer
+// runs the next batch: durable as synchronous=FULL (which fsyncs the WAL
+// at every COMMIT, with nothing else running meanwhile), at the pace of
+// NORMAL. Between its COMMIT and that sync, a transaction is visible to
+// reads though not yet answered; a power loss in that instant can take
+// it back, as it can any transaction not yet answered.
+//
+// A write function must touch nothing but its transaction, may run more
+// than once (only its last run's effects are kept), and must decide a
+// refusal of its own before it changes anything: an error that is not
+// SQLite's is its answer, and whatever it wrote commits with the batch.
 type writer struct {
 	db *sql.DB
 	// conn is the one connection all writes run on. Its transactions are
@@ -35,6 +50,16 @@ type writer struct {
 	closed atomic.Bool
 	// failing is set while writes fail for a reason in the file (see Ping).
 	failing atomic.Bool
+	// wal is the WAL file the syncer fdatasyncs (nil: not durable).
+	wal      *os.File
+	toSync   chan committed
+	syncDone chan struct{}
+}
+
+// committed is a batch committed but not yet synced, with its answers.
+type committed struct {
+	ops     []*writeOp
+	results []error
 }
 
 type writeOp struct {
@@ -128,6 +153,16 @@ func (c *statements) queryRow(ctx context.Context, q string, args ...any) scanne
 	return st.QueryRowContext(ctx, args...)
 }
 
+// readQuerier runs queries of the read pool under ctx.
+type readQuerier struct {
+	ctx   context.Context
+	reads *statements
+}
+
+func (r readQuerier) Query(q string, args ...any) (*sql.Rows, error) {
+	return r.reads.query(r.ctx, q, args...)
+}
+
 func (c *statements) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -142,14 +177,56 @@ const maxBatch = 64
 
 var errClosed = errors.New("the store is closed")
 
-func startWriter(db *sql.DB) (*writer, error) {
+// startWriter starts the writer of db, durable (see writer) if the WAL
+// file is given.
+func startWriter(db *sql.DB, wal *os.File) (*writer, error) {
 	conn, err := db.Conn(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	w := &writer{db: db, conn: conn, stmts: newStatements(conn), queue: make(chan *writeOp), quit: make(chan struct{}), done: make(chan struct{})}
+	w := &writer{db: db, conn: conn, stmts: newStatements(conn), queue: make(chan *writeOp),
+		quit: make(chan struct{}), done: make(chan struct{}), wal: wal}
+	if wal != nil {
+		w.toSync, w.syncDone = make(chan committed, maxBatch), make(chan struct{})
+		go w.syncer()
+	}
 	go w.run()
 	return w, nil
+}
+
+// syncer answers committed batches once an fdatasync of the WAL that
+// began after their COMMIT has returned: one sync for all that wait.
+func (w *writer) syncer() {
+	defer close(w.syncDone)
+	for first := range w.toSync {
+		waiting := []committed{first}
+	more:
+		for {
+			select {
+			case c, ok := <-w.toSync:
+				if !ok {
+					break more
+				}
+				waiting = append(waiting, c)
+			default:
+				break more
+			}
+		}
+		err := fdatasync(w.wal)
+		if err != nil {
+			w.failing.Store(true)
+			err = apppass.Unavailable("the SQLite store", fmt.Errorf("syncing %s: %w", w.wal.Name(), err))
+		}
+		for _, c := range waiting {
+			for i, op := range c.ops {
+				if err != nil {
+					op.result <- err
+				} else {
+					op.result <- c.results[i]
+				}
+			}
+		}
+	}
 }
 
 // do runs fn in a write transaction and returns its error, or the
@@ -174,6 +251,11 @@ func (w *writer) close() error {
 	}
 	close(w.quit)
 	<-w.done
+	if w.wal != nil {
+		close(w.toSync)
+		<-w.syncDone
+		w.wal.Close()
+	}
 	w.stmts.close()
 	return errors.Join(w.conn.Close(), w.db.Close())
 }
@@ -220,6 +302,10 @@ func (w *writer) commit(batch []*writeOp) {
 		results, failed, err := w.attempt(batch)
 		if failed < 0 {
 			w.failing.Store(false)
+			if w.wal != nil {
+				w.toSync <- committed{ops: batch, results: results}
+				return
+			}
 			for i, op := range batch {
 				op.result <- results[i]
 			}
@@ -258,38 +344,14 @@ func (w *writer) attempt(batch []*writeOp) (results []error, failed int, err err
 		return nil, 0, errors.Join(err, errBatch)
 	}
 	results = make([]error, len(batch))
-	single := len(batch) == 1
 	t := &txn{stmts: w.stmts}
 	for i, op := range batch {
-		if !single {
-			if err := exec(`SAVEPOINT write`); err != nil {
-				rollback()
-				return nil, i, err
-			}
-		}
 		err := op.fn(t)
 		if err != nil && sqliteCode(err) != 0 {
 			rollback()
 			return nil, i, err
 		}
 		results[i] = err
-		if single {
-			break
-		}
-		if err != nil {
-			if rerr := exec(`ROLLBACK TO write`); rerr != nil {
-				rollback()
-				return nil, i, rerr
-			}
-		}
-		if rerr := exec(`RELEASE write`); rerr != nil {
-			rollback()
-			return nil, i, rerr
-		}
-	}
-	if single && results[0] != nil {
-		rollback()
-		return results, -1, nil
 	}
 	if err := exec(`COMMIT`); err != nil {
 		// COMMIT failed as a whole: no write of the batch is stored.

@@ -45,7 +45,7 @@ func revokeRace(t *testing.T, a, b Backend) {
 			}
 			var ev apppass.Event
 			var seen apppass.Password
-			pending, err := s.Revoke(ctx(t), owner, p.UUID, revokedBy(apppass.ReasonUser, &ev, &seen))
+			pending, err := events(s.Revoke(ctx(t), owner, p.UUID, revokedBy(apppass.ReasonUser, &ev, &seen), nil))
 			switch {
 			case errors.Is(err, apppass.ErrNotFound):
 			case err != nil:
@@ -142,7 +142,7 @@ func crossLimit(t *testing.T, a, b Backend) {
 			s = b
 		}
 		p := newPassword(owner, "mail", fmt.Sprint("racer ", i), now())
-		err := s.Insert(ctx(t), p, createdEvent(p), limit)
+		err := inserted(s.Insert(ctx(t), p, createdEvent(p), limit, nil))
 		switch {
 		case err == nil:
 			mu.Lock()
@@ -264,4 +264,56 @@ func crossThrottle(t *testing.T, a, b Backend) {
 // crossWebhookClaim: dispatchers on two stores never get one delivery twice.
 func crossWebhookClaim(t *testing.T, a, b Backend) {
 	webhookClaimRace(t, a, b)
+}
+
+// testClaimWithTheWrite: a write given a Claim leases the outbox to its
+// owner in the same write, unless another owner's lease runs; a leased
+// outbox is left out of Pending but for its owner's.
+func testClaimWithTheWrite(t *testing.T, s Backend) {
+	owner := newUser()
+	mine := &apppass.Claim{Owner: "relay-a", Lease: time.Minute}
+	p := newPassword(owner, "mail", "phone", now())
+	created := createdEvent(p)
+	pe, err := s.Insert(ctx(t), p, created, 10, mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pe.PasswordUUID != p.UUID || pe.ClaimedUntil.Before(time.Now().Add(50*time.Second)) {
+		t.Fatalf("Insert with a claim returned %+v, want the outbox leased for a minute", pe)
+	}
+	checkEvents(t, "Insert's pending events", pe.Events, created)
+	if got := pending(t, s); len(got) != 0 {
+		t.Errorf("Pending lists %v while relay-a's lease runs", keys(got))
+	}
+	if ps, err := s.Pending(ctx(t), 10, "relay-a"); err != nil || len(ps) != 1 {
+		t.Errorf("Pending for relay-a = %v, %v; want its own claimed password", ps, err)
+	}
+	wantClaimed(t, s, "another relay while relay-a's lease runs", p.UUID, "relay-b")
+
+	// Another relay holds the lease: Revoke stores the revocation but
+	// takes no lease.
+	release(t, s, p.UUID, "relay-a", nil) // relay-a lets go, publishing nothing
+	checkEvents(t, "relay-b claims", claim(t, s, p.UUID, "relay-b", time.Minute), created)
+	var revoked apppass.Event
+	var seen apppass.Password
+	pe, err = s.Revoke(ctx(t), owner, p.UUID, revokedBy(apppass.ReasonUser, &revoked, &seen), mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pe.ClaimedUntil.IsZero() {
+		t.Errorf("Revoke took relay-a's lease while relay-b's ran: %+v", pe)
+	}
+	checkEvents(t, "Revoke's pending events", pe.Events, created, revoked)
+	release(t, s, p.UUID, "relay-b", &created)
+
+	// Nobody's lease: Revoke takes it.
+	q := newPassword(owner, "mail", "tablet", now())
+	qCreated := insert(t, s, q, 10)
+	markPublished(t, s, q.UUID, qCreated)
+	pe, err = s.Revoke(ctx(t), owner, q.UUID, revokedBy(apppass.ReasonUser, &revoked, &seen), mine)
+	if err != nil || pe.ClaimedUntil.IsZero() {
+		t.Fatalf("Revoke with nobody's lease = %+v, %v; want it leased", pe, err)
+	}
+	checkEvents(t, "Revoke's pending events", pe.Events, revoked)
+	wantClaimed(t, s, "another relay after Revoke took the lease", q.UUID, "relay-b")
 }

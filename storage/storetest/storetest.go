@@ -71,6 +71,7 @@ func Run(t *testing.T, h Harness) {
 		{"OutboxClaim", testOutboxClaim},
 		{"OutboxClaimTakeover", testOutboxClaimTakeover},
 		{"OutboxClaimConcurrent", testOutboxClaimConcurrent},
+		{"ClaimWithTheWrite", testClaimWithTheWrite},
 		{"WebhookQueue", testWebhookQueue},
 		{"WebhookClaimConcurrent", testWebhookClaimConcurrent},
 		{"WebhookEndpoints", testWebhookEndpoints},
@@ -98,6 +99,12 @@ func Run(t *testing.T, h Harness) {
 		})
 	}
 }
+
+// inserted is the error of an Insert.
+func inserted(_ apppass.PendingEvents, err error) error { return err }
+
+// events are the pending events a Revoke returned.
+func events(p apppass.PendingEvents, err error) ([]apppass.Event, error) { return p.Events, err }
 
 // ctx returns a context bounded by opTimeout and cancelled with the test.
 func ctx(t *testing.T) context.Context {
@@ -169,7 +176,7 @@ func revokedBy(reason string, ev *apppass.Event, seen *apppass.Password) func(*a
 func insert(t *testing.T, s Backend, p *apppass.Password, limit int) apppass.Event {
 	t.Helper()
 	ev := createdEvent(p)
-	if err := s.Insert(ctx(t), p, ev, limit); err != nil {
+	if err := inserted(s.Insert(ctx(t), p, ev, limit, nil)); err != nil {
 		t.Fatalf("Insert(%s): %v", p.UUID, err)
 	}
 	return ev
@@ -179,7 +186,7 @@ func revoke(t *testing.T, s Backend, p *apppass.Password) ([]apppass.Event, appp
 	t.Helper()
 	var ev apppass.Event
 	var seen apppass.Password
-	pending, err := s.Revoke(ctx(t), p.Owner, p.UUID, revokedBy(apppass.ReasonUser, &ev, &seen))
+	pending, err := events(s.Revoke(ctx(t), p.Owner, p.UUID, revokedBy(apppass.ReasonUser, &ev, &seen), nil))
 	if err != nil {
 		t.Fatalf("Revoke(%s): %v", p.UUID, err)
 	}
@@ -215,7 +222,7 @@ func pendingCount(t *testing.T, s Backend) int64 {
 // pending returns Pending as a map from password UUID to its events.
 func pending(t *testing.T, s Backend) map[string][]apppass.Event {
 	t.Helper()
-	ps, err := s.Pending(ctx(t), 1000)
+	ps, err := s.Pending(ctx(t), 1000, "")
 	if err != nil {
 		t.Fatalf("Pending: %v", err)
 	}
@@ -374,7 +381,7 @@ func testLimit(t *testing.T, s Backend) {
 		ps = append(ps, p)
 	}
 	fourth := newPassword(owner, "mail", "fourth", now())
-	err := s.Insert(ctx(t), fourth, createdEvent(fourth), 3)
+	err := inserted(s.Insert(ctx(t), fourth, createdEvent(fourth), 3, nil))
 	checkKind(t, "4th insert with limit 3", err, apppass.KindLimit)
 	if got := list(t, s, owner); len(got) != 3 {
 		t.Errorf("List after the refused insert has %d passwords, want 3", len(got))
@@ -387,7 +394,7 @@ func testLimit(t *testing.T, s Backend) {
 	revoke(t, s, ps[1])
 	insert(t, s, fourth, 3)
 	fifth := newPassword(owner, "mail", "fifth", now())
-	err = s.Insert(ctx(t), fifth, createdEvent(fifth), 3)
+	err = inserted(s.Insert(ctx(t), fifth, createdEvent(fifth), 3, nil))
 	checkKind(t, "insert after refilling the released slot", err, apppass.KindLimit)
 	if got := list(t, s, owner); len(got) != 3 {
 		t.Errorf("List has %d passwords, want 3", len(got))
@@ -406,7 +413,7 @@ func testLimitConcurrent(t *testing.T, s Backend) {
 		ps[i] = newPassword(owner, "mail", fmt.Sprintf("racer %d", i), now())
 		wg.Go(func() {
 			<-start
-			errs[i] = s.Insert(c, ps[i], createdEvent(ps[i]), limit)
+			errs[i] = inserted(s.Insert(c, ps[i], createdEvent(ps[i]), limit, nil))
 		})
 	}
 	close(start)
@@ -436,7 +443,7 @@ func testLimitConcurrent(t *testing.T, s Backend) {
 	revoke(t, s, &apppass.Password{UUID: got[0].UUID, Owner: owner})
 	insert(t, s, newPassword(owner, "mail", "after revoke", now()), limit)
 	extra := newPassword(owner, "mail", "one too many", now())
-	checkKind(t, "insert beyond the limit again", s.Insert(ctx(t), extra, createdEvent(extra), limit), apppass.KindLimit)
+	checkKind(t, "insert beyond the limit again", inserted(s.Insert(ctx(t), extra, createdEvent(extra), limit, nil)), apppass.KindLimit)
 	if got := list(t, s, owner); len(got) != limit {
 		t.Errorf("List has %d passwords, want %d", len(got), limit)
 	}
@@ -458,7 +465,7 @@ func testRevoke(t *testing.T, s Backend) {
 
 	var revoked apppass.Event
 	var seen apppass.Password
-	got, err := s.Revoke(ctx(t), owner, gone.UUID, revokedBy(apppass.ReasonAdmin, &revoked, &seen))
+	got, err := events(s.Revoke(ctx(t), owner, gone.UUID, revokedBy(apppass.ReasonAdmin, &revoked, &seen), nil))
 	if err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
@@ -505,7 +512,7 @@ func testRevokeNotFound(t *testing.T, s Backend) {
 		// A backend may build the event before it finds out; it must not store it.
 		_, err := s.Revoke(ctx(t), owner, tc.uuid, func(p *apppass.Password) (apppass.Event, error) {
 			return event(apppass.EventRevoked, now(), p, apppass.ReasonUser), nil
-		})
+		}, &apppass.Claim{Owner: "relay", Lease: time.Minute})
 		checkKind(t, "revoking "+tc.what, err, apppass.KindNotFound)
 		if !errors.Is(err, apppass.ErrNotFound) {
 			t.Errorf("revoking %s: error %v is not apppass.ErrNotFound", tc.what, err)
@@ -529,7 +536,7 @@ func testRevokeEventError(t *testing.T, s Backend) {
 	boom := errors.New("no randomness today")
 	_, err := s.Revoke(ctx(t), owner, p.UUID, func(*apppass.Password) (apppass.Event, error) {
 		return apppass.Event{}, boom
-	})
+	}, nil)
 	if !errors.Is(err, boom) {
 		t.Errorf("Revoke returned %v, want the callback's error", err)
 	}
@@ -770,7 +777,7 @@ func testOutbox(t *testing.T, s Backend) {
 	if got := pending(t, s); len(got) != 1 || got[c.UUID] == nil {
 		t.Errorf("Pending after publishing a = %v, want c only", keys(got))
 	}
-	if _, err := s.Revoke(ctx(t), owner, a.UUID, revokedBy("", new(apppass.Event), new(apppass.Password))); !errors.Is(err, apppass.ErrNotFound) {
+	if _, err := events(s.Revoke(ctx(t), owner, a.UUID, revokedBy("", new(apppass.Event), new(apppass.Password)), nil)); !errors.Is(err, apppass.ErrNotFound) {
 		t.Errorf("Revoke of a published revoked password = %v, want ErrNotFound", err)
 	}
 
@@ -806,7 +813,7 @@ func testPublishOrder(t *testing.T, s Backend) {
 			// A created event stamped after the revocation.
 			created.Timestamp = now().Add(time.Hour)
 		}
-		if err := s.Insert(ctx(t), p, created, 10); err != nil {
+		if err := inserted(s.Insert(ctx(t), p, created, 10, nil)); err != nil {
 			t.Fatalf("Insert: %v", err)
 		}
 		ps = append(ps, pw{p: p, created: created})
@@ -827,7 +834,7 @@ func testOutboxLimit(t *testing.T, s Backend) {
 	for i := range 5 {
 		insert(t, s, newPassword(owner, "mail", fmt.Sprint(i), now()), 10)
 	}
-	got, err := s.Pending(ctx(t), 2)
+	got, err := s.Pending(ctx(t), 2, "")
 	if err != nil {
 		t.Fatalf("Pending: %v", err)
 	}
@@ -908,7 +915,7 @@ func testOutboxClaim(t *testing.T, s Backend) {
 	if evs := claim(t, s, a.UUID, "relay-1", time.Minute); len(evs) != 0 {
 		t.Errorf("ClaimPending of a published revoked password = %s, want nothing", fmtEvents(evs))
 	}
-	if _, err := s.Revoke(ctx(t), owner, a.UUID, revokedBy("", new(apppass.Event), new(apppass.Password))); !errors.Is(err, apppass.ErrNotFound) {
+	if _, err := events(s.Revoke(ctx(t), owner, a.UUID, revokedBy("", new(apppass.Event), new(apppass.Password)), nil)); !errors.Is(err, apppass.ErrNotFound) {
 		t.Errorf("Revoke of a published revoked password = %v, want ErrNotFound", err)
 	}
 

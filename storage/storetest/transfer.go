@@ -190,7 +190,7 @@ func testTransfer(t *testing.T, src, dst Backend) {
 	extra := newPassword(owner, "mail", "third", now())
 	insert(t, dst, extra, 3)
 	over := newPassword(owner, "mail", "fourth", now())
-	checkKind(t, "insert over the limit after an import", dst.Insert(ctx(t), over, createdEvent(over), 3), apppass.KindLimit)
+	checkKind(t, "insert over the limit after an import", inserted(dst.Insert(ctx(t), over, createdEvent(over), 3, nil)), apppass.KindLimit)
 	// The revoked one is forgotten once announced, as in src.
 	markPublished(t, dst, gone.UUID, goneRevoked)
 	if recs := exportAll(t, dst); hasUUID(recs, gone.UUID) {
