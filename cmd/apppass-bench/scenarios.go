@@ -151,6 +151,10 @@ func uiMix(ctx context.Context, o options) ([]Result, error) {
 		return nil, err
 	}
 	defer t.close()
+	return uiMixLoad(ctx, t, "ui mix add/list/remove", o), nil
+}
+
+func uiMixLoad(ctx context.Context, t *target, name string, o options) []Result {
 	var results []Result
 	for _, c := range o.concurrency {
 		client := newHTTPClient(c)
@@ -164,7 +168,7 @@ func uiMix(ctx context.Context, o options) ([]Result, error) {
 			_, token := t.userToken(w + 10000*c)
 			users[w] = &userState{c: &httpCaller{url: t.url, bearer: token, client: client}}
 		}
-		r := run(ctx, "ui mix add/list/remove", c, o.duration, o.progress, func(ctx context.Context, w int) error {
+		r := run(ctx, name, c, o.duration, o.progress, func(ctx context.Context, w int) error {
 			u := users[w]
 			defer func() { u.step = (u.step + 1) % 3 }()
 			switch u.step {
@@ -184,7 +188,7 @@ func uiMix(ctx context.Context, o options) ([]Result, error) {
 		r.PeakRSSMB = t.peakRSSMB()
 		results = append(results, r)
 	}
-	return results, nil
+	return results
 }
 
 // propagation: time from remove returning to a NATS subscriber holding
@@ -294,7 +298,7 @@ func adminAdd(ctx context.Context, o options) ([]Result, error) {
 	return results, nil
 }
 
-// scale: cold authenticate latency with few and with many stored
+// scale: cold authenticate and the UI mix with few and with many stored
 // passwords, seeded in bulk through the storage port beside the running
 // daemon.
 func scale(ctx context.Context, o options) ([]Result, error) {
@@ -336,6 +340,7 @@ func scale(ctx context.Context, o options) ([]Result, error) {
 			return nil, err
 		}
 		results = append(results, rs...)
+		results = append(results, uiMixLoad(ctx, t, fmt.Sprintf("ui mix @%d stored", size), so)...)
 	}
 	return results, nil
 }

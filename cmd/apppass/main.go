@@ -1,8 +1,8 @@
 // Command apppass is the command-line companion of apppassd. Each job is a
 // subcommand: checkpassword lets Dovecot (or anything else speaking the
 // checkpassword protocol) check app passwords against the sidecar; the
-// others (admin.go, token.go, authenticate.go, health.go) are the admin CLI,
-// with the exit codes of exitcodes.go.
+// others (admin.go, token.go, authenticate.go, health.go, store.go) are the
+// admin CLI, with the exit codes of exitcodes.go.
 //
 // Adding a subcommand means adding one entry to commands: its name, a
 // one-line summary, its help text and a run function. Settings shared by
@@ -36,7 +36,12 @@ type system struct {
 	// readPassword reads a line without echo.
 	stdinTerminal func() bool
 	readPassword  func() ([]byte, error)
+	// stderrTerminal tells whether stderr is a terminal (store copy then
+	// draws a progress bar); nil means no.
+	stderrTerminal func() bool
 }
+
+func (s *system) stderrIsTerminal() bool { return s.stderrTerminal != nil && s.stderrTerminal() }
 
 // command is one subcommand.
 type command struct {
@@ -57,6 +62,7 @@ var commands = []*command{
 	authenticateCommand,
 	tokenCommand,
 	healthCommand,
+	storeCommand,
 	checkpasswordCommand,
 }
 
@@ -75,7 +81,8 @@ func osSystem() *system {
 		stdin:         os.Stdin,
 		stdinTerminal: func() bool { return isTerminal(os.Stdin) },
 		// A terminal's echo is turned off while the password is typed.
-		readPassword: func() ([]byte, error) { return readPasswordNoEcho(os.Stdin) },
+		readPassword:   func() ([]byte, error) { return readPasswordNoEcho(os.Stdin) },
+		stderrTerminal: func() bool { return isTerminal(os.Stderr) },
 	}
 }
 

@@ -107,31 +107,32 @@ CREATE TABLE meta (
 `,
 }
 
-// migrate brings the file's schema to the newest version, in one write
-// transaction (so two processes starting together migrate once), and
-// refuses a file that is not apppass's or is newer than this build.
+// migrate puts the file in WAL mode and brings its schema to the newest
+// version, in one write transaction (so two processes starting together
+// migrate once), refusing, before it changes anything, a file that is
+// not apppass's or is newer than this build.
 func migrate(db *sql.DB, path string) error {
+	// Look before changing anything: another program's file is left as
+	// it was.
+	if err := checkOurs(db, path); err != nil {
+		return err
+	}
+	var mode string
+	if err := db.QueryRow(`PRAGMA journal_mode = WAL`).Scan(&mode); err != nil {
+		return openError(path, err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("%s cannot be put in WAL mode (journal mode %s): put the data dir on a local file system", path, mode)
+	}
 	tx, err := db.Begin()
 	if err != nil {
 		return openError(path, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	var appID, version, tables int
-	if err := tx.QueryRow(`PRAGMA application_id`).Scan(&appID); err != nil {
-		return openError(path, err)
-	}
-	if err := tx.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
-		return openError(path, err)
-	}
-	if err := tx.QueryRow(`SELECT count(*) FROM sqlite_schema`).Scan(&tables); err != nil {
-		return openError(path, err)
-	}
-	switch {
-	case appID == 0 && version == 0 && tables == 0: // a new file
-	case appID != applicationID:
-		return fmt.Errorf("%s is an SQLite database of another program (application_id %#x), not apppass's store: move it away, or set APPPASS_DATA_DIR to another directory", path, appID)
-	case version > len(migrations):
-		return fmt.Errorf("%s has schema version %d, newer than this apppassd knows (%d): run the newer apppassd that wrote it, or restore a backup from before it", path, version, len(migrations))
+	// Again inside the write lock: another process may have migrated.
+	version, err := schemaVersion(tx, path)
+	if err != nil {
+		return err
 	}
 	for v := version; v < len(migrations); v++ {
 		if _, err := tx.Exec(migrations[v]); err != nil {
@@ -151,6 +152,39 @@ func migrate(db *sql.DB, path string) error {
 		return openError(path, err)
 	}
 	return nil
+}
+
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryRow(query string, args ...any) *sql.Row
+}
+
+func checkOurs(db querier, path string) error {
+	_, err := schemaVersion(db, path)
+	return err
+}
+
+// schemaVersion returns the file's schema version (0 for a new file), or
+// why the file is not one this build can use.
+func schemaVersion(q querier, path string) (int, error) {
+	var appID, version, tables int
+	if err := q.QueryRow(`PRAGMA application_id`).Scan(&appID); err != nil {
+		return 0, openError(path, err)
+	}
+	if err := q.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		return 0, openError(path, err)
+	}
+	if err := q.QueryRow(`SELECT count(*) FROM sqlite_schema`).Scan(&tables); err != nil {
+		return 0, openError(path, err)
+	}
+	switch {
+	case appID == 0 && version == 0 && tables == 0: // a new file
+	case appID != applicationID:
+		return 0, fmt.Errorf("%s is an SQLite database of another program (application_id %#x), not apppass's store: move it away, or set APPPASS_DATA_DIR to another directory", path, appID)
+	case version > len(migrations):
+		return 0, fmt.Errorf("%s has schema version %d, newer than this apppassd knows (%d): run the newer apppassd that wrote it, or restore a backup from before it", path, version, len(migrations))
+	}
+	return version, nil
 }
 
 // openError says in one line what is wrong with the file and what to do.

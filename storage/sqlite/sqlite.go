@@ -146,7 +146,8 @@ func Open(path string, o Options) (*Store, error) {
 func dsn(path, synchronous string, readOnly bool) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
-	q.Add("_pragma", "journal_mode(WAL)")
+	// (journal_mode=WAL is set by migrate, once the file is known to be
+	// ours: it is a change to the file, and it stays.)
 	q.Add("_pragma", "synchronous("+synchronous+")")
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")

@@ -1,0 +1,160 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/internal/testenv"
+	"github.com/apppass/apppass/storage/sqlite"
+)
+
+// TestOpenRefuses: a file that is not apppass's store, a schema from a
+// newer release and a directory that cannot be written each stop Open
+// with one line naming the file and saying what to do, and change
+// nothing.
+func TestOpenRefuses(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.db")
+	if err := os.WriteFile(junk, []byte(strings.Repeat("this is no database\n", 40)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	foreign := filepath.Join(dir, "foreign.db")
+	raw, err := sql.Open("sqlite", foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	newer := filepath.Join(dir, "newer.db")
+	open(t, newer, sqlite.Options{}).Close()
+	raw, err = sql.Open("sqlite", newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`PRAGMA user_version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	for _, tc := range []struct {
+		what, path string
+		want       []string
+	}{
+		{"a file that is no database", junk, []string{junk, "is not an SQLite database", "move it away"}},
+		{"another program's database", foreign, []string{foreign, "another program", "move it away"}},
+		{"a schema from a newer release", newer, []string{newer, "schema version 99, newer than this apppassd knows (1)", "run the newer apppassd"}},
+		{"a directory nothing can be written in", filepath.Join(testenv.ReadOnlyDir(t), "apppass.db"), []string{"apppass.db", "writable"}},
+	} {
+		before, _ := os.ReadFile(tc.path)
+		s, err := sqlite.Open(tc.path, sqlite.Options{Exclusive: true})
+		if err == nil {
+			s.Close()
+			t.Errorf("%s: Open succeeded", tc.what)
+			continue
+		}
+		msg := err.Error()
+		for _, w := range tc.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%s: error %q does not say %q", tc.what, msg, w)
+			}
+		}
+		if strings.Contains(msg, "\n") {
+			t.Errorf("%s: error spans lines: %q", tc.what, msg)
+		}
+		if after, _ := os.ReadFile(tc.path); string(after) != string(before) {
+			t.Errorf("%s: Open changed the file", tc.what)
+		}
+	}
+}
+
+// TestExclusive: an exclusive Open keeps other exclusive ones out (a
+// second apppassd, store copy) until it closes; plain handles may join.
+func TestExclusive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "apppass.db")
+	first := open(t, path, sqlite.Options{Exclusive: true})
+	_, err := sqlite.Open(path, sqlite.Options{Exclusive: true})
+	if !errors.Is(err, sqlite.ErrInUse) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second exclusive Open = %v, want ErrInUse naming this pid", err)
+	}
+	open(t, path, sqlite.Options{}).Close()
+	first.Close()
+	open(t, path, sqlite.Options{Exclusive: true}).Close()
+}
+
+// TestFullDisk: when the disk is full, writes fail as unavailable (-32050
+// at the edge) with nothing half-written, reads go on, and writes work
+// again once there is room, without reopening the store.
+func TestFullDisk(t *testing.T) {
+	for _, sync := range []string{"FULL", "NORMAL"} {
+		t.Run(sync, func(t *testing.T) {
+			dir, fill := testenv.SmallDisk(t, 2<<20)
+			s := open(t, filepath.Join(dir, "apppass.db"), sqlite.Options{Synchronous: sync})
+			ctx := context.Background()
+			owner := apppass.User{ContextID: 1, UserID: 2, Login: "full@example.com"}
+			add := func(i int) (*apppass.Password, error) {
+				p := &apppass.Password{UUID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), Owner: owner, AppScope: "mail",
+					Name: strings.Repeat("n", 100), Created: time.Now().UTC().Truncate(time.Millisecond),
+					Digest: "digest-" + testenv.RandomHex(16), KeyID: "k"}
+				ev := apppass.Event{ID: testenv.RandomHex(12), Type: apppass.EventCreated, Timestamp: p.Created,
+					Data: apppass.EventData{UUID: p.UUID, Name: p.Name}}
+				_, err := s.Insert(ctx, p, ev, 1_000_000, nil)
+				return p, err
+			}
+			kept, err := add(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			free := fill()
+			var failed *apppass.Password
+			stored := 1
+			for i := 1; i < 20000 && failed == nil; i++ {
+				p, err := add(i)
+				switch {
+				case err == nil:
+					stored++
+				case apppass.KindOf(err) == apppass.KindUnavailable:
+					failed = p
+				default:
+					t.Fatalf("insert %d on a full disk: %v (kind %d), want KindUnavailable", i, err, apppass.KindOf(err))
+				}
+			}
+			if failed == nil {
+				t.Fatal("20,000 inserts on a full disk all succeeded")
+			}
+			if _, err := s.FindByDigest(ctx, failed.Digest); !errors.Is(err, apppass.ErrRejected) {
+				t.Errorf("the failed insert is there: %v", err)
+			}
+			if _, err := s.FindByDigest(ctx, kept.Digest); err != nil {
+				t.Errorf("a read on a full disk: %v", err)
+			}
+			if err := s.Ping(ctx); apppass.KindOf(err) != apppass.KindUnavailable {
+				t.Errorf("Ping on a full disk = %v, want unavailable", err)
+			}
+			if n, err := s.PendingCount(ctx); err != nil || n != int64(stored) {
+				t.Errorf("PendingCount = %d, %v; want %d (one created event per stored password)", n, err, stored)
+			}
+
+			free()
+			if err := s.Ping(ctx); err != nil {
+				t.Fatalf("Ping once there is room: %v", err)
+			}
+			if _, err := add(30000); err != nil {
+				t.Fatalf("insert once there is room: %v", err)
+			}
+			if n, err := s.CountPasswords(ctx); err != nil || n != int64(stored+1) {
+				t.Errorf("CountPasswords = %d, %v; want %d", n, err, stored+1)
+			}
+			t.Logf("%d inserts fit before the disk was full", stored)
+		})
+	}
+}
