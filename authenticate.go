@@ -147,12 +147,17 @@ func (s *Service) recordLogin(ctx context.Context, p *Password, a LoginAttempt, 
 		ev.Data.IP, ev.Data.Device, ev.Data.UserAgent = a.IP, a.Device, a.UserAgent
 		used = &ev
 	}
-	queued, err := s.Store.RecordLogin(ctx, p.UUID, login, p.idleDeadline(now), used)
-	if err != nil {
-		return err
-	}
-	if queued {
-		s.notify(PendingEvents{PasswordUUID: p.UUID, Events: []Event{*used}})
+	if used == nil && s.LastLogins != nil {
+		// No event rides on this write: it need not hold up the answer.
+		s.LastLogins.record(lastLoginUpdate{uuid: p.UUID, login: login, idleDeadline: p.idleDeadline(now)})
+	} else {
+		queued, err := s.Store.RecordLogin(ctx, p.UUID, login, p.idleDeadline(now), used)
+		if err != nil {
+			return err
+		}
+		if queued {
+			s.notify(PendingEvents{PasswordUUID: p.UUID, Events: []Event{*used}})
+		}
 	}
 	updated := *p
 	updated.LastLogin = &login

@@ -23,6 +23,9 @@ type Service struct {
 	Evictions EvictionBroadcaster
 	// Throttle guards authenticate against guessing; nil disables it.
 	Throttle *Throttle
+	// LastLogins writes the last-login updates that queue no event in the
+	// background; nil writes them before authenticate answers.
+	LastLogins *LastLoginWriter
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }

@@ -144,6 +144,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		defer watcher.Close()
 		svc.Evictions = watcher
 	}
+	// Last-login updates that queue no event are written beside the
+	// answers, at most 10,000 waiting (lastlogin.go).
+	svc.LastLogins = apppass.NewLastLoginWriter(store, 10_000)
+	lastLoginsDone := make(chan struct{})
+	go func() { svc.LastLogins.Run(relayCtx, 5*time.Second, logger); close(lastLoginsDone) }()
 	go svc.RunSweeper(relayCtx, cfg.SweepInterval, logger)
 	srv := &rpc.Server{
 		Service: svc,
@@ -231,6 +236,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	stopRelay()
 	<-relayDone
 	<-hooksDone
+	<-lastLoginsDone
 	if err := relay.Flush(shutdownCtx); err != nil {
 		logger.Warn("events left in the outbox; they are published at the next start", "err", err)
 	}

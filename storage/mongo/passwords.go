@@ -365,6 +365,11 @@ func (s *Store) RecordLogin(ctx context.Context, uuid string, login apppass.Last
 		}
 		// Another login recorded this first use or IP first: just the login.
 	}
-	_, err := s.passwords.UpdateOne(ctx, bson.D{{Key: "_id", Value: uuid}, notRevoked}, bson.D{{Key: "$set", Value: set}})
+	// Never back: a login older than the one stored (written late) moves
+	// nothing.
+	_, err := s.passwords.UpdateOne(ctx, bson.D{{Key: "_id", Value: uuid}, notRevoked, {Key: "$or", Value: bson.A{
+		bson.D{{Key: "lastLogin", Value: bson.D{{Key: "$exists", Value: false}}}},
+		bson.D{{Key: "lastLogin.time", Value: bson.D{{Key: "$lte", Value: login.Time}}}},
+	}}}, bson.D{{Key: "$set", Value: set}})
 	return false, wrap(err)
 }

@@ -326,7 +326,15 @@ func (s *Store) RecordLogin(ctx context.Context, uuid string, login apppass.Last
 		if queued && login.IP != "" && !slices.Contains(knownIPs, login.IP) {
 			knownIPs = append(knownIPs, login.IP)
 		}
-		if _, err := tx.Exec(`UPDATE passwords SET last_login = ?, last_login_ip = ?, last_login_device = ?,
+		if lastLogin.Valid && lastLogin.Int64 > ms(login.Time) {
+			// A login older than the one stored (written late): it moves
+			// nothing back, but may still add its address.
+			if queued {
+				if _, err := tx.Exec(`UPDATE passwords SET known_ips = ? WHERE uuid = ?`, strings.Join(knownIPs, " "), uuid); err != nil {
+					return err
+				}
+			}
+		} else if _, err := tx.Exec(`UPDATE passwords SET last_login = ?, last_login_ip = ?, last_login_device = ?,
 			last_login_user_agent = ?, known_ips = ?, idle_deadline = coalesce(?, idle_deadline) WHERE uuid = ?`,
 			ms(login.Time), login.IP, login.Device, login.UserAgent, strings.Join(knownIPs, " "), nullMS(idleDeadline), uuid); err != nil {
 			return err

@@ -620,7 +620,8 @@ func testRecordLogin(t *testing.T, s Backend) {
 		t.Fatalf("PendingCount = %d, want 2 (first use and new IP)", n)
 	}
 
-	// A plain login only moves lastLogin; a revoked password is left alone.
+	// A plain login only moves lastLogin, and only forward (a login
+	// written late moves nothing back); a revoked password is left alone.
 	third := apppass.LastLogin{Time: now().Add(2 * time.Minute), IP: second.IP}
 	if _, err := s.RecordLogin(ctx(t), p.UUID, third, nil, nil); err != nil {
 		t.Fatal(err)
@@ -628,10 +629,17 @@ func testRecordLogin(t *testing.T, s Backend) {
 	if got, _ := s.FindByDigest(ctx(t), p.Digest); *got.LastLogin != third {
 		t.Fatalf("lastLogin %+v, want %+v", got.LastLogin, third)
 	}
+	late := apppass.LastLogin{Time: third.Time.Add(-30 * time.Second), IP: "192.0.2.99"}
+	if _, err := s.RecordLogin(ctx(t), p.UUID, late, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.FindByDigest(ctx(t), p.Digest); *got.LastLogin != third {
+		t.Fatalf("a late, older login moved lastLogin to %+v, want %+v", got.LastLogin, third)
+	}
 	revoke(t, s, p)
-	late := apppass.LastLogin{Time: now().Add(3 * time.Minute), IP: "198.51.100.1"}
-	lateEv := event(apppass.EventNewIP, late.Time, p, "")
-	if queued, err := s.RecordLogin(ctx(t), p.UUID, late, nil, &lateEv); err != nil || queued {
+	afterRevoke := apppass.LastLogin{Time: now().Add(3 * time.Minute), IP: "198.51.100.1"}
+	lateEv := event(apppass.EventNewIP, afterRevoke.Time, p, "")
+	if queued, err := s.RecordLogin(ctx(t), p.UUID, afterRevoke, nil, &lateEv); err != nil || queued {
 		t.Fatalf("RecordLogin on a revoked password = %v, %v", queued, err)
 	}
 }
