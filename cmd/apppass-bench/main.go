@@ -28,6 +28,7 @@ func main() {
 	sizes := flag.String("scale-sizes", "1000,1000000", "stored passwords for the scale scenario")
 	stores := flag.String("store", "sqlite", "the store apppassd runs on: sqlite (the embedded default), mongo (the MongoDB adapter on a FerretDB the bench starts), or both, comma-separated, to run each scenario on each side by side")
 	propagations := flag.Int("propagations", 1000, "add/remove rounds for the propagation scenario")
+	scaleLogins := flag.Int("scale-logins", 1000, "how many of the stored passwords the scale scenario logs in with, drawn at random")
 	asJSON := flag.Bool("json", false, "print the results as JSON")
 	flag.Float64Var(&rate, "rate", 0, "open loop: total calls per second to offer (0: closed loop, as fast as answers come)")
 	flag.Usage = func() {
@@ -39,7 +40,8 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	o := options{duration: *duration, transports: strings.Split(*transports, ","), progress: os.Stderr, propagations: *propagations}
+	o := options{duration: *duration, transports: strings.Split(*transports, ","), progress: os.Stderr, propagations: *propagations,
+		scaleLogins: max(*scaleLogins, 1)}
 	var err error
 	if o.concurrency, err = ints(*conc); err != nil {
 		fmt.Fprintln(os.Stderr, "apppass-bench: --concurrency:", err)

@@ -59,6 +59,8 @@ type Store struct {
 	read   *sql.DB
 	reads  *statements // prepared on read
 	writer *writer
+	// checkpoints copies the WAL into the file beside the writer.
+	checkpoints *checkpointer
 	lock   *os.File
 	closed atomic.Bool
 }
@@ -137,6 +139,9 @@ func Open(path string, o Options) (*Store, error) {
 	s.read.SetMaxIdleConns(o.Readers)
 	s.read.SetConnMaxIdleTime(0)
 	s.reads = newStatements(s.read)
+	if s.checkpoints, err = startCheckpointer(abs); err != nil {
+		return fail(openError(abs, err))
+	}
 	return s, nil
 }
 
@@ -153,6 +158,9 @@ func dsn(path, synchronous string, readOnly bool) string {
 		q.Add("_pragma", "query_only(1)")
 	} else {
 		q.Set("_txlock", "immediate") // for migrate's transaction
+		// The checkpointer copies the WAL into the file, not a COMMIT of
+		// the writer (which would stall every write meanwhile).
+		q.Add("_pragma", "wal_autocheckpoint(0)")
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
@@ -170,6 +178,9 @@ func (s *Store) Close() error {
 
 func (s *Store) closeAll() error {
 	var errs []error
+	if s.checkpoints != nil {
+		errs = append(errs, s.checkpoints.close())
+	}
 	if s.writer != nil {
 		errs = append(errs, s.writer.close())
 	}
