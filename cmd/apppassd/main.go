@@ -387,7 +387,7 @@ func secretFromConfigOrFile(configured, path string, allowFile bool) (string, er
 	}
 	secret := hex.EncodeToString(b)
 	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("writing %s: %w", path, err)
+		return "", fmt.Errorf("%s cannot be written (%v): make the data dir writable by this user, or set APPPASS_DATA_DIR to one that is", path, err)
 	}
 	return secret, nil
 }

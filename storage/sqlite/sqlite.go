@@ -61,8 +61,8 @@ type Store struct {
 	writer *writer
 	// checkpoints copies the WAL into the file beside the writer.
 	checkpoints *checkpointer
-	lock   *os.File
-	closed atomic.Bool
+	lock        *os.File
+	closed      atomic.Bool
 }
 
 var _ apppass.Store = (*Store)(nil)
@@ -196,16 +196,24 @@ func (s *Store) closeAll() error {
 	return errors.Join(errs...)
 }
 
-// Ping implements apppass.Store: a read while writes succeed; after a
-// write failed for want of disk (or a writable file), a real write, so
-// /readyz turns ready again as soon as writes work again.
+// Ping implements apppass.Store: a read, and while writes have been
+// failing for a reason in the file (a full disk, a read-only file), a real
+// write too, which keeps the store unavailable until writes have worked
+// for a while (recentFailure), so /readyz does not flap on a disk where
+// some writes fit and some do not.
 func (s *Store) Ping(ctx context.Context) error {
-	if s.writer.failing.Load() {
-		return s.writer.do(ctx, func(tx *txn) error {
+	if s.writer.failedRecently() {
+		err := s.writer.do(ctx, func(tx *txn) error {
 			_, err := tx.Exec(`INSERT INTO meta(key, value) VALUES('ping', ?)
 				ON CONFLICT(key) DO UPDATE SET value = excluded.value`, time.Now().UTC().Format(time.RFC3339Nano))
 			return err
 		})
+		if err != nil {
+			return err
+		}
+		if s.writer.failedRecently() {
+			return apppass.Unavailable("the SQLite store", errors.New("writes failed within the last 10 s for want of disk space or a writable file"))
+		}
 	}
 	var one int
 	return wrap(s.reads.queryRow(ctx, `SELECT 1`).Scan(&one))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/apppass/apppass"
 )
@@ -48,8 +49,9 @@ type writer struct {
 	quit   chan struct{}
 	done   chan struct{}
 	closed atomic.Bool
-	// failing is set while writes fail for a reason in the file (see Ping).
-	failing atomic.Bool
+	// failedAt is when a write last failed for a reason in the file (a
+	// full disk, a read-only file), in Unix nanoseconds; see Ping.
+	failedAt atomic.Int64
 	// wal is the WAL file the syncer fdatasyncs (nil: not durable).
 	wal      *os.File
 	toSync   chan committed
@@ -214,7 +216,7 @@ func (w *writer) syncer() {
 		}
 		err := fdatasync(w.wal)
 		if err != nil {
-			w.failing.Store(true)
+			w.failedAt.Store(time.Now().UnixNano())
 			err = apppass.Unavailable("the SQLite store", fmt.Errorf("syncing %s: %w", w.wal.Name(), err))
 		}
 		for _, c := range waiting {
@@ -243,6 +245,19 @@ func (w *writer) do(ctx context.Context, fn func(*txn) error) error {
 		return wrap(errClosed)
 	}
 	return <-op.result
+}
+
+// recentFailure is how long after a write failed for a reason in the
+// file the store still reports itself unavailable: on a full disk some
+// writes fit in the WAL's space and some do not, and /readyz should not
+// flap between the two.
+const recentFailure = 10 * time.Second
+
+// failedRecently reports whether a write failed for a reason in the file
+// within recentFailure.
+func (w *writer) failedRecently() bool {
+	at := w.failedAt.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < recentFailure
 }
 
 func (w *writer) close() error {
@@ -301,7 +316,6 @@ func (w *writer) commit(batch []*writeOp) {
 		}
 		results, failed, err := w.attempt(batch)
 		if failed < 0 {
-			w.failing.Store(false)
 			if w.wal != nil {
 				w.toSync <- committed{ops: batch, results: results}
 				return
@@ -314,7 +328,7 @@ func (w *writer) commit(batch []*writeOp) {
 		err = wrap(err)
 		if failsBatch(err) {
 			// The file cannot be written: nothing in this batch can be.
-			w.failing.Store(true)
+			w.failedAt.Store(time.Now().UnixNano())
 			for _, op := range batch {
 				op.result <- err
 			}
