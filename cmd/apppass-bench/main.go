@@ -3,7 +3,7 @@
 // and drives it over its real interfaces: JSON-RPC over HTTP keep-alive and
 // WebSocket, and NATS. Run it from the repository root:
 //
-//	go run ./cmd/apppass-bench [flags] auth-hot|auth-cold|admin-add|ui-mix|propagation|scale|baseline|all
+//	go run ./cmd/apppass-bench [flags] scenario... | all
 //
 // It prints a progress line while it runs and a summary table (or JSON with
 // --json) at the end. BENCHMARKS.md lists the commands and the numbers.
@@ -32,11 +32,11 @@ func main() {
 	asJSON := flag.Bool("json", false, "print the results as JSON")
 	flag.Float64Var(&rate, "rate", 0, "open loop: total calls per second to offer (0: closed loop, as fast as answers come)")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: apppass-bench [flags] auth-hot|auth-cold|admin-add|ui-mix|propagation|scale|baseline|all\n\n")
+		fmt.Fprintf(os.Stderr, "usage: apppass-bench [flags] scenario... (auth-hot auth-cold admin-add ui-mix propagation scale baseline) | all\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() != 1 {
+	if flag.NArg() == 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -64,12 +64,15 @@ func main() {
 		"baseline":    baseline,
 	}
 	order := []string{"auth-hot", "auth-cold", "admin-add", "ui-mix", "propagation", "scale", "baseline"}
-	names := []string{flag.Arg(0)}
-	if names[0] == "all" {
+	names := flag.Args()
+	if len(names) == 1 && names[0] == "all" {
 		names = order
-	} else if scenarios[names[0]] == nil {
-		flag.Usage()
-		os.Exit(2)
+	}
+	for _, name := range names {
+		if scenarios[name] == nil {
+			flag.Usage()
+			os.Exit(2)
+		}
 	}
 	var all []Result
 	for _, name := range names {
