@@ -156,10 +156,10 @@ func dsn(path, synchronous string, readOnly bool) string {
 	q.Add("_pragma", "synchronous("+synchronous+")")
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")
-		// 16 MiB of pages per reader (SQLite's default is 2 MiB): the
+		// 8 MiB of pages per reader (SQLite's default is 2 MiB): the
 		// upper levels of the digest and owner indexes of a million
 		// passwords stay in memory.
-		q.Add("_pragma", "cache_size(-16384)")
+		q.Add("_pragma", "cache_size(-8192)")
 	} else {
 		q.Set("_txlock", "immediate") // for migrate's transaction
 		// The checkpointer copies the WAL into the file, not a COMMIT of
