@@ -134,11 +134,7 @@ func testUnavailable(t *testing.T) {
 func testChangedIndex(t *testing.T) {
 	uri, db := testenv.MongoURI(t), testenv.NewDatabaseName()
 	ctx := context.Background()
-	client, err := driver.Connect(options.Client().ApplyURI(uri))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Disconnect(ctx)
+	client := connect(t, uri)
 	coll := client.Database(db).Collection("app_passwords")
 	// An earlier release's digest index, not unique.
 	if _, err := coll.Indexes().CreateOne(ctx, driver.IndexModel{Keys: bson.D{{Key: "digest", Value: 1}},
@@ -166,11 +162,7 @@ func testChangedIndex(t *testing.T) {
 func testDropsDigests(t *testing.T) {
 	uri, db := testenv.MongoURI(t), testenv.NewDatabaseName()
 	ctx := context.Background()
-	client, err := driver.Connect(options.Client().ApplyURI(uri))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Disconnect(ctx)
+	client := connect(t, uri)
 	if _, err := client.Database(db).Collection("password_digests").InsertOne(ctx, bson.D{{Key: "_id", Value: "d"}, {Key: "uuid", Value: "u"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -182,4 +174,15 @@ func testDropsDigests(t *testing.T) {
 	if slices.Contains(names, "password_digests") {
 		t.Fatalf("password_digests is still there: %v", names)
 	}
+}
+
+// connect is a plain driver client, to set up what a test then opens.
+func connect(t *testing.T, uri string) *driver.Client {
+	t.Helper()
+	client, err := driver.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	return client
 }

@@ -144,22 +144,9 @@ func (s *Store) ImportPasswords(ctx context.Context, rs []apppass.PasswordRecord
 
 // ExportWebhookDeliveries implements apppass.StoreTransfer.
 func (s *Store) ExportWebhookDeliveries(ctx context.Context, after string, limit int) ([]apppass.WebhookDelivery, error) {
-	cur, err := s.coll(deliveriesCollection).Find(ctx,
+	return s.findDeliveries(ctx,
 		bson.D{{Key: "state", Value: apppass.DeliveryPending}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: after}}}},
 		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetLimit(int64(limit)))
-	if err != nil {
-		return nil, wrap(err)
-	}
-	var docs []deliveryDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, wrap(err)
-	}
-	out := make([]apppass.WebhookDelivery, len(docs))
-	for i := range docs {
-		out[i] = docs[i].delivery()
-		out[i].LeaseToken = ""
-	}
-	return out, nil
 }
 
 // ImportWebhookDeliveries implements apppass.StoreTransfer.

@@ -176,9 +176,14 @@ func (s *Store) WebhookDeliveries(ctx context.Context, q apppass.WebhookQuery) (
 	if q.Endpoint != "" {
 		filter = append(filter, bson.E{Key: "endpoint", Value: q.Endpoint})
 	}
-	cur, err := s.coll(deliveriesCollection).Find(ctx, filter, options.Find().
+	return s.findDeliveries(ctx, filter, options.Find().
 		SetSort(bson.D{{Key: "created", Value: -1}, {Key: "_id", Value: 1}}).
 		SetLimit(int64(q.Limit)).SetProjection(bson.D{{Key: "body", Value: 0}}))
+}
+
+// findDeliveries runs a find on the deliveries, without their lease tokens.
+func (s *Store) findDeliveries(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]apppass.WebhookDelivery, error) {
+	cur, err := s.coll(deliveriesCollection).Find(ctx, filter, opts)
 	if err != nil {
 		return nil, wrap(err)
 	}

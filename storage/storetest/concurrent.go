@@ -110,7 +110,7 @@ var crossHandleCases = []struct {
 	{"Visibility", false, crossVisibility},
 	{"Limit", true, crossLimit},
 	{"Revoke", true, revokeRace},
-	{"Claim", true, crossClaim},
+	{"Claim", true, claimRace},
 	{"Publish", true, crossPublish},
 	{"Throttle", true, crossThrottle},
 	{"WebhookClaim", true, crossWebhookClaim},
@@ -163,8 +163,9 @@ func crossLimit(t *testing.T, a, b Backend) {
 	}
 }
 
-// crossClaim: relays on two stores racing for one password's claim: one wins.
-func crossClaim(t *testing.T, a, b Backend) {
+// claimRace: relays on two stores (or one) racing for one password's
+// claim: one wins.
+func claimRace(t *testing.T, a, b Backend) {
 	owner := newUser()
 	for round := range 5 {
 		p := newPassword(owner, "mail", fmt.Sprint(round), now())
