@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"net/url"
+	"strings"
 )
 
 // passwordLetters is the length of an app password without its dashes:
@@ -96,4 +98,36 @@ func (d *Digester) Digest(normalized []byte) string {
 // SameSecret compares two secrets in constant time.
 func SameSecret(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// RedactURL returns rawURL with the password of its user info replaced by
+// "***" (nats://relay:***@host:4222), for logs and error messages; a URL
+// without one, or that does not parse, comes back as it is.
+func RedactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return rawURL
+	}
+	if _, has := u.User.Password(); !has {
+		return rawURL
+	}
+	u.User = url.UserPassword(u.User.Username(), "***")
+	return strings.Replace(u.String(), "%2A%2A%2A", "***", 1)
+}
+
+// RedactIn returns text with rawURL's password, wherever it appears (the
+// URL itself included), replaced by "***": for errors of libraries that
+// may quote the URL they were given.
+func RedactIn(text, rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return text
+	}
+	password, has := u.User.Password()
+	if !has || password == "" {
+		return text
+	}
+	text = strings.ReplaceAll(text, rawURL, RedactURL(rawURL))
+	text = strings.ReplaceAll(text, password, "***")
+	return strings.ReplaceAll(text, url.QueryEscape(password), "***")
 }

@@ -117,3 +117,22 @@ func TestUUIDs(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://relay:s3cret@nats.example:4222":         "nats://relay:***@nats.example:4222",
+		"mongodb://app:p%40ss@db1,db2/apppass?ssl=true": "mongodb://app:***@db1,db2/apppass?ssl=true",
+		"nats://token@nats.example:4222":                "nats://token@nats.example:4222",
+		"nats://127.0.0.1:4222":                         "nats://127.0.0.1:4222",
+		"not a url at all":                              "not a url at all",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	uri := "mongodb://app:p%40ss@db1/apppass"
+	text := "error parsing uri " + uri + ": password p@ss, escaped p%40ss"
+	if got := RedactIn(text, uri); strings.Contains(got, "p@ss") || strings.Contains(got, "p%40ss") {
+		t.Errorf("RedactIn left the password in %q", got)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Service is what the sidecar does, independent of transport and storage.
@@ -238,18 +240,27 @@ func (s *Service) notify(p PendingEvents) {
 	}
 }
 
-// cleanName validates the user's label for a password.
+// cleanName validates the user's label for a password. It is stored in
+// Unicode NFC, so two names that look the same are the same; characters
+// that change how the rest displays without showing themselves are
+// refused: controls, bidi overrides and isolates ("phone\u202Egnp.exe"
+// shows as "phoneexe.png"), and the other invisible format characters,
+// but ZWJ and ZWNJ, which emoji and some scripts need.
 func cleanName(name string) (string, error) {
-	name = strings.TrimSpace(name)
 	if !utf8.ValidString(name) {
 		return "", Invalid("appName", "must be valid UTF-8")
 	}
+	name = strings.TrimSpace(norm.NFC.String(name))
 	if n := utf8.RuneCountInString(name); n < 1 || n > 128 {
 		return "", Invalid("appName", "must be 1 to 128 characters after trimming")
 	}
 	for _, r := range name {
-		if unicode.IsControl(r) {
+		switch {
+		case unicode.IsControl(r):
 			return "", Invalid("appName", "must not contain control characters")
+		case r == '\u200C' || r == '\u200D': // ZWNJ, ZWJ
+		case unicode.Is(unicode.Cf, r):
+			return "", Invalid("appName", fmt.Sprintf("must not contain invisible formatting characters such as U+%04X", r))
 		}
 	}
 	return name, nil

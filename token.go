@@ -38,7 +38,32 @@ type tokenClaims struct {
 	UID   json.RawMessage `json:"uid"`
 	Login *string         `json:"login"`
 	Exp   json.RawMessage `json:"exp"`
+	Nbf   json.RawMessage `json:"nbf"`
+	Iat   json.RawMessage `json:"iat"`
 	AMR   []string        `json:"amr,omitempty"`
+}
+
+// clockSkew is how far a token's nbf and iat may lie ahead of our clock:
+// the issuer's clock may run a little ahead of ours.
+const clockSkew = time.Minute
+
+// maxTokenLen bounds a token before any of it is decoded.
+const maxTokenLen = 16 << 10
+
+// optionalTime reads an optional numeric date claim (RFC 7519 NumericDate).
+func optionalTime(raw json.RawMessage) (t time.Time, present, ok bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return time.Time{}, false, true
+	}
+	n, ok := claimNumber(raw)
+	if !ok {
+		return time.Time{}, true, false
+	}
+	f, err := n.Float64()
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e12 {
+		return time.Time{}, true, false
+	}
+	return time.Unix(int64(f), 0), true, true
 }
 
 // claimNumber reads a numeric claim; a string holding digits is refused.
@@ -52,6 +77,9 @@ func claimNumber(raw json.RawMessage) (json.Number, bool) {
 // Verify checks the signature, the algorithm and the expiry, and returns the
 // user the token speaks for. now is passed in so tests can move the clock.
 func (t *UserTokens) Verify(token string, now time.Time) (user User, viaAppPassword bool, expires time.Time, err error) {
+	if len(token) > maxTokenLen {
+		return User{}, false, time.Time{}, fmt.Errorf("user token is longer than %d bytes", maxTokenLen)
+	}
 	header, rest, ok1 := strings.Cut(token, ".")
 	payload, sig, ok2 := strings.Cut(rest, ".")
 	if !ok1 || !ok2 || strings.Contains(sig, ".") {
@@ -83,6 +111,17 @@ func (t *UserTokens) Verify(token string, now time.Time) (user User, viaAppPassw
 	exp, err := expN.Float64()
 	if err != nil || math.IsNaN(exp) || now.Unix() >= int64(exp) {
 		return User{}, false, time.Time{}, errors.New("user token has expired")
+	}
+	nbf, hasNbf, ok1 := optionalTime(c.Nbf)
+	iat, hasIat, ok2 := optionalTime(c.Iat)
+	if !ok1 || !ok2 {
+		return User{}, false, time.Time{}, errors.New("user token claims nbf and iat must be numeric dates")
+	}
+	if hasNbf && nbf.After(now.Add(clockSkew)) {
+		return User{}, false, time.Time{}, errors.New("user token is not valid yet (nbf)")
+	}
+	if hasIat && iat.After(now.Add(clockSkew)) {
+		return User{}, false, time.Time{}, errors.New("user token was issued in the future (iat)")
 	}
 	cid, err1 := cidN.Int64()
 	uid, err2 := uidN.Int64()

@@ -70,6 +70,13 @@ func TestUserTokens(t *testing.T) {
 		"login object":    `{"cid":7,"uid":42,"login":{"$ne":""},"exp":1900000000}`,
 		"exp in the past": `{"cid":7,"uid":42,"login":"a","exp":1700000000}`,
 		"not an object":   `[1,2]`,
+		// now is 1,800,000,000: an hour ahead, and two minutes ahead.
+		"nbf an hour ahead": `{"cid":7,"uid":42,"login":"a","exp":1900000000,"nbf":1800003600}`,
+		"nbf 2 min ahead":   `{"cid":7,"uid":42,"login":"a","exp":1900000000,"nbf":1800000120}`,
+		"iat an hour ahead": `{"cid":7,"uid":42,"login":"a","exp":1900000000,"iat":1800003600}`,
+		"iat 2 min ahead":   `{"cid":7,"uid":42,"login":"a","exp":1900000000,"iat":1800000120}`,
+		"nbf a string":      `{"cid":7,"uid":42,"login":"a","exp":1900000000,"nbf":"1"}`,
+		"iat an object":     `{"cid":7,"uid":42,"login":"a","exp":1900000000,"iat":{}}`,
 	} {
 		if _, _, _, err := tokens.Verify(sign(claims), now); err == nil {
 			t.Errorf("%s: token accepted", name)
@@ -77,5 +84,18 @@ func TestUserTokens(t *testing.T) {
 	}
 	if u, _, _, err := tokens.Verify(sign(`{"cid":7,"uid":42,"login":"a","exp":1900000000}`), now); err != nil || u.UserID != 42 {
 		t.Fatalf("hand-signed valid token refused: %v", err)
+	}
+	// nbf and iat in the past, or within the clock skew ahead, are fine.
+	for _, claims := range []string{
+		`{"cid":7,"uid":42,"login":"a","exp":1900000000,"nbf":1799990000,"iat":1799990000}`,
+		`{"cid":7,"uid":42,"login":"a","exp":1900000000,"nbf":1800000030,"iat":1800000030}`,
+		`{"cid":7,"uid":42,"login":"a","exp":1900000000,"nbf":null}`,
+	} {
+		if _, _, _, err := tokens.Verify(sign(claims), now); err != nil {
+			t.Errorf("%s refused: %v", claims, err)
+		}
+	}
+	if _, _, _, err := tokens.Verify(strings.Repeat("a", 16<<10+1), now); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("a token over 16 KiB: %v", err)
 	}
 }

@@ -28,6 +28,9 @@ import (
 // Config is the validated configuration of apppassd.
 type Config struct {
 	Listen             string
+	HTTPReadTimeout    time.Duration
+	HTTPWriteTimeout   time.Duration
+	HTTPIdleTimeout    time.Duration
 	DataDir            string
 	MongoURI           string
 	MongoDatabase      string
@@ -107,6 +110,15 @@ var settings = []setting{
 	{"APPPASS_LISTEN", "listen", "127.0.0.1:8080", "HTTP address for /rpc, /healthz and /readyz", func(c *Config, v string) error {
 		c.Listen = v
 		return checkHostPort(v)
+	}},
+	{"APPPASS_HTTP_READ_TIMEOUT", "http-read-timeout", "30s", "longest time to read one HTTP request, headers and body (a body trickling in is cut off)", func(c *Config, v string) error {
+		return duration(v, time.Second, time.Hour, &c.HTTPReadTimeout)
+	}},
+	{"APPPASS_HTTP_WRITE_TIMEOUT", "http-write-timeout", "60s", "longest time to answer one HTTP request; WebSocket connections are not cut by it", func(c *Config, v string) error {
+		return duration(v, time.Second, time.Hour, &c.HTTPWriteTimeout)
+	}},
+	{"APPPASS_HTTP_IDLE_TIMEOUT", "http-idle-timeout", "120s", "how long an idle keep-alive connection is kept open", func(c *Config, v string) error {
+		return duration(v, time.Second, 24*time.Hour, &c.HTTPIdleTimeout)
 	}},
 	{"APPPASS_DATA_DIR", "data-dir", "./data", "directory for the embedded store, embedded NATS and generated keys", func(c *Config, v string) error {
 		c.DataDir = v
@@ -321,8 +333,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 			continue
 		}
 		if err := s.apply(c, v); err != nil {
-			shown := v
-			if strings.Contains(s.env, "KEY") || strings.Contains(s.env, "SECRET") || s.env == "APPPASS_PEPPER" {
+			shown := apppass.RedactURL(v)
+			if strings.Contains(s.env, "KEY") || strings.Contains(s.env, "SECRET") || strings.Contains(s.env, "PASSWORD") || s.env == "APPPASS_PEPPER" {
 				shown = "(hidden)"
 			}
 			return nil, fmt.Errorf("config: %s (--%s): %v, got %q", s.env, s.flag, err, shown)

@@ -46,7 +46,7 @@ func Connect(url, name string) (*Publisher, error) {
 		nats.ReconnectBufSize(-1),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %s", apppass.RedactURL(url), apppass.RedactIn(err.Error(), url))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -49,7 +49,7 @@ func WatchRevocations(url string, cache *apppass.AuthCache) (*RevocationWatcher,
 		nats.ConnectHandler(func(nc *nats.Conn) { cache.SetTrusted(true) }),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS for revocations: %w", err)
+		return nil, fmt.Errorf("connecting to NATS for revocations: %s", apppass.RedactIn(err.Error(), url))
 	}
 	_, err = nc.Subscribe(EvictSubject, func(m *nats.Msg) { cache.EvictUUID(string(m.Data)) })
 	if err != nil {

@@ -83,3 +83,11 @@ func toRPCError(err error, logger *slog.Logger, method string) *jsonrpc2.Error {
 func newError(code int64, message string) *jsonrpc2.Error {
 	return &jsonrpc2.Error{Code: code, Message: message}
 }
+
+// newErrorData is newError with a data member.
+func newErrorData(code int64, message string, data any) *jsonrpc2.Error {
+	e := newError(code, message)
+	raw, _ := json.Marshal(data)
+	e.Data = (*json.RawMessage)(&raw)
+	return e
+}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,13 @@ import (
 
 // MaxBodyBytes bounds a request body (and a WebSocket message).
 const MaxBodyBytes = 1 << 20
+
+// MaxBatch is the most requests one batch may hold.
+const MaxBatch = 100
+
+// MaxReplyBytes bounds the replies to one batch: requests past it are not
+// run. (One rpc.discover reply is 27 kB; a list of 50 passwords 15 kB.)
+const MaxReplyBytes = 2 << 20
 
 // callTimeout bounds the storage work of one call.
 const callTimeout = 10 * time.Second
@@ -174,15 +182,60 @@ func (s *Server) handleMessage(ctx context.Context, c caller, body []byte) (any,
 		if len(batch) == 0 {
 			return errorResponse(nil, newError(CodeInvalidRequest, "invalid request: empty batch")), true
 		}
-		replies := make([]response, 0, len(batch))
+		if len(batch) > MaxBatch {
+			return errorResponse(nil, newErrorData(CodeInvalidRequest,
+				fmt.Sprintf("invalid request: a batch holds at most %d requests, this one %d", MaxBatch, len(batch)),
+				map[string]int{"maxBatch": MaxBatch})), true
+		}
+		// The replies are encoded as they come, and once they pass
+		// MaxReplyBytes the rest of the batch is not run: each is
+		// answered that it was not, so a caller knows what happened.
+		replies := make([]json.RawMessage, 0, len(batch))
+		size := 0
 		for _, raw := range batch {
-			if rep, ok := s.handleRequest(ctx, c, raw); ok {
-				replies = append(replies, rep)
+			var rep response
+			if size > MaxReplyBytes {
+				id, notification := requestID(raw)
+				if notification {
+					continue
+				}
+				rep = errorResponse(id, newErrorData(CodeInvalidRequest,
+					fmt.Sprintf("not run: the batch's replies passed %d bytes; send fewer requests at once", MaxReplyBytes),
+					map[string]int{"maxReplyBytes": MaxReplyBytes}))
+			} else {
+				var ok bool
+				if rep, ok = s.handleRequest(ctx, c, raw); !ok {
+					continue
+				}
 			}
+			enc, err := json.Marshal(rep)
+			if err != nil {
+				enc, _ = json.Marshal(errorResponse(rep.ID, newError(CodeInternal, "internal error")))
+			}
+			size += len(enc)
+			replies = append(replies, enc)
 		}
 		return replies, len(replies) > 0
 	}
 	return s.handleRequest(ctx, c, body)
+}
+
+// requestID returns the id of a request in a batch, and whether it is a
+// notification (no id) or not a request at all.
+func requestID(raw json.RawMessage) (json.RawMessage, bool) {
+	var env struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(raw, &env) != nil {
+		return nil, false
+	}
+	if env.ID == nil {
+		return nil, true
+	}
+	if !validID(env.ID) {
+		return nil, false
+	}
+	return env.ID, false
 }
 
 // envelope is a request as it arrives, checked field by field.

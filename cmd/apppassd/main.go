@@ -210,12 +210,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	}
 	// The server's own complaints (bad TLS, panics) go through our logger,
 	// so JSON logs stay JSON.
+	// (gorilla/websocket clears the connection's deadlines when it takes
+	// it over, so the read and write timeouts do not cut WebSockets.)
 	httpServer := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout, IdleTimeout: cfg.HTTPIdleTimeout,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
 
-	logger.Info("apppassd listening", "http", "http://"+ln.Addr().String(), "store", shown.detail, "nats", natsURL,
+	logger.Info("apppassd listening", "http", "http://"+ln.Addr().String(), "store", shown.detail, "nats", apppass.RedactURL(natsURL),
 		"stream", events.StreamName, "apps", len(apps.Apps()), "maxPerUser", cfg.MaxPerUser)
 	if cfg.EmbeddedStore() && cfg.UserTokenKey == "" {
 		printWelcome(stdout, ln.Addr().String(), natsURL, tokens, serviceKeys, cfg.ServeUI())

@@ -66,13 +66,14 @@ func Open(ctx context.Context, uri, db string) (*Store, error) {
 		SetConnectTimeout(3 * time.Second)
 	client, err := mongo.Connect(opts)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to MongoDB: %w", err)
+		return nil, fmt.Errorf("connecting to MongoDB at %s: %s", apppass.RedactURL(uri), apppass.RedactIn(err.Error(), uri))
 	}
 	d := client.Database(db)
 	s := &Store{client: client, db: d, passwords: d.Collection(passwordsCollection), failures: d.Collection(failuresCollection)}
 	if err := s.prepare(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
-		return nil, err
+		// The driver's errors may quote the URI it was given.
+		return nil, redactedError{err: err, text: apppass.RedactIn(err.Error(), uri)}
 	}
 	return s, nil
 }
@@ -203,6 +204,16 @@ func (s *Store) Ping(ctx context.Context) error { return wrap(s.client.Ping(ctx,
 
 // Close implements apppass.Store.
 func (s *Store) Close() error { return s.client.Disconnect(context.Background()) }
+
+// redactedError is an error whose text had a password taken out; it still
+// unwraps to the driver's error, for its kind.
+type redactedError struct {
+	err  error
+	text string
+}
+
+func (e redactedError) Error() string { return e.text }
+func (e redactedError) Unwrap() error { return e.err }
 
 // wrap turns driver errors that mean "MongoDB cannot be reached" into
 // apppass unavailable errors; others stay internal.
