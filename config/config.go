@@ -37,6 +37,7 @@ type Config struct {
 	SQLiteSynchronous  string
 	NATSURL            string
 	EmbeddedNATSListen string
+	StreamMaxAge       time.Duration
 	UserTokenKey       string
 	ServiceKeys        []apppass.ServiceKey
 	Pepper             string
@@ -148,6 +149,9 @@ var settings = []setting{
 	{"APPPASS_NATS_URL", "nats-url", "", "NATS server URL; empty runs an embedded NATS server with JetStream", func(c *Config, v string) error {
 		c.NATSURL = v
 		return nil
+	}},
+	{"APPPASS_STREAM_MAX_AGE", "stream-max-age", "168h", "how long the APPPASSWORDS stream keeps an event, when apppassd creates the stream", func(c *Config, v string) error {
+		return duration(v, time.Hour, 365*24*time.Hour, &c.StreamMaxAge)
 	}},
 	{"APPPASS_EMBEDDED_NATS_LISTEN", "embedded-nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server", func(c *Config, v string) error {
 		c.EmbeddedNATSListen = v

@@ -146,7 +146,7 @@ type Handler func(ctx context.Context, ev apppass.Event, d Delivery) error
 
 // Consumer delivers events to a Handler until stopped.
 //
-// Delivery contract: at least once. Every event the stream holds (30 days
+// Delivery contract: at least once. Every event the stream holds (7 days
 // by default) reaches the handler at least once, and may reach it more
 // than once: after a handler error, after an ack lost to a crash or a
 // network failure, after AckWait expired while the handler was still busy,

@@ -4,6 +4,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,7 +33,14 @@ type Publisher struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
 	streamReady atomic.Bool
+	// StreamMaxAge is how long the stream keeps an event, when apppassd
+	// creates it (default DefaultStreamMaxAge).
+	StreamMaxAge time.Duration
 }
+
+// DefaultStreamMaxAge is how long the stream keeps events by default:
+// long enough for a gateway that was down over a weekend to catch up.
+const DefaultStreamMaxAge = 7 * 24 * time.Hour
 
 // Connect connects to url. It succeeds even when NATS is down: the client
 // keeps reconnecting, and events wait in the outbox meanwhile.
@@ -62,8 +70,8 @@ func (p *Publisher) Connected() bool { return p.nc.Status() == nats.CONNECTED }
 // Close closes the connection.
 func (p *Publisher) Close() { p.nc.Close() }
 
-// EnsureStream creates the stream if it is missing. An existing stream is
-// left as the operator configured it.
+// EnsureStream creates the stream if it is missing, keeping events for
+// StreamMaxAge. An existing stream is left as the operator configured it.
 func (p *Publisher) EnsureStream(ctx context.Context) error {
 	if p.streamReady.Load() {
 		return nil
@@ -78,7 +86,7 @@ func (p *Publisher) EnsureStream(ctx context.Context) error {
 			Description: "app password created and revoked events",
 			Subjects:    []string{StreamSubjects},
 			Storage:     jetstream.FileStorage,
-			MaxAge:      30 * 24 * time.Hour,
+			MaxAge:      cmp.Or(p.StreamMaxAge, DefaultStreamMaxAge),
 			// JetStream drops a message whose Nats-Msg-Id it saw within this
 			// window, which makes the relay's retries exactly-once in the stream.
 			Duplicates: 10 * time.Minute,

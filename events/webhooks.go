@@ -248,7 +248,7 @@ func (w *Webhooks) consumerConfig() jetstream.ConsumerConfig {
 		Description: "apppassd: queues events for outbound webhooks",
 		// A consumer created now starts with the events published from
 		// this process's start: turning webhooks on does not replay the
-		// stream's 30 days. Once it exists, it resumes where it stopped.
+		// stream's 7 days. Once it exists, it resumes where it stopped.
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
 		OptStartTime:  &start,
 		AckPolicy:     jetstream.AckExplicitPolicy,

@@ -89,6 +89,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	if err != nil {
 		return err
 	}
+	publisher.StreamMaxAge = cfg.StreamMaxAge
 	defer publisher.Close()
 	// Webhooks: made before the relay publishes anything, so a consumer
 	// created now starts early enough to see leftovers from the outbox.
@@ -150,6 +151,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	lastLoginsDone := make(chan struct{})
 	go func() { svc.LastLogins.Run(relayCtx, 5*time.Second, logger); close(lastLoginsDone) }()
 	go svc.RunSweeper(relayCtx, cfg.SweepInterval, logger)
+	// The outbox's size for /readyz and /metrics, counted once a second.
+	backlog := events.NewBacklog(store.PendingCount, time.Second)
+	go backlog.Run(relayCtx)
 	srv := &rpc.Server{
 		Service: svc,
 		Auth:    &rpc.Authenticator{Tokens: tokens, ServiceKeys: serviceKeys},
@@ -163,7 +167,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 			}
 			return nil
 		},
-		PendingEvents: store.PendingCount,
+		PendingEvents: backlog.Pending,
 	}
 	srv.MailBackends = rpc.DefaultMailBackends()
 	for protocol, addr := range cfg.MailBackends {
@@ -175,7 +179,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	srv.BasicRealm = cfg.BasicRealm
 	srv.CORSOrigins = cfg.CORSOrigins
 	if cfg.Metrics {
-		src := rpc.MetricsSources{Cache: svc.Cache, PendingEvents: store.PendingCount,
+		src := rpc.MetricsSources{Cache: svc.Cache, PendingEvents: backlog.Pending,
 			StorePing: store.Ping, NATSConnected: publisher.Connected}
 		if hooks != nil {
 			src.WebhookDeliveries = hooks.DeliveryCounts
