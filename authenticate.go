@@ -2,10 +2,12 @@ package apppass
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Used-event types: the first login with a password, and the first from
@@ -43,6 +45,27 @@ const lastLoginEvery = time.Minute
 // maxKnownIPs bounds the addresses remembered per password.
 const maxKnownIPs = 100
 
+// MaxLoginBytes bounds the login and the password of an attempt.
+const MaxLoginBytes = 256
+
+// What a login attempt's device and user agent are cut to before they are
+// stored.
+const (
+	maxDeviceBytes    = 256
+	maxUserAgentBytes = 512
+)
+
+// truncate cuts s to at most n bytes, at a character boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 // Authenticate checks an app password login. A password seen recently is
 // answered from the cache; otherwise it is one indexed lookup by digest.
 // Every refusal looks the same (ErrRejected) to the caller.
@@ -50,6 +73,15 @@ func (s *Service) Authenticate(ctx context.Context, a LoginAttempt) (*Authentica
 	if !KnownProtocol(a.Protocol) {
 		return nil, Invalid("protocol", "must be one of "+strings.Join(knownProtocols, ", "))
 	}
+	// Every gateway's logins are bounded here, whichever way they came:
+	// no login or password is that long, and nothing unbounded is kept.
+	if len(a.Login) > MaxLoginBytes {
+		return nil, Invalid("login", fmt.Sprintf("must be at most %d bytes", MaxLoginBytes))
+	}
+	if len(a.Password) > MaxLoginBytes {
+		return nil, Invalid("password", fmt.Sprintf("must be at most %d bytes", MaxLoginBytes))
+	}
+	a.Device, a.UserAgent = truncate(a.Device, maxDeviceBytes), truncate(a.UserAgent, maxUserAgentBytes)
 	var ip netip.Addr
 	if a.IP != "" {
 		var err error
@@ -77,10 +109,12 @@ func (s *Service) Authenticate(ctx context.Context, a LoginAttempt) (*Authentica
 	pairFailed := false
 	if !cached {
 		if s.Throttle != nil {
+			var release func()
 			var err error
-			if pairFailed, err = s.Throttle.check(ctx, keys, now); err != nil {
+			if pairFailed, release, err = s.Throttle.check(ctx, keys, now); err != nil {
 				return nil, err
 			}
+			defer release() // once decided, and a failure counted
 		}
 		var gen uint64
 		if s.Cache != nil {

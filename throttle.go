@@ -2,6 +2,9 @@ package apppass
 
 import (
 	"context"
+	"math"
+	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -9,7 +12,8 @@ import (
 // Failures are counted per (login, client IP) pair and per client IP, so a
 // flood against one login from one address does not lock the real user
 // out from their own addresses, while a flood from one address across many
-// logins is throttled too.
+// logins is throttled too. An IPv6 address counts as its /64: one site's
+// network, which hands its hosts any address in it.
 type ThrottlePolicy struct {
 	PairLimit int           // failures of one login from one IP before blocking
 	IPLimit   int           // failures from one IP, any login, before blocking
@@ -31,11 +35,23 @@ type FailureCount struct {
 type Throttle struct {
 	Store  ThrottleStore
 	Policy ThrottlePolicy
+
+	// inFlight counts the attempts of this process not yet decided, per
+	// key, so that concurrent guesses cannot overshoot a limit (see check).
+	mu       sync.Mutex
+	inFlight map[string]int
 }
 
 type throttleKeys struct{ pair, ip string }
 
+// keysFor names the tallies of a login from ip; an IPv6 address is
+// counted as its /64.
 func keysFor(loginKey, ip string) throttleKeys {
+	if a, err := netip.ParseAddr(ip); err == nil && a.Is6() && !a.Is4In6() {
+		if p, err := a.Prefix(64); err == nil {
+			ip = p.String()
+		}
+	}
 	k := throttleKeys{pair: "pair:" + loginKey + "|" + ip}
 	if ip != "" {
 		k.ip = "ip:" + ip
@@ -64,18 +80,84 @@ func (p ThrottlePolicy) block(c FailureCount, limit int, now time.Time) time.Dur
 	return max(c.LastFailure.Add(d).Sub(now), 0)
 }
 
+// maxAdmitWait bounds how long an attempt waits for one in flight on the
+// same tally to be decided.
+const maxAdmitWait = 3 * time.Second
+
 // check refuses a login while either tally blocks it. It reports whether
-// the pair has failures to clear after a success.
-func (t *Throttle) check(ctx context.Context, keys throttleKeys, now time.Time) (pairFailed bool, err error) {
-	tallies, err := t.Store.Failures(ctx, keys.list())
-	if err != nil {
-		return false, err
+// the pair has failures to clear after a success, and returns the release
+// of the attempt's place, to call once it is decided (and its failure, if
+// it failed, counted).
+//
+// A tally admits at most as many attempts at once as failures are left
+// before its limit (at least one): attempts past that wait until those in
+// flight are decided, and look again. So guesses sent all at once cannot
+// overshoot a limit, and honest logins sent at once (a mail client opening
+// several connections) wait a moment at most. Each apppassd counts its
+// own attempts: n replicas can overshoot by n at most.
+func (t *Throttle) check(ctx context.Context, keys throttleKeys, now time.Time) (pairFailed bool, release func(), err error) {
+	deadline := time.Now().Add(maxAdmitWait)
+	for {
+		tallies, err := t.Store.Failures(ctx, keys.list())
+		if err != nil {
+			return false, nil, err
+		}
+		wait := max(t.Policy.block(tallies[keys.pair], t.Policy.PairLimit, now), t.Policy.block(tallies[keys.ip], t.Policy.IPLimit, now))
+		if wait > 0 {
+			return false, nil, throttled(wait)
+		}
+		if release := t.admit(keys, tallies); release != nil {
+			return tallies[keys.pair].Failures > 0, release, nil
+		}
+		if time.Now().After(deadline) {
+			return false, nil, throttled(time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil, Unavailable("the throttle", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	wait := max(t.Policy.block(tallies[keys.pair], t.Policy.PairLimit, now), t.Policy.block(tallies[keys.ip], t.Policy.IPLimit, now))
-	if wait > 0 {
-		return false, throttled(wait)
+}
+
+// admit takes a place for the attempt on each of its tallies, if every one
+// has a place left, and returns its release (nil if it had to wait).
+func (t *Throttle) admit(keys throttleKeys, tallies map[string]FailureCount) func() {
+	capacity := map[string]int{keys.pair: headroom(t.Policy.PairLimit, tallies[keys.pair])}
+	if keys.ip != "" {
+		capacity[keys.ip] = headroom(t.Policy.IPLimit, tallies[keys.ip])
 	}
-	return tallies[keys.pair].Failures > 0, nil
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, c := range capacity {
+		if t.inFlight[k] >= c {
+			return nil
+		}
+	}
+	if t.inFlight == nil {
+		t.inFlight = map[string]int{}
+	}
+	for k := range capacity {
+		t.inFlight[k]++
+	}
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		for k := range capacity {
+			if t.inFlight[k]--; t.inFlight[k] <= 0 {
+				delete(t.inFlight, k)
+			}
+		}
+	}
+}
+
+// headroom is how many attempts a tally admits at once: the failures left
+// before its limit, at least one; no bound when the limit is off.
+func headroom(limit int, c FailureCount) int {
+	if limit <= 0 {
+		return math.MaxInt
+	}
+	return max(limit-c.Failures, 1)
 }
 
 // failed counts a failed login against both tallies.

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -78,7 +79,7 @@ func (s *Server) serveBasicAuth(w http.ResponseWriter, r *http.Request) {
 	s.Metrics.observeLogin(protocol, err)
 	if err != nil {
 		switch kind, retry := errorKind(err); kind {
-		case apppass.KindRejected:
+		case apppass.KindRejected, kindBadCredentials:
 			challenge()
 		case apppass.KindLimit:
 			w.Header().Set("Retry-After", strconv.Itoa(retry))
@@ -161,7 +162,7 @@ func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
 	s.Metrics.observeLogin(protocol, err)
 	if err != nil {
 		switch kind, retry := errorKind(err); kind {
-		case apppass.KindRejected:
+		case apppass.KindRejected, kindBadCredentials:
 			refuse("Invalid login or password", 2, "535 5.7.8")
 		case apppass.KindLimit:
 			// nginx holds the connection for Auth-Wait seconds: keep that
@@ -192,8 +193,17 @@ func (s *Server) basicRealm() string {
 }
 
 // errorKind returns err's kind and, for limits, the seconds to wait.
+// kindBadCredentials is, for the gateway endpoints, a login or password
+// refused for its form (such as longer than 256 bytes): the user's input,
+// answered like a wrong password, not the gateway's configuration.
+const kindBadCredentials apppass.Kind = -1
+
 func errorKind(err error) (apppass.Kind, int) {
 	kind := apppass.KindOf(err)
+	var e *apppass.Error
+	if kind == apppass.KindInvalid && errors.As(err, &e) && (e.Field == "login" || e.Field == "password") {
+		kind = kindBadCredentials
+	}
 	return kind, retryAfterSeconds(err)
 }
 
