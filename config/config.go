@@ -91,6 +91,11 @@ const (
 	AdminKeyFile     = "admin.key"      // the demo admin key
 	StoreFile        = "apppass.db"     // the embedded store (and its -wal, -shm and .lock)
 	NATSDir          = "nats"           // the embedded NATS server's JetStream files
+	// The embedded NATS server's logins: apppassd's own password, the
+	// gateway user's, and the URL a gateway subscribes with.
+	NATSServiceKeyFile = "nats-apppassd.key"
+	NATSGatewayKeyFile = "nats-gateway.key"
+	NATSGatewayURLFile = "nats-gateway.url"
 )
 
 // DataFile is the path of a file in the data dir.

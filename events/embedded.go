@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -14,11 +15,68 @@ import (
 // on its listen address like any NATS server.
 type EmbeddedNATS struct {
 	Server *server.Server
+	auth   *EmbeddedAuth
+}
+
+// EmbeddedAuth are the users of an embedded server that requires
+// authentication (apppassd's does: anyone who could publish on
+// apppasswords.> could forge revocations, and have them signed and sent
+// as genuine webhooks).
+type EmbeddedAuth struct {
+	// ServicePassword is apppassd's own user's ("apppassd"), which may do
+	// anything.
+	ServicePassword string
+	// GatewayPassword is the "gateway" user's, which may read events and
+	// run consumers on the stream (GatewayPermissions), and publish none.
+	GatewayPassword string
+}
+
+// Users of the embedded server.
+const (
+	ServiceUser = "apppassd"
+	GatewayUser = "gateway"
+)
+
+// GatewayPermissions are what a gateway needs of NATS: subscribe to the
+// events and to the cache evictions, and use the JetStream consumer API
+// of the stream, but not on apppassd's own webhook consumer; publish no
+// event and no eviction. README ("NATS permissions") gives the same for an
+// external server.
+func GatewayPermissions() *server.Permissions {
+	api := "$JS.API.CONSUMER."
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{
+			Allow: []string{
+				"$JS.API.INFO",
+				"$JS.API.STREAM.INFO." + StreamName,
+				api + "CREATE." + StreamName, api + "CREATE." + StreamName + ".>",
+				api + "DURABLE.CREATE." + StreamName + ".>",
+				api + "INFO." + StreamName + ".>",
+				api + "DELETE." + StreamName + ".>",
+				api + "MSG.NEXT." + StreamName + ".>",
+				api + "NAMES." + StreamName, api + "LIST." + StreamName,
+				"$JS.ACK." + StreamName + ".>",
+			},
+			Deny: []string{
+				StreamSubjects, EvictSubject,
+				api + "*." + StreamName + "." + WebhookConsumer, api + "*." + StreamName + "." + WebhookConsumer + ".>",
+				api + "DURABLE.CREATE." + StreamName + "." + WebhookConsumer,
+				api + "MSG.NEXT." + StreamName + "." + WebhookConsumer,
+				"$JS.ACK." + StreamName + "." + WebhookConsumer + ".>",
+			},
+		},
+		Subscribe: &server.SubjectPermission{
+			Allow: []string{StreamSubjects, EvictSubject, "_INBOX.>"},
+		},
+	}
 }
 
 // StartEmbeddedNATS starts a server on listen ("host:port", port 0 for any
-// free one) that stores JetStream data under storeDir.
-func StartEmbeddedNATS(listen, storeDir string) (*EmbeddedNATS, error) {
+// free one) that stores JetStream data under storeDir and syncs it to disk
+// before it acknowledges a message (an event JetStream acked survives an
+// OS crash, as the outbox that held it is emptied on the ack). With auth
+// set, every client must log in as one of its users.
+func StartEmbeddedNATS(listen, storeDir string, auth *EmbeddedAuth) (*EmbeddedNATS, error) {
 	host, portText, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS listen address %q: %w", listen, err)
@@ -30,15 +88,23 @@ func StartEmbeddedNATS(listen, storeDir string) (*EmbeddedNATS, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	s, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "apppass-embedded",
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
 		StoreDir:   storeDir,
+		SyncAlways: true,
 		NoSigs:     true,
 		NoLog:      true,
-	})
+	}
+	if auth != nil {
+		opts.Users = []*server.User{
+			{Username: ServiceUser, Password: auth.ServicePassword},
+			{Username: GatewayUser, Password: auth.GatewayPassword, Permissions: GatewayPermissions()},
+		}
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
@@ -47,11 +113,37 @@ func StartEmbeddedNATS(listen, storeDir string) (*EmbeddedNATS, error) {
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded NATS did not start listening on %s (is the port taken?)", listen)
 	}
-	return &EmbeddedNATS{Server: s}, nil
+	return &EmbeddedNATS{Server: s, auth: auth}, nil
 }
 
-// URL is the client URL of the server.
+// URL is the client URL of the server, without credentials.
 func (e *EmbeddedNATS) URL() string { return e.Server.ClientURL() }
+
+// ServiceURL is the URL apppassd connects with (URL without auth).
+func (e *EmbeddedNATS) ServiceURL() string {
+	if e.auth == nil {
+		return e.URL()
+	}
+	return withUser(e.URL(), ServiceUser, e.auth.ServicePassword)
+}
+
+// GatewayURL is the URL a gateway or `nats sub` connects with (URL
+// without auth).
+func (e *EmbeddedNATS) GatewayURL() string {
+	if e.auth == nil {
+		return e.URL()
+	}
+	return withUser(e.URL(), GatewayUser, e.auth.GatewayPassword)
+}
+
+func withUser(rawURL, user, password string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	u.User = url.UserPassword(user, password)
+	return u.String()
+}
 
 // Stop shuts the server down and waits for it.
 func (e *EmbeddedNATS) Stop() {

@@ -27,9 +27,10 @@ const MaxBodyBytes = 1 << 20
 // MaxBatch is the most requests one batch may hold.
 const MaxBatch = 100
 
-// MaxReplyBytes bounds the replies to one batch: requests past it are not
-// run. (One rpc.discover reply is 27 kB; a list of 50 passwords 15 kB.)
-const MaxReplyBytes = 2 << 20
+// MaxReplyBytes bounds the replies to one batch, as MaxBodyBytes bounds
+// the batch: requests past it are not run. (One rpc.discover reply is
+// 20 kB; a list of 50 passwords 15 kB.)
+const MaxReplyBytes = 1 << 20
 
 // callTimeout bounds the storage work of one call.
 const callTimeout = 10 * time.Second

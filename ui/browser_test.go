@@ -233,7 +233,7 @@ func TestSettingsPageInChromium(t *testing.T) {
 	natsAddr := gatewaytest.FreeAddr(t)
 	d := gatewaytest.StartDaemon(t, daemonBinary(t), "APPPASS_EMBEDDED_NATS_LISTEN="+natsAddr)
 	pageURL, token := settingsURL(t, d)
-	events := subscribe(t, "nats://"+natsAddr)
+	events := subscribe(t, d.NATSURL(t))
 	p := newTab(t, chromium, "")
 	ctx := p.ctx
 

@@ -127,6 +127,10 @@ func spawn(store string, env ...string) (*target, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The embedded NATS takes logins; a subscriber's is in the data dir.
+	if u, err := os.ReadFile(filepath.Join(t.dataDir, config.NATSGatewayURLFile)); err == nil {
+		t.natsURL = strings.TrimSpace(string(u))
+	}
 	if store != "mongo" {
 		if err := t.readKeys(t.dataDir); err != nil {
 			t.close()

@@ -191,7 +191,7 @@ func basic(login, password string) string {
 func TestGateway(t *testing.T) {
 	natsAddr := gatewaytest.FreeAddr(t)
 	d := gatewaytest.StartDaemon(t, apppassd, "APPPASS_EMBEDDED_NATS_LISTEN="+natsAddr)
-	natsURL := "nats://" + natsAddr
+	natsURL := d.NATSURL(t)
 	// apppassd creates the stream with its first event; the gateway trusts
 	// no session before it can consume the stream, so create it now, as
 	// apppassd would.

@@ -92,7 +92,7 @@ func TestLimitsAndSweeperFromOutside(t *testing.T) {
 	natsAddr := freeAddr(t)
 	d := start(t, "APPPASS_DATA_DIR="+t.TempDir(), "APPPASS_EMBEDDED_NATS_LISTEN="+natsAddr, "APPPASS_SWEEP_INTERVAL=100ms")
 	token, gateway := d.credentials(t)
-	w := watchStream(t, "nats://"+natsAddr)
+	w := watchStream(t, d.NATSURL(t))
 	login := "demo@example.com"
 
 	for _, bad := range []map[string]any{
@@ -167,7 +167,7 @@ func TestUsedEventsFromOutside(t *testing.T) {
 	natsAddr := freeAddr(t)
 	d := start(t, "APPPASS_DATA_DIR="+t.TempDir(), "APPPASS_EMBEDDED_NATS_LISTEN="+natsAddr)
 	token, gateway := d.credentials(t)
-	w := watchStream(t, "nats://"+natsAddr)
+	w := watchStream(t, d.NATSURL(t))
 	var mail added
 	d.call(t, token, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "phone"}, &mail)
 	auth := func(ip, device string) {

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -76,14 +77,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	defer store.Close()
 
 	// NATS: an embedded server unless a URL is configured.
-	natsURL := cfg.NATSURL
+	natsURL, gatewayNATS := cfg.NATSURL, ""
 	if cfg.EmbeddedNATS() {
-		ns, err := events.StartEmbeddedNATS(cfg.EmbeddedNATSListen, cfg.DataFile(config.NATSDir))
+		ns, err := startNATS(cfg)
 		if err != nil {
 			return err
 		}
 		defer ns.Stop()
-		natsURL = ns.URL()
+		natsURL, gatewayNATS = ns.ServiceURL(), ns.GatewayURL()
 	}
 	publisher, err := events.Connect(natsURL, "apppassd")
 	if err != nil {
@@ -225,7 +226,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	logger.Info("apppassd listening", "http", "http://"+ln.Addr().String(), "store", shown.detail, "nats", apppass.RedactURL(natsURL),
 		"stream", events.StreamName, "apps", len(apps.Apps()), "maxPerUser", cfg.MaxPerUser)
 	if cfg.EmbeddedStore() && cfg.UserTokenKey == "" {
-		printWelcome(stdout, ln.Addr().String(), natsURL, tokens, serviceKeys, cfg.ServeUI())
+		printWelcome(stdout, ln.Addr().String(), cmp.Or(gatewayNATS, natsURL), tokens, serviceKeys, cfg.ServeUI())
 	}
 
 	select {
@@ -295,6 +296,32 @@ func loadKeys(cfg *config.Config) (*keys, error) {
 		}
 	}
 	return k, nil
+}
+
+// startNATS starts the embedded NATS server, which requires a login: the
+// passwords of apppassd's user and of the gateway user are kept in the
+// data dir (generated on first start), and the gateway's URL, as a
+// subscriber uses it, is written there at every start.
+func startNATS(cfg *config.Config) (*events.EmbeddedNATS, error) {
+	service, err := secretFromConfigOrFile("", cfg.DataFile(config.NATSServiceKeyFile), true)
+	if err != nil {
+		return nil, err
+	}
+	gateway, err := secretFromConfigOrFile("", cfg.DataFile(config.NATSGatewayKeyFile), true)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := events.StartEmbeddedNATS(cfg.EmbeddedNATSListen, cfg.DataFile(config.NATSDir),
+		&events.EmbeddedAuth{ServicePassword: service, GatewayPassword: gateway})
+	if err != nil {
+		return nil, err
+	}
+	path := cfg.DataFile(config.NATSGatewayURLFile)
+	if err := os.WriteFile(path, []byte(ns.GatewayURL()+"\n"), 0o600); err != nil {
+		ns.Stop()
+		return nil, fmt.Errorf("%s cannot be written (%v): make the data dir writable by this user, or set APPPASS_DATA_DIR to one that is", path, err)
+	}
+	return ns, nil
 }
 
 // storeShown names the store in messages.

@@ -224,7 +224,7 @@ func TestUIFlowOnTheEmbeddedDefault(t *testing.T) {
 	env := []string{"APPPASS_DATA_DIR=" + dataDir, "APPPASS_EMBEDDED_NATS_LISTEN=" + natsAddr}
 	d := start(t, env...)
 	token, gateway := d.credentials(t)
-	w := watchStream(t, "nats://"+natsAddr)
+	w := watchStream(t, d.NATSURL(t))
 
 	var apps []struct{ Name string }
 	d.call(t, token, "appPasswords.getApps", nil, &apps)

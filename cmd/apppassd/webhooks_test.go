@@ -71,7 +71,7 @@ func TestWebhooksFromOutside(t *testing.T) {
 	d := start(t, "APPPASS_DATA_DIR="+dir, "APPPASS_EMBEDDED_NATS_LISTEN="+natsAddr, "APPPASS_USER_TOKEN_KEY="+key,
 		"APPPASS_SERVICE_KEYS=ops:admin:"+admin, "APPPASS_WEBHOOKS_FILE="+hooksFile,
 		"APPPASS_WEBHOOK_RETRY_BASE=100ms", "APPPASS_PROVISIONING_SECRET="+provSecret)
-	w := watchStream(t, "nats://"+natsAddr)
+	w := watchStream(t, d.NATSURL(t))
 	tokens, _ := apppass.NewUserTokens([]byte(key))
 	user := apppass.User{ContextID: 4, UserID: 8, Login: "zoe@example.com"}
 	token := tokens.Mint(user, time.Hour, time.Now())

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -183,6 +184,7 @@ type Daemon struct {
 	Addr       string // 127.0.0.1:port
 	Token      string // the example user token it printed (demo@example.com)
 	GatewayKey string
+	DataDir    string // its APPPASS_DATA_DIR
 	Stdout     *Buffer
 	Stderr     *Buffer
 	cmd        *exec.Cmd
@@ -231,6 +233,11 @@ func StartBinary(t testing.TB, binary string, env ...string) *Daemon {
 	t.Helper()
 	addr := FreeAddr(t)
 	d := &Daemon{URL: "http://" + addr, Addr: addr, Stdout: &Buffer{}, Stderr: &Buffer{}, done: make(chan struct{})}
+	for _, kv := range env {
+		if dir, ok := strings.CutPrefix(kv, "APPPASS_DATA_DIR="); ok {
+			d.DataDir = dir
+		}
+	}
 	d.cmd = exec.Command(binary)
 	d.cmd.Env = ChildEnv(append([]string{"APPPASS_LISTEN=" + addr}, env...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.Stdout, d.Stderr
@@ -301,6 +308,20 @@ func (d *Daemon) Kill() {
 }
 
 // Exited reports whether apppassd has ended.
+// Pid is the daemon's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// NATSURL is the URL a gateway subscribes to the embedded NATS server
+// with: the gateway user's, which apppassd writes in its data dir.
+func (d *Daemon) NATSURL(t testing.TB) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(d.DataDir, "nats-gateway.url"))
+	if err != nil {
+		t.Fatalf("the embedded NATS's gateway URL: %v", err)
+	}
+	return strings.TrimSpace(string(raw))
+}
+
 func (d *Daemon) Exited() bool {
 	select {
 	case <-d.done:

@@ -82,7 +82,7 @@ func NATS(t testing.TB) *events.EmbeddedNATS {
 // NATSAt starts an embedded nats-server on listen storing in dir; restart
 // one with the same address and dir to simulate an outage.
 func NATSAt(t testing.TB, listen, dir string) *events.EmbeddedNATS {
-	n, err := events.StartEmbeddedNATS(listen, dir)
+	n, err := events.StartEmbeddedNATS(listen, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
