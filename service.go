@@ -147,23 +147,18 @@ func (s *Service) revoke(ctx context.Context, owner User, uuid, reason string) e
 	if s.Cache != nil {
 		s.Cache.EvictUUID(uuid)
 	}
-	// The eviction broadcast and the revoked event go out side by side;
-	// remove returns when both did (or gave up). Both are best effort: an
-	// error leaves the event in the outbox for the relay, and the
-	// revocation itself is stored, so remove still succeeds.
-	evicted := make(chan struct{})
-	go func() {
-		defer close(evicted)
-		if s.Evictions != nil {
-			_ = s.Evictions.BroadcastEviction(ctx, uuid)
-		}
-	}()
+	// The eviction broadcast first, then the revoked event: other
+	// replicas' caches get the time the event takes to evict. Both are best
+	// effort: an error leaves the event in the outbox for the relay, and
+	// the revocation itself is stored, so remove still succeeds.
+	if s.Evictions != nil {
+		_ = s.Evictions.BroadcastEviction(ctx, uuid)
+	}
 	if s.Events != nil {
 		dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 		defer cancel()
 		_ = s.Events.Deliver(dctx, pending)
 	}
-	<-evicted
 	return nil
 }
 

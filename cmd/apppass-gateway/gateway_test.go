@@ -24,6 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/internal/testenv"
@@ -192,16 +195,16 @@ func TestGateway(t *testing.T) {
 	natsAddr := gatewaytest.FreeAddr(t)
 	d := gatewaytest.StartDaemon(t, apppassd, "APPPASS_EMBEDDED_NATS_LISTEN="+natsAddr)
 	natsURL := d.NATSURL(t)
-	// apppassd creates the stream with its first event; the gateway trusts
-	// no session before it can consume the stream, so create it now, as
-	// apppassd would.
-	ensureStream(t, natsURL)
+	// The gateway trusts no session before it can consume the stream,
+	// which apppassd creates at start: wait for it.
+	waitForStream(t, natsURL)
 	t.Run("RevocationLatency", func(t *testing.T) { testRevocationLatency(t, d, natsURL) })
 	t.Run("RPCAuth", func(t *testing.T) { testRPCAuth(t, d, natsURL) })
 	t.Run("NoSessionsWithoutNATS", func(t *testing.T) { testNoSessionsWithoutNATS(t, d) })
 }
 
-// ensureStream creates the APPPASSWORDS stream on url if it is missing.
+// ensureStream creates the APPPASSWORDS stream on url if it is missing, as
+// apppassd would (for a NATS of a test's own).
 func ensureStream(t *testing.T, url string) {
 	t.Helper()
 	pub, err := events.Connect(url, "stream-maker")
@@ -216,6 +219,27 @@ func ensureStream(t *testing.T, url string) {
 	}
 	if err := pub.EnsureStream(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitForStream waits until the APPPASSWORDS stream exists on url.
+func waitForStream(t *testing.T, url string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	for {
+		if _, err := js.Stream(ctx, events.StreamName); err == nil {
+			return
+		} else if ctx.Err() != nil {
+			t.Fatalf("no stream %s: %v", events.StreamName, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
