@@ -64,12 +64,17 @@ type Server struct {
 	// UI, when set, serves the settings page at GET / and its assets under
 	// GET /ui/ (package ui); nil leaves both 404.
 	UI http.Handler
+	// SocketIdleTimeout closes a WebSocket connection that sent no message
+	// and answered no ping for this long (default 90 s).
+	SocketIdleTimeout time.Duration
 
 	upgrader websocket.Upgrader
 	mu       sync.Mutex
 	sockets  map[*jsonrpc2.Conn]struct{}
-	closing  bool
-	inflight sync.WaitGroup // WebSocket calls being served
+	// socketsOf counts each caller's open WebSocket connections.
+	socketsOf map[string]int
+	closing   bool
+	inflight  sync.WaitGroup // WebSocket calls being served
 }
 
 // Handler routes /rpc, /healthz and /readyz.
@@ -331,228 +336,6 @@ func (s *Server) dispatch(ctx context.Context, log *slog.Logger, c caller, name 
 		return nil, toRPCError(err, log, name)
 	}
 	return result, nil
-}
-
-// serveWebSocket upgrades GET /rpc to a JSON-RPC 2.0 connection.
-func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	bearer := bearerFrom(r.Header.Get("Authorization"))
-	if bearer == "" {
-		bearer = r.URL.Query().Get("access_token")
-	}
-	// One request id for the connection; each call adds its JSON-RPC id.
-	log := s.logger(r.Context())
-	c, err := s.Auth.Authenticate(bearer)
-	if err != nil {
-		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, log, "")))
-		return
-	}
-	if !websocket.IsWebSocketUpgrade(r) {
-		writeJSON(w, http.StatusBadRequest, errorResponse(nil, newError(CodeInvalidRequest, "GET /rpc needs a WebSocket upgrade; use POST for plain HTTP")))
-		return
-	}
-	ws, err := s.upgrader.Upgrade(w, r, http.Header{RequestIDHeader: w.Header().Values(RequestIDHeader)})
-	if err != nil {
-		return // the upgrader has answered
-	}
-	ws.SetReadLimit(MaxBodyBytes)
-	connCtx := withLogger(context.Background(), log)
-	stream := &socketStream{ws: ws, server: s, caller: c, ctx: connCtx}
-	handler := jsonrpc2.HandlerWithError(func(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
-		var params json.RawMessage
-		if req.Params != nil {
-			params = *req.Params
-		}
-		if !req.Notif {
-			ctx = withLogger(ctx, log.With("rpc_id", req.ID.String()))
-		}
-		result, rpcErr := s.call(ctx, c, req.Method, params)
-		if rpcErr != nil {
-			return nil, rpcErr
-		}
-		return result, nil
-	}).SuppressErrClosed()
-	conn := jsonrpc2.NewConn(connCtx, stream, serveConcurrently(&s.inflight, handler),
-		jsonrpc2.SetLogger(slogLogger{log}))
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		conn.Close()
-		return
-	}
-	if s.sockets == nil {
-		s.sockets = map[*jsonrpc2.Conn]struct{}{}
-	}
-	s.sockets[conn] = struct{}{}
-	s.mu.Unlock()
-	go func() {
-		<-conn.DisconnectNotify()
-		s.mu.Lock()
-		delete(s.sockets, conn)
-		s.mu.Unlock()
-	}()
-}
-
-// CloseWebSockets waits for WebSocket calls in flight, then closes every
-// WebSocket connection. http.Server.Shutdown does not see hijacked
-// connections, so SIGTERM handling calls this after it.
-func (s *Server) CloseWebSockets(ctx context.Context) {
-	s.mu.Lock()
-	s.closing = true
-	conns := make([]*jsonrpc2.Conn, 0, len(s.sockets))
-	for c := range s.sockets {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	for _, c := range conns {
-		_ = c.Close()
-	}
-}
-
-type inflightHandler struct {
-	wg   *sync.WaitGroup
-	next jsonrpc2.Handler
-}
-
-// serveConcurrently runs each call in its own goroutine, as
-// jsonrpc2.AsyncHandler does, and counts it from the moment it is read, so
-// shutdown can wait for it.
-func serveConcurrently(wg *sync.WaitGroup, next jsonrpc2.Handler) jsonrpc2.Handler {
-	return inflightHandler{wg: wg, next: next}
-}
-
-func (h inflightHandler) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		h.next.Handle(ctx, conn, req)
-	}()
-}
-
-// socketStream is the WebSocket transport under jsonrpc2.Conn. The library
-// cannot answer malformed messages or batches (it drops the connection), so
-// the stream answers those itself, the same way POST /rpc does, and hands
-// only well-formed single requests to the library.
-type socketStream struct {
-	ws      *websocket.Conn
-	server  *Server
-	caller  caller
-	ctx     context.Context // carries the connection's logger
-	writeMu sync.Mutex
-}
-
-func (t *socketStream) WriteObject(obj any) error {
-	t.writeMu.Lock()
-	defer t.writeMu.Unlock()
-	return t.ws.WriteJSON(obj)
-}
-
-func (t *socketStream) ReadObject(v any) error {
-	for {
-		_, msg, err := t.ws.ReadMessage()
-		if err != nil {
-			return err
-		}
-		if t.isPlainRequest(msg) {
-			return json.Unmarshal(msg, v)
-		}
-		t.server.inflight.Add(1)
-		reply, ok := t.server.handleMessage(t.ctx, t.caller, msg)
-		t.server.inflight.Done()
-		if ok {
-			if err := t.WriteObject(reply); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// isPlainRequest reports whether msg is a single request jsonrpc2 handles
-// faithfully: valid envelope, "jsonrpc":"2.0", string method, no "result"
-// or "error" member (jsonrpc2 drops the connection on those), a string id,
-// an integer id jsonrpc2 can hold (0 to MaxInt64) or none (a null id is not
-// a notification, but jsonrpc2 takes it for one), and params without a
-// duplicate member name (jsonrpc2 decodes params into a map, which hides
-// duplicates that POST /rpc refuses).
-func (t *socketStream) isPlainRequest(msg []byte) bool {
-	var env struct {
-		envelope
-		Result json.RawMessage `json:"result"`
-		Error  json.RawMessage `json:"error"`
-	}
-	msg = bytes.TrimSpace(msg)
-	if len(msg) == 0 || msg[0] != '{' || json.Unmarshal(msg, &env) != nil {
-		return false
-	}
-	var version, name string
-	if json.Unmarshal(env.JSONRPC, &version) != nil || version != "2.0" ||
-		len(env.Method) == 0 || env.Method[0] != '"' || json.Unmarshal(env.Method, &name) != nil {
-		return false
-	}
-	if env.Result != nil || env.Error != nil || hasDuplicateKeys(env.Params) {
-		return false
-	}
-	if env.ID == nil {
-		return true
-	}
-	var n int64
-	return env.ID[0] == '"' || (env.ID[0] >= '0' && env.ID[0] <= '9' && json.Unmarshal(env.ID, &n) == nil)
-}
-
-// hasDuplicateKeys reports whether an object anywhere in raw, which is
-// valid JSON, names a member twice. It reads raw once, token by token.
-func hasDuplicateKeys(raw json.RawMessage) bool {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	var objects []map[string]bool // one per open object or array (nil)
-	inObject := func() bool { return len(objects) > 0 && objects[len(objects)-1] != nil }
-	expectKey := false
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return false
-		}
-		if expectKey {
-			if tok == json.Delim('}') {
-				objects = objects[:len(objects)-1]
-				expectKey = inObject()
-				continue
-			}
-			key, _ := tok.(string)
-			if objects[len(objects)-1][key] {
-				return true
-			}
-			objects[len(objects)-1][key] = true
-			expectKey = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'):
-			objects = append(objects, map[string]bool{})
-			expectKey = true
-		case json.Delim('['):
-			objects = append(objects, nil)
-		case json.Delim(']'):
-			objects = objects[:len(objects)-1]
-			expectKey = inObject()
-		default: // a scalar value
-			expectKey = inObject()
-		}
-	}
-}
-
-func (t *socketStream) Close() error { return t.ws.Close() }
-
-type slogLogger struct{ l *slog.Logger }
-
-// Printf logs the library's message under "format" (a "msg" attribute
-// would clash with slog's own message key in JSON).
-func (l slogLogger) Printf(format string, v ...any) {
-	l.l.Debug("jsonrpc2", "format", format, "args", v)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -2,9 +2,11 @@ package rpc_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -406,5 +408,124 @@ func TestWebSocketTokenExpiry(t *testing.T) {
 	fresh := f.dialWS(t, f.Tokens.Mint(alice, time.Hour, time.Now().Add(61*time.Minute)))
 	if list := decode[[]listed](t, ok(t, fresh.call(t, "appPasswords.list", ""))); len(list) != 1 || list[0].UUID != c.UUID {
 		t.Fatalf("list = %+v", list)
+	}
+}
+
+// TestWebSocketClosesAtTokenExpiry: the server ends a user's connection
+// when its token expires, with close code 4001.
+func TestWebSocketClosesAtTokenExpiry(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	c := f.dialWS(t, f.Tokens.Mint(alice, 2*time.Second, time.Now()))
+	ok(t, c.call(t, "appPasswords.list", ""))
+	_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, _, err := c.conn.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4001 || ce.Text != "the token expired" {
+		t.Fatalf("read after the token expired: %v, want close 4001 \"the token expired\"", err)
+	}
+	// A gateway's socket has no token to expire.
+	g := f.dialWS(t, gatewaySecret)
+	ok(t, g.call(t, "rpc.discover", ""))
+}
+
+// TestWebSocketBackPressure: a client sending thousands of calls without
+// reading the answers holds a few calls in flight, not thousands: the
+// server stops reading until it may write again.
+func TestWebSocketBackPressure(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	c := f.dialWS(t, gatewaySecret)
+	before := runtime.NumGoroutine()
+	sent := make(chan int, 1)
+	go func() {
+		n := 0
+		_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		for ; n < 20000; n++ {
+			if err := c.conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"rpc.discover"}`, n))); err != nil {
+				break
+			}
+		}
+		sent <- n
+	}()
+	n := <-sent // (the kernel's socket buffers take them in)
+	time.Sleep(200 * time.Millisecond)
+	during := runtime.NumGoroutine()
+	if during-before > 50 {
+		t.Errorf("goroutines went from %d to %d with %d calls sent and none read", before, during, n)
+	}
+	t.Logf("%d calls sent, none read: goroutines %d -> %d", n, before, during)
+	// Reading lets it go on.
+	_ = c.conn.SetWriteDeadline(time.Time{})
+	for range 10 {
+		c.read(t)
+	}
+}
+
+// TestWebSocketIdle: a client that answers no ping is cut off at the idle
+// deadline; one that reads (so its library answers pings) stays.
+func TestWebSocketIdle(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	f.Server.SocketIdleTimeout = 600 * time.Millisecond
+	deaf := f.dialWS(t, gatewaySecret)
+	alive := f.dialWS(t, gatewaySecret)
+	readErr := make(chan error, 1)
+	go func() {
+		_ = alive.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, _, err := alive.conn.ReadMessage() // answers pings while it waits
+		readErr <- err
+	}()
+	time.Sleep(2 * time.Second)
+	// The deaf one never read, so never answered a ping: closed.
+	_ = deaf.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := deaf.conn.ReadMessage(); err == nil {
+		t.Error("the connection that answered no ping got a message")
+	} else if ne, isNet := err.(interface{ Timeout() bool }); isNet && ne.Timeout() {
+		t.Errorf("the connection that answered no ping is still open: %v", err)
+	}
+	select {
+	case err := <-readErr:
+		t.Fatalf("the connection that answered pings was closed: %v", err)
+	default:
+	}
+	alive.send(t, `{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}`)
+	if err := <-readErr; err != nil {
+		t.Fatalf("the connection that answered pings: %v", err)
+	}
+}
+
+// TestWebSocketConnectionCap: a user holds at most 16 sockets at once; the
+// 17th is refused with 429 and -32029 until one closes.
+func TestWebSocketConnectionCap(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	token := f.token(alice)
+	var open []*wsClient
+	for range 16 {
+		open = append(open, f.dialWS(t, token))
+	}
+	conn, resp, err := websocket.DefaultDialer.Dial(f.wsURL(""), http.Header{"Authorization": {"Bearer " + token}})
+	if err == nil {
+		conn.Close()
+		t.Fatal("a 17th socket was accepted")
+	}
+	if resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a 17th socket: %v %+v, want HTTP 429", err, resp)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	wantError(t, parseResponse(t, body), rpc.CodeLimit)
+	// Another user is not held back.
+	ok(t, f.dialWS(t, f.token(bob)).call(t, "appPasswords.list", ""))
+	// Closing one makes room (once the server has seen it close).
+	open[0].conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, _, err := websocket.DefaultDialer.Dial(f.wsURL(""), http.Header{"Authorization": {"Bearer " + token}})
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no room after a socket closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
