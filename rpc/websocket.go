@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -68,7 +69,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		}
 		return result, nil
 	}).SuppressErrClosed()
-	conn := jsonrpc2.NewConn(connCtx, stream, serveConcurrently(&s.inflight, handler),
+	conn := jsonrpc2.NewConn(connCtx, stream, serveConcurrently(s, handler),
 		jsonrpc2.SetLogger(slogLogger{log}))
 	stop := stream.keepAlive(idle)
 	if !c.expires.IsZero() {
@@ -179,7 +180,7 @@ func (s *Server) CloseWebSockets(ctx context.Context) {
 }
 
 type inflightHandler struct {
-	wg    *sync.WaitGroup
+	s     *Server
 	slots chan struct{}
 	next  jsonrpc2.Handler
 }
@@ -187,19 +188,39 @@ type inflightHandler struct {
 // serveConcurrently runs the calls of one connection in goroutines of
 // their own, at most maxSocketCalls at once: past that, Handle waits, and
 // with it the library's reading of the connection. Each call is counted
-// from the moment it is read, so shutdown can wait for it.
-func serveConcurrently(wg *sync.WaitGroup, next jsonrpc2.Handler) jsonrpc2.Handler {
-	return inflightHandler{wg: wg, slots: make(chan struct{}, maxSocketCalls), next: next}
+// from the moment it is read, so shutdown can wait for it; once shutdown
+// began, a call is answered that the server is going away.
+func serveConcurrently(s *Server, next jsonrpc2.Handler) jsonrpc2.Handler {
+	return inflightHandler{s: s, slots: make(chan struct{}, maxSocketCalls), next: next}
 }
 
 func (h inflightHandler) Handle(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
 	h.slots <- struct{}{}
-	h.wg.Add(1)
+	if !h.s.startCall() {
+		<-h.slots
+		if !req.Notif {
+			_ = conn.ReplyWithError(ctx, req.ID, newError(CodeUnavailable, "the server is shutting down"))
+		}
+		return
+	}
 	go func() {
 		defer func() { <-h.slots }()
-		defer h.wg.Done()
+		defer h.s.inflight.Done()
 		h.next.Handle(ctx, conn, req)
 	}()
+}
+
+// startCall counts a WebSocket call in, unless shutdown began (then
+// CloseWebSockets is waiting for the count to drain, and may not see it
+// grow).
+func (s *Server) startCall() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.inflight.Add(1)
+	return true
 }
 
 // socketStream is the WebSocket transport under jsonrpc2.Conn. The library
@@ -258,7 +279,9 @@ func (t *socketStream) ReadObject(v any) error {
 		if t.isPlainRequest(msg) {
 			return json.Unmarshal(msg, v)
 		}
-		t.server.inflight.Add(1)
+		if !t.server.startCall() {
+			return errors.New("the server is shutting down")
+		}
 		reply, ok := t.server.handleMessage(t.ctx, t.caller, msg)
 		t.server.inflight.Done()
 		if ok {

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -394,5 +395,36 @@ func TestEmbeddedNATSRequiresLogin(t *testing.T) {
 	}
 	if violations.Load() == 0 {
 		t.Error("the server reported no permissions violation for the forged publishes")
+	}
+}
+
+// TestHardeningWebSocketFlood: the flood that took apppassd to 5.9 GB, one
+// WebSocket with 20,000 rpc.discover calls and no answer read, now holds a
+// few calls and the socket buffers.
+func TestHardeningWebSocketFlood(t *testing.T) {
+	d := start(t, "APPPASS_DATA_DIR="+t.TempDir(), "APPPASS_EMBEDDED_NATS_LISTEN="+freeAddr(t))
+	_, gateway := d.credentials(t)
+	before := readRSS(t, d)
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(d.URL, "http")+"/rpc", http.Header{"Authorization": {"Bearer " + gateway}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	sent := 0
+	for ; sent < 20000; sent++ {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"rpc.discover"}`, sent))); err != nil {
+			break
+		}
+	}
+	time.Sleep(time.Second)
+	after := readRSS(t, d)
+	t.Logf("RSS %d MB before, %d MB after %d calls sent on one socket and none read", before>>20, after>>20, sent)
+	if after > 300<<20 {
+		t.Errorf("one socket's flood took apppassd to %d MB", after>>20)
+	}
+	// apppassd still answers others.
+	if resp, err := http.Get(d.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz during the flood: %v", err)
 	}
 }
