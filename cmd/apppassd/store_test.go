@@ -65,11 +65,19 @@ func TestFaultStoreFull(t *testing.T) {
 	if full == nil || full.Error.Code != -32050 || strings.Contains(full.Error.Message, "/") {
 		t.Fatalf("add on a full disk: %+v, want -32050 without internals", full)
 	}
-	wantCode(t, "remove on a full disk", d.call(t, token, "appPasswords.remove", map[string]any{"uuid": before[1].UUID}, nil), -32050)
+	// A remove may still fit (it rewrites a row the file has room for):
+	// it answers OK, and is done, or -32050, and is not.
+	removedOnFull := false
+	switch r := d.call(t, token, "appPasswords.remove", map[string]any{"uuid": before[1].UUID}, nil); {
+	case r.Error == nil:
+		removedOnFull = true
+	case r.Error.Code != -32050:
+		t.Errorf("remove on a full disk: %+v, want OK or -32050", r.Error)
+	}
 	var list []struct{ UUID string }
 	d.call(t, token, "appPasswords.list", nil, &list)
-	if len(list) != len(before) {
-		t.Errorf("list on a full disk has %d passwords, want %d", len(list), len(before))
+	if want := len(before) - map[bool]int{true: 1}[removedOnFull]; len(list) != want {
+		t.Errorf("list on a full disk has %d passwords, want %d", len(list), want)
 	}
 	waitReadyz(t, d, "503", 15*time.Second, func(code int, body map[string]any) bool {
 		return code == http.StatusServiceUnavailable && strings.Contains(fmt.Sprint(body["reason"]), "SQLite store")
@@ -79,7 +87,9 @@ func TestFaultStoreFull(t *testing.T) {
 	waitReadyz(t, d, "ready again", 30*time.Second, pendingIs(0))
 	var after added
 	d.call(t, token, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "after"}, &after)
-	d.call(t, token, "appPasswords.remove", map[string]any{"uuid": before[1].UUID}, nil)
+	if !removedOnFull {
+		d.call(t, token, "appPasswords.remove", map[string]any{"uuid": before[1].UUID}, nil)
+	}
 	var ok map[string]any
 	d.call(t, gateway, "appPasswords.authenticate", authParams(login, before[0].Password, "imap", "192.0.2.1"), &ok)
 	waitReadyz(t, d, "ready with an empty outbox", 30*time.Second, pendingIs(0))
@@ -97,9 +107,9 @@ func TestFaultStoreFull(t *testing.T) {
 		}
 	}
 	if byUUID[before[1].UUID][apppass.EventRevoked] != 1 {
-		t.Errorf("the remove after recovery has %d revoked events", byUUID[before[1].UUID][apppass.EventRevoked])
+		t.Errorf("the removed password has %d revoked events", byUUID[before[1].UUID][apppass.EventRevoked])
 	}
-	t.Logf("%d adds fit before the disk was full", len(before)-5)
+	t.Logf("%d adds fit before the disk was full; the remove then %s", len(before)-5, map[bool]string{true: "still fit", false: "did not"}[removedOnFull])
 }
 
 // TestStartRefusals: what apppassd must not run on stops it at start with
