@@ -52,6 +52,10 @@ func Connect(url, name string) (*Publisher, error) {
 		nats.ReconnectWait(250*time.Millisecond),
 		// Don't buffer publishes while disconnected: the outbox is our buffer.
 		nats.ReconnectBufSize(-1),
+		// Notice a silent network partition within seconds: until then the
+		// relay takes leases on events it cannot publish.
+		nats.PingInterval(5*time.Second),
+		nats.MaxPingsOutstanding(2),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %s", apppass.RedactURL(url), apppass.RedactIn(err.Error(), url))

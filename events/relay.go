@@ -41,11 +41,11 @@ type Relay struct {
 	// them in order (created before revoked).
 	shards []chan job
 
-	// SweepInterval is how often the outbox is swept for leftovers while
-	// there are some. After sweeps that found nothing the relay waits
-	// longer, up to maxQuietSweeps intervals: the sweep is a query over
-	// every password (a full scan on FerretDB), and leftovers are rare —
-	// events are published by Deliver and Notify as they are written.
+	// SweepInterval is how often the outbox is swept for leftovers (an
+	// index lookup in either store). It bounds how long another replica's
+	// event waits when that replica cannot reach NATS: a revocation
+	// another replica stored reaches this one's cache within about one
+	// interval.
 	SweepInterval time.Duration
 	// ClaimLease is how long a claim on a password's events lasts: how
 	// soon another relay takes over from one that died holding it. It is
@@ -124,6 +124,11 @@ type job struct {
 // Claim implements apppass.EventNotifier: the writes of new events lease
 // their outbox to this relay, so it publishes them without a write first.
 func (r *Relay) Claim() *apppass.Claim {
+	if r.backingOff() || !r.publisher.Connected() {
+		// This relay cannot publish now: leave the events to whichever
+		// relay can, at its next sweep.
+		return nil
+	}
 	return &apppass.Claim{Owner: r.id, Lease: max(r.ClaimLease, minLease)}
 }
 
@@ -214,10 +219,6 @@ func (r *Relay) Run(ctx context.Context) {
 		t := time.NewTicker(r.SweepInterval)
 		defer t.Stop()
 		var lastPendingLog time.Time
-		// quiet counts the ticks to let pass: it doubles (to at most
-		// maxQuietSweeps) after each sweep that found nothing, and is 0
-		// while NATS is away, so the first tick after it returns sweeps.
-		quiet, skip := 0, 0
 		for {
 			select {
 			case <-ctx.Done():
@@ -225,48 +226,31 @@ func (r *Relay) Run(ctx context.Context) {
 			case <-t.C:
 			}
 			if r.backingOff() {
-				quiet, skip = 0, 0
 				if time.Since(lastPendingLog) >= r.PendingLogInterval {
 					lastPendingLog = time.Now()
 					r.logPending(ctx, "events wait in the outbox until NATS answers again")
 				}
 				continue
 			}
-			if skip > 0 {
-				skip--
-				continue
-			}
 			// Sweep until a batch comes back short: after an outage the
 			// backlog drains at full speed, not one batch per tick.
-			found := 0
 			for ctx.Err() == nil && !r.backingOff() {
 				n, err := r.sweep(ctx, true)
-				found += n
 				if err != nil {
 					if ctx.Err() == nil {
 						r.logger.Warn("outbox sweep failed", "err", err)
 					}
-					found = 1 // try again at the next tick
 					break
 				}
 				if n < sweepBatch {
 					break
 				}
 			}
-			if found > 0 {
-				quiet = 0
-			} else {
-				quiet = min(2*quiet+1, maxQuietSweeps)
-			}
-			skip = quiet
 		}
 	})
 	wg.Wait()
 }
 
-// maxQuietSweeps bounds the ticks skipped after empty sweeps: leftovers
-// (and claims of a relay that died) wait at most this many intervals more.
-const maxQuietSweeps = 7
 
 func (r *Relay) logPending(ctx context.Context, msg string) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -6,7 +6,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -281,9 +280,9 @@ func TestCheckpasswordStoreUnavailable(t *testing.T) {
 	t.Cleanup(fdb.Stop)
 	target := strings.TrimPrefix(fdb.URI, "mongodb://")
 	target, _, _ = strings.Cut(target, "/")
-	relay := startRelay(t, target)
+	relay := gatewaytest.StartRelay(t, target)
 	tokenKey := gatewaytest.RandomHex(32)
-	d := gatewaytest.StartDaemon(t, apppassd, "APPPASS_MONGODB_URI="+strings.Replace(fdb.URI, target, relay.addr, 1),
+	d := gatewaytest.StartDaemon(t, apppassd, "APPPASS_MONGODB_URI="+strings.Replace(fdb.URI, target, relay.Addr, 1),
 		"APPPASS_PEPPER="+gatewaytest.RandomHex(32), "APPPASS_USER_TOKEN_KEY="+tokenKey)
 	tokens, err := apppass.NewUserTokens([]byte(tokenKey))
 	if err != nil {
@@ -299,7 +298,7 @@ func TestCheckpasswordStoreUnavailable(t *testing.T) {
 
 	// A password apppassd has not seen yet (a positive answer may be cached).
 	cold := d.Add(t, "mail", "Tablet")
-	relay.cut()
+	relay.Cut()
 	o := checkpassword(t, reply, creds(gatewaytest.DemoLogin, cold.Password), sidecar...)
 	if o.code != 111 || !strings.Contains(o.stderr, fmt.Sprint(codeUnavailable)) || o.reply != nil {
 		t.Fatalf("MongoDB down: exit %d after %v; stderr %s", o.code, o.took, o.stderr)
@@ -313,51 +312,5 @@ func TestCheckpasswordStoreUnavailable(t *testing.T) {
 	r = cli(t, []string{"APPPASS_URL=" + d.URL, "APPPASS_TIMEOUT=20s"}, "", "health", "--json")
 	if r.code != 1 || !strings.Contains(r.stdout, `"status":"unavailable"`) {
 		t.Fatalf("health --json with MongoDB down: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
-	}
-}
-
-// relay forwards TCP connections to a target until cut.
-type relay struct {
-	addr  string
-	l     net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func startRelay(t *testing.T, target string) *relay {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{addr: l.Addr().String(), l: l}
-	t.Cleanup(r.cut)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns = append(r.conns, c, u)
-			r.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-	return r
-}
-
-// cut closes the listener and every connection.
-func (r *relay) cut() {
-	r.l.Close()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, c := range r.conns {
-		c.Close()
 	}
 }

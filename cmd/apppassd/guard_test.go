@@ -7,12 +7,14 @@ package main_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/internal/testenv"
 )
 
@@ -285,4 +287,58 @@ func waitNoPending(t *testing.T, store apppass.Store) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestRevocationSpreadWithoutNATS: two replicas on one store; A has lost
+// its NATS connection, B's cache holds the password. A's remove returns
+// OK with the revoked event in the outbox; B's relay publishes it at its
+// next sweep (every second) and B's cache drops the password on it. The
+// bound: B refuses within about a sweep interval of A's answer.
+func TestRevocationSpreadWithoutNATS(t *testing.T) {
+	mongoURI := testenv.MongoURI(t)
+	ns := testenv.NATS(t)
+	relay := gatewaytest.StartRelay(t, strings.TrimPrefix(ns.URL(), "nats://"))
+	key := strings.Repeat("k", 32)
+	gateway := "spread-gateway-key-0123456789"
+	db := "spread_" + testenv.RandomHex(4)
+	env := []string{"APPPASS_MONGODB_URI=" + mongoURI, "APPPASS_MONGODB_DATABASE=" + db,
+		"APPPASS_PEPPER=" + strings.Repeat("p", 32), "APPPASS_USER_TOKEN_KEY=" + key,
+		"APPPASS_SERVICE_KEYS=gw:gateway:" + gateway}
+	a := start(t, append(env, "APPPASS_DATA_DIR="+t.TempDir(), "APPPASS_NATS_URL=nats://"+relay.Addr)...)
+	b := start(t, append(env, "APPPASS_DATA_DIR="+t.TempDir(), "APPPASS_NATS_URL="+ns.URL())...)
+	store := testenv.MongoStoreAt(t, mongoURI, db)
+	tokens, _ := apppass.NewUserTokens([]byte(key))
+	token := tokens.Mint(apppass.User{ContextID: 9, UserID: 12, Login: "fay@example.com"}, time.Hour, time.Now())
+
+	var p added
+	a.call(t, token, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "phone"}, &p)
+	var ok map[string]any
+	for range 2 { // the second is a cache hit on b
+		b.call(t, gateway, "appPasswords.authenticate", authParams("fay@example.com", p.Password, "imap", "192.0.2.1"), &ok)
+	}
+	waitNoPending(t, store) // (FerretDB: no write of b's relay may cross a's revocation)
+
+	relay.Cut()
+	waitReadyz(t, a, "a without NATS", 30*time.Second, func(code int, body map[string]any) bool {
+		return code == http.StatusServiceUnavailable && strings.Contains(fmt.Sprint(body["reason"]), "NATS")
+	})
+	time.Sleep(2 * time.Second) // a quiet system: b's relay idles
+	var removed struct{ Result string }
+	a.call(t, token, "appPasswords.remove", map[string]any{"uuid": p.UUID}, &removed)
+	returned := time.Now()
+	for {
+		r := b.call(t, gateway, "appPasswords.authenticate", authParams("fay@example.com", p.Password, "imap", "192.0.2.1"), nil)
+		if r.Error != nil && r.Error.Code == -32010 {
+			break
+		}
+		if time.Since(returned) > 10*time.Second {
+			t.Fatalf("b still accepts the password %s after a's remove returned", time.Since(returned).Round(time.Millisecond))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	spread := time.Since(returned)
+	t.Logf("b refused the password %s after a (without NATS) answered its remove", spread.Round(time.Millisecond))
+	if spread > 2*time.Second {
+		t.Errorf("b accepted the removed password for %s, more than the 2 s bound", spread.Round(time.Millisecond))
+	}
 }

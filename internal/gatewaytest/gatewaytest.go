@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -398,4 +399,53 @@ func (d *Daemon) Remove(t testing.TB, uuid string) {
 // Sloppy is how a user might type p: upper case, without dashes.
 func Sloppy(p string) string {
 	return strings.ToUpper(strings.ReplaceAll(p, "-", ""))
+}
+
+// Relay forwards TCP connections to a target until cut: a network path a
+// test can break.
+type Relay struct {
+	Addr  string
+	l     net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// StartRelay listens on a free loopback port and forwards to target.
+func StartRelay(t testing.TB, target string) *Relay {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Relay{Addr: l.Addr().String(), l: l}
+	t.Cleanup(r.Cut)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c, u)
+			r.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return r
+}
+
+// Cut closes the listener and every connection through it.
+func (r *Relay) Cut() {
+	r.l.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		c.Close()
+	}
 }
