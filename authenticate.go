@@ -35,6 +35,9 @@ type Authenticated struct {
 	Login     string   `json:"login"`
 	AppScope  string   `json:"appScope"`
 	Scopes    []string `json:"scopes"`
+	// Expires is when the password expires, if it does: a gateway that
+	// keeps sessions ends them then at the latest.
+	Expires *time.Time `json:"expires,omitempty"`
 }
 
 // lastLoginEvery bounds lastLogin writes: at most one per password per
@@ -151,7 +154,7 @@ func (s *Service) Authenticate(ctx context.Context, a LoginAttempt) (*Authentica
 	}
 	app, _ := s.Apps.App(p.AppScope)
 	return &Authenticated{UUID: p.UUID, ContextID: p.Owner.ContextID, UserID: p.Owner.UserID,
-		Login: p.Owner.Login, AppScope: p.AppScope, Scopes: app.Scopes}, nil
+		Login: p.Owner.Login, AppScope: p.AppScope, Scopes: app.Scopes, Expires: p.Expires}, nil
 }
 
 // recordLogin stores the login as p's last login when it is due, and

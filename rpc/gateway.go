@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apppass/apppass"
 )
@@ -99,6 +100,9 @@ func (s *Server) serveBasicAuth(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-AppPass-Login", res.Login)
 	h.Set("X-AppPass-UUID", res.UUID)
 	h.Set("X-AppPass-Scopes", strings.Join(res.Scopes, ","))
+	if res.Expires != nil {
+		h.Set("X-AppPass-Expires", res.Expires.UTC().Format(time.RFC3339))
+	}
 	w.WriteHeader(http.StatusOK)
 }
 

@@ -216,14 +216,19 @@ func (g *Gateway) holderLocked(uuid string) *holder {
 	return h
 }
 
-// key is the session key of a login and password: an HMAC under a key
-// that never leaves the process, so the password itself is never kept.
-func (g *Gateway) key(login, password string) sessionKey {
+// key is the session key of a login and password from a client address:
+// an HMAC under a key that never leaves the process, so the password
+// itself is never kept. The address is part of it, so a session serves
+// only the address the sidecar checked (a password limited to one network
+// is checked again for any other).
+func (g *Gateway) key(login, password, ip string) sessionKey {
 	m := hmac.New(sha256.New, g.macKey)
 	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(login)))
-	m.Write(n[:])
-	m.Write([]byte(login))
+	for _, part := range []string{login, ip} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		m.Write(n[:])
+		m.Write([]byte(part))
+	}
 	m.Write([]byte(password))
 	var k sessionKey
 	copy(k[:], m.Sum(nil))
@@ -237,7 +242,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.challenge(w)
 		return
 	}
-	key := g.key(login, password)
+	ip := g.clientIP(r)
+	key := g.key(login, password, ip)
 	now := time.Now()
 
 	g.mu.Lock()
@@ -266,7 +272,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 		var err error
 		id, err = g.auth.authenticate(ctx, attempt{Login: login, Password: password, Protocol: g.protocol,
-			IP: g.clientIP(r), UserAgent: r.UserAgent()})
+			IP: ip, UserAgent: r.UserAgent()})
 		cancel()
 		var limited *limitedError
 		switch {
@@ -304,7 +310,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h := g.holderLocked(id.UUID)
 	if !hit && g.trusted && g.epoch == epoch && g.ttl > 0 && len(g.sessions) < maxSessions {
-		g.sessions[key] = &session{id: id, until: now.Add(g.ttl)}
+		until := now.Add(g.ttl)
+		if !id.Expires.IsZero() && id.Expires.Before(until) {
+			until = id.Expires // a session ends with its password's expiry
+		}
+		g.sessions[key] = &session{id: id, until: until}
 		h.sessions[key] = struct{}{}
 	}
 	h.requests[req] = struct{}{}

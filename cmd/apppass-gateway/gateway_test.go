@@ -200,6 +200,9 @@ func TestGateway(t *testing.T) {
 	waitForStream(t, natsURL)
 	t.Run("RevocationLatency", func(t *testing.T) { testRevocationLatency(t, d, natsURL) })
 	t.Run("RPCAuth", func(t *testing.T) { testRPCAuth(t, d, natsURL) })
+	for _, auth := range []string{"basic", "rpc"} {
+		t.Run("SessionLimits/"+auth, func(t *testing.T) { testSessionLimits(t, d, natsURL, auth) })
+	}
 	t.Run("NoSessionsWithoutNATS", func(t *testing.T) { testNoSessionsWithoutNATS(t, d) })
 }
 
@@ -479,6 +482,42 @@ func testRPCAuth(t *testing.T, d *gatewaytest.Daemon, natsURL string) {
 			t.Fatalf("still %d after remove", code)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testSessionLimits: a session serves only the client address the sidecar
+// checked, so a password limited to one network does not work from another
+// through a session; and it ends when the password expires.
+func testSessionLimits(t *testing.T, d *gatewaytest.Daemon, natsURL, auth string) {
+	up := newUpstream(t)
+	gw, g := startGateway(t, config{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: natsURL,
+		SessionTTL: 5 * time.Minute, Auth: auth, Protocol: "caldav", ClientIPHeader: "X-Forwarded-For"})
+	expires := time.Now().Add(4 * time.Second).UTC().Format(time.RFC3339)
+	var pw gatewaytest.Password
+	if e := d.Call(t, d.Token, "appPasswords.add", map[string]any{"appScope": "caldav", "appName": "office only",
+		"allowedIPs": []string{"198.51.100.0/24"}, "expires": expires}, &pw); e != nil {
+		t.Fatalf("add: %d %s", e.Code, e.Message)
+	}
+	from := func(ip string) int {
+		code, _, _ := get(t, gw+"/calendars/", pw.Login, pw.Password, "X-Forwarded-For", ip)
+		return code
+	}
+	if c1, c2 := from("198.51.100.7"), from("198.51.100.7"); c1 != 200 || c2 != 200 {
+		t.Fatalf("from the office: %d then %d", c1, c2)
+	}
+	if s := g.Stats(); s.SessionHits != 1 {
+		t.Fatalf("the second request from the office rode no session: %+v", s)
+	}
+	if code := from("203.0.113.9"); code != 401 {
+		t.Fatalf("from outside the office network, with a session open: %d, want 401", code)
+	}
+	// The session ends with the password's expiry, not the 5 min TTL.
+	end := time.Now().Add(deadline)
+	for from("198.51.100.7") != 401 {
+		if time.Now().After(end) {
+			t.Fatal("the session outlived its password's expiry")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -21,6 +21,9 @@ type identity struct {
 	UserID    string
 	Login     string
 	Scopes    string // comma-separated
+	// Expires is when the password expires (zero: it does not); a session
+	// ends then at the latest.
+	Expires time.Time
 }
 
 // attempt is one login to check with the sidecar.
@@ -78,6 +81,11 @@ func (b *basicAuth) authenticate(ctx context.Context, a attempt) (identity, erro
 		h := resp.Header
 		id := identity{UUID: h.Get("X-AppPass-UUID"), ContextID: h.Get("X-AppPass-Context"), UserID: h.Get("X-AppPass-User"),
 			Login: h.Get("X-AppPass-Login"), Scopes: h.Get("X-AppPass-Scopes")}
+		if v := h.Get("X-AppPass-Expires"); v != "" {
+			if id.Expires, err = time.Parse(time.RFC3339, v); err != nil {
+				return identity{}, fmt.Errorf("%w: X-AppPass-Expires %q", errSidecar, v)
+			}
+		}
 		if id.UUID == "" {
 			return identity{}, fmt.Errorf("%w: 200 without X-AppPass-UUID", errSidecar)
 		}
@@ -128,8 +136,9 @@ func (r *rpcAuth) authenticate(ctx context.Context, a attempt) (identity, error)
 			UUID      string   `json:"uuid"`
 			ContextID int64    `json:"contextId"`
 			UserID    int64    `json:"userId"`
-			Login     string   `json:"login"`
-			Scopes    []string `json:"scopes"`
+			Login     string     `json:"login"`
+			Scopes    []string   `json:"scopes"`
+			Expires   *time.Time `json:"expires"`
 		} `json:"result"`
 		Error *struct {
 			Code    int    `json:"code"`
@@ -153,8 +162,12 @@ func (r *rpcAuth) authenticate(ctx context.Context, a attempt) (identity, error)
 		return identity{}, fmt.Errorf("%w: no result", errSidecar)
 	}
 	res := reply.Result
-	return identity{UUID: res.UUID, ContextID: strconv.FormatInt(res.ContextID, 10), UserID: strconv.FormatInt(res.UserID, 10),
-		Login: res.Login, Scopes: strings.Join(res.Scopes, ",")}, nil
+	id := identity{UUID: res.UUID, ContextID: strconv.FormatInt(res.ContextID, 10), UserID: strconv.FormatInt(res.UserID, 10),
+		Login: res.Login, Scopes: strings.Join(res.Scopes, ",")}
+	if res.Expires != nil {
+		id.Expires = *res.Expires
+	}
+	return id, nil
 }
 
 // newAuthenticator returns the client for method ("basic" or "rpc").
