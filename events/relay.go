@@ -251,7 +251,6 @@ func (r *Relay) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-
 func (r *Relay) logPending(ctx context.Context, msg string) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

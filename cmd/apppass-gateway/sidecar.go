@@ -133,9 +133,9 @@ func (r *rpcAuth) authenticate(ctx context.Context, a attempt) (identity, error)
 	defer resp.Body.Close()
 	var reply struct {
 		Result *struct {
-			UUID      string   `json:"uuid"`
-			ContextID int64    `json:"contextId"`
-			UserID    int64    `json:"userId"`
+			UUID      string     `json:"uuid"`
+			ContextID int64      `json:"contextId"`
+			UserID    int64      `json:"userId"`
 			Login     string     `json:"login"`
 			Scopes    []string   `json:"scopes"`
 			Expires   *time.Time `json:"expires"`
