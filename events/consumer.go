@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
@@ -164,6 +165,13 @@ type Consumer struct {
 	cc      jetstream.ConsumeContext
 	cancel  context.CancelFunc
 	ctx     context.Context
+	js      jetstream.JetStream
+	log     *slog.Logger
+
+	// A durable consumer pulls in a loop of its own (pullDurable):
+	// stopping ends it, and pulled is closed once it ended.
+	stopping chan struct{}
+	pulled   chan struct{}
 
 	mu       sync.Mutex
 	stopped  bool
@@ -180,6 +188,13 @@ const (
 	// A durable consumer's events count against AckWait from delivery, so
 	// it fetches few at a time.
 	durableBatch = 64
+	// durablePullWait is how long one pull of a durable consumer waits
+	// for events: the longest Stop waits for the server to be done with
+	// the last one (the handlers of what it sent aside).
+	durablePullWait = time.Second
+	// stopWait bounds how long Stop lets a durable consumer's last events
+	// reach the handler.
+	stopWait = 5 * time.Second
 )
 
 // ErrMalformedEvent marks a stream message that is not an apppass event.
@@ -224,35 +239,89 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ConsumerOptions, ha
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
-	c := &Consumer{durable: opts.Durable, cancel: cancel, ctx: runCtx, done: make(chan struct{})}
-	pullOpts := []jetstream.PullConsumeOpt{
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if runCtx.Err() != nil {
-				return
-			}
-			opts.Logger.Debug("event consumer", "durable", opts.Durable, "err", err)
-			if opts.OnError != nil {
-				opts.OnError(err)
-			}
-		}),
+	c := &Consumer{durable: opts.Durable, cancel: cancel, ctx: runCtx, js: js, log: opts.Logger,
+		stopping: make(chan struct{}), done: make(chan struct{})}
+	reportErr := func(err error) {
+		if runCtx.Err() != nil {
+			return
+		}
+		opts.Logger.Debug("event consumer", "durable", opts.Durable, "err", err)
+		if opts.OnError != nil {
+			opts.OnError(err)
+		}
 	}
+	// ended is closed when delivery ended by itself: the connection was
+	// closed.
+	var ended <-chan struct{}
 	if opts.Durable != "" {
-		pullOpts = append(pullOpts, jetstream.PullMaxMessages(durableBatch))
+		c.pulled = make(chan struct{})
+		go c.pullDurable(cons, opts, handle, reportErr)
+		ended = c.pulled
+	} else {
+		cc, err := cons.Consume(func(m jetstream.Msg) { c.deliver(m, opts, handle) },
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { reportErr(err) }))
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("events.Watch: consuming: %w", err)
+		}
+		c.cc = cc
+		ended = cc.Closed()
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { c.deliver(m, opts, handle) }, pullOpts...)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("events.Watch: consuming: %w", err)
-	}
-	c.cc = cc
 	go func() {
 		select {
 		case <-runCtx.Done():
-		case <-cc.Closed():
+		case <-ended:
 		}
 		c.Stop()
 	}()
 	return c, nil
+}
+
+// pullDurable pulls a durable consumer's events one request at a time,
+// each waiting at most durablePullWait, until Stop. It does not use the
+// client's Consume, which keeps a pull request open on the server at all
+// times: stopping that means unsubscribing while the server may be
+// sending, and whatever it sends after the unsubscribe is dropped. Here
+// Stop lets the request in flight run out; once it has (the server's
+// timeout status arrives after everything it sent for the request), the
+// server holds no request of this process and sends it nothing more.
+func (c *Consumer) pullDurable(cons jetstream.Consumer, opts ConsumerOptions, handle Handler, reportErr func(error)) {
+	defer close(c.pulled)
+	retry := 50 * time.Millisecond
+	for {
+		select {
+		case <-c.stopping:
+			return
+		case <-c.ctx.Done():
+			return
+		default:
+		}
+		batch, err := cons.Fetch(durableBatch, jetstream.FetchMaxWait(durablePullWait))
+		if err == nil {
+			for m := range batch.Messages() {
+				c.deliver(m, opts, handle)
+			}
+			err = batch.Error()
+		}
+		if err == nil {
+			retry = 50 * time.Millisecond
+			continue
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) || c.js.Conn().IsClosed() {
+			return
+		}
+		// Disconnected, the consumer deleted on the server, ...: report
+		// it and try again, backing off.
+		reportErr(err)
+		select {
+		case <-c.stopping:
+			return
+		case <-c.ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, 5*time.Second)
+	}
 }
 
 func (o *ConsumerOptions) setDefaults() {
@@ -363,7 +432,7 @@ func DecodeEvent(body []byte) (apppass.Event, error) {
 // deliver runs on the client's delivery goroutine, one message at a time.
 func (c *Consumer) deliver(m jetstream.Msg, opts ConsumerOptions, handle Handler) {
 	c.mu.Lock()
-	if c.stopped {
+	if c.stopped || c.ctx.Err() != nil {
 		c.mu.Unlock()
 		if c.durable != "" {
 			_ = m.Nak() // not handled: redeliver it to whoever runs next
@@ -401,6 +470,10 @@ func (c *Consumer) deliver(m jetstream.Msg, opts ConsumerOptions, handle Handler
 				log.Error("event consumer: handler failed on the last attempt; event given up",
 					"id", ev.ID, "type", ev.Type, "sequence", d.Sequence, "attempt", d.Attempt, "durable", c.durable, "err", err)
 				_ = m.TermWithReason("handler failed MaxDeliver times")
+				return
+			}
+			if c.ctx.Err() != nil {
+				_ = m.Nak() // cut short by Stop: redeliver it to whoever runs next, now
 				return
 			}
 			delay := retryDelay(opts, d.Attempt)
@@ -462,11 +535,27 @@ func retryDelay(opts ConsumerOptions, attempt int) time.Duration {
 }
 
 // Stop stops delivery and waits for a running handler to return (so it
-// must not be called from the handler: cancel Watch's context there).
-// Events fetched but not handled go back to a durable consumer for
-// redelivery. It is safe to call more than once.
+// must not be called from the handler: cancel Watch's context there). It
+// is safe to call more than once.
+//
+// A durable consumer hands over cleanly: Stop asks the server for
+// nothing more and waits (about a second at most) until the server is
+// done with the request in flight; every event it sent reaches the
+// handler, or, if Stop had to give up waiting after 5 s, is Nak'ed for
+// immediate redelivery to the next consumer of that name. Nothing is
+// left to come back only after AckWait. When Watch's context ends
+// instead, the handler's context is cancelled at once and the events
+// still arriving are Nak'ed.
 func (c *Consumer) Stop() {
 	c.stopOnce.Do(func() {
+		close(c.stopping)
+		if c.pulled != nil {
+			select {
+			case <-c.pulled:
+			case <-time.After(stopWait):
+				c.log.Warn("event consumer: still handling when stopped; the rest is Nak'ed", "durable", c.durable)
+			}
+		}
 		c.mu.Lock()
 		c.stopped = true
 		c.mu.Unlock()
@@ -474,7 +563,15 @@ func (c *Consumer) Stop() {
 		if c.cc != nil {
 			c.cc.Stop()
 		}
+		if c.pulled != nil {
+			<-c.pulled // Nak'ing what still arrives, once the handler returned
+		}
 		c.handling.Wait()
+		if c.durable != "" {
+			// Acks are confirmed, but Naks are fire and forget: see that
+			// they left before the caller closes the connection.
+			_ = c.js.Conn().FlushTimeout(stopWait)
+		}
 		close(c.done)
 	})
 	<-c.done

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -287,19 +288,35 @@ func TestConsumerDurableResumes(t *testing.T) {
 		t.Fatal("Done not closed after Stop")
 	}
 
-	// Published while the consumer is away. (Restarting NATS here as well
-	// made this test flaky under CI load — one of the two messages did not
-	// arrive within 10 s; the stream's survival of a NATS restart is
-	// covered by cmd/apppassd's fault test (a).)
+	// NATS restarts while the consumer is away, and events are published
+	// before it comes back: the durable and its ack floor survive, and
+	// nothing the first run handed over is lost or redelivered.
+	srv.Stop()
+	srv2 := testenv.NATSAt(t, addr, dir)
 	c := env.publish(t, apppass.EventRevoked, "c")
 	_ = env.publish(t, apppass.EventCreated, "d") // filtered out
 	d := env.publish(t, apppass.EventRevoked, "d")
 
 	second := &collector{}
-	watch(t, env.js, events.ConsumerOptions{Durable: "gateway-1", Start: events.StartAll()}, second)
-	got := second.waitN(t, 2)
-	second.quiet(t, 2, 200*time.Millisecond)
-	wantIDs(t, "after restart", got, c, d)
+	var heard sync.Once
+	outage := make(chan struct{})
+	watch(t, env.js, events.ConsumerOptions{Durable: "gateway-1", Start: events.StartAll(),
+		OnError: func(error) { heard.Do(func() { close(outage) }) }}, second)
+	second.waitN(t, 2)
+
+	// NATS restarts under the running consumer: it reports the outage and
+	// pulls again once NATS is back.
+	srv2.Stop()
+	select {
+	case <-outage:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnError heard nothing of the NATS outage")
+	}
+	testenv.NATSAt(t, addr, dir)
+	e := env.publish(t, apppass.EventRevoked, "e")
+	got := second.waitN(t, 3)
+	second.quiet(t, 3, 200*time.Millisecond)
+	wantIDs(t, "after restarts", got, c, d, e)
 	for _, h := range got {
 		if h.d.Attempt != 1 {
 			t.Fatalf("redelivered: %+v", h.d)
@@ -435,4 +452,61 @@ func TestConsumerStopsWithItsContext(t *testing.T) {
 	}
 	env.publish(t, apppass.EventRevoked, "late")
 	c.quiet(t, 0, 100*time.Millisecond)
+}
+
+// TestConsumerHandsOverWhilePublishing stops and restarts a durable
+// consumer again and again while events keep coming, with MaxDeliver 1
+// (an event the server sent to a consumer that dropped it is never sent
+// again) and the default AckWait (30 s, far longer than the test waits).
+// Every event must reach a handler, and only one: what the server sent
+// to a stopping consumer is handled, not dropped, and nothing is sent to
+// it once Stop returned.
+func TestConsumerHandsOverWhilePublishing(t *testing.T) {
+	env := newConsumerEnv(t, testenv.NATS(t).URL())
+	opts := events.ConsumerOptions{Durable: "handover", Start: events.StartNew(), MaxDeliver: 1}
+	c := &collector{}
+	cons := watch(t, env.js, opts, c)
+
+	const rounds = 25
+	published := make(chan []apppass.Event)
+	go func() {
+		var evs []apppass.Event
+		defer func() { published <- evs }()
+		for i := 0; i < rounds*20; i++ {
+			ev := apppass.Event{
+				ID: testenv.RandomHex(12), Type: apppass.EventRevoked, Timestamp: time.Now().UTC(),
+				Data: apppass.EventData{UUID: "u", ContextID: 1, UserID: 3, Reason: apppass.ReasonUser},
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := env.pub.Publish(ctx, ev)
+			cancel()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			evs = append(evs, ev)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for range rounds {
+		time.Sleep(time.Duration(5+rand.IntN(30)) * time.Millisecond)
+		cons.Stop()
+		cons = watch(t, env.js, opts, c)
+	}
+	evs := <-published
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.all()) < len(evs) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := c.all()
+	c.quiet(t, len(evs), 200*time.Millisecond)
+	seen := map[string]int{}
+	for _, h := range got {
+		seen[h.ev.ID]++
+	}
+	for _, ev := range evs {
+		if seen[ev.ID] != 1 {
+			t.Errorf("event %s handled %d times", ev.ID, seen[ev.ID])
+		}
+	}
 }
