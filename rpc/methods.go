@@ -90,6 +90,18 @@ var methods = map[string]method{
 		}
 		return s.Service.Authenticate(ctx, a)
 	}},
+	// Who the token is for: the settings page shows "Signed in as", and
+	// asks before a link for another account replaces its session.
+	"appPasswords.whoami": {everyone: true, call: func(_ context.Context, _ *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
+		if err := decodeParams(params); err != nil {
+			return nil, err
+		}
+		if c.Role != apppass.RoleUser {
+			return whoami{Role: c.Role.String(), Name: c.Name}, nil
+		}
+		u := c.User
+		return whoami{Role: c.Role.String(), Login: u.Login, ContextID: &u.ContextID, UserID: &u.UserID, ViaAppPassword: &c.ViaAppPassword}, nil
+	}},
 	// Outbound webhooks' state, for admins (rpc/webhooks.go).
 	"webhooks.endpoints":  {admin: true, server: webhookEndpoints},
 	"webhooks.deliveries": {admin: true, server: webhookDeliveries},
@@ -99,8 +111,19 @@ var methods = map[string]method{
 	"rpc.discover": {everyone: true, call: rpcDiscover},
 }
 
+// whoami is appPasswords.whoami's result: the user of a user token, or the
+// name of a service key.
+type whoami struct {
+	Role           string `json:"role"`
+	Name           string `json:"name,omitempty"`
+	Login          string `json:"login,omitempty"`
+	ContextID      *int64 `json:"contextId,omitempty"`
+	UserID         *int64 `json:"userId,omitempty"`
+	ViaAppPassword *bool  `json:"viaAppPassword,omitempty"`
+}
+
 var (
-	errGatewayOnly   = &apppass.Error{Kind: apppass.KindForbidden, Message: "gateway keys may only call appPasswords.authenticate (and rpc.discover)"}
+	errGatewayOnly   = &apppass.Error{Kind: apppass.KindForbidden, Message: "gateway keys may only call appPasswords.authenticate (and rpc.discover, appPasswords.whoami)"}
 	errNotForUsers   = &apppass.Error{Kind: apppass.KindForbidden, Message: "only gateway and admin keys may call this method"}
 	errViaAppPasswd  = &apppass.Error{Kind: apppass.KindForbidden, Message: "a session opened with an app password may not manage app passwords"}
 	errUserParamDeny = &apppass.Error{Kind: apppass.KindForbidden, Message: "only admin keys may name a user"}

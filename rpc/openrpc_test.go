@@ -538,6 +538,19 @@ func TestOpenRPCRealResponses(t *testing.T) {
 		}
 	}
 
+	// whoami: the token's user, or the key's role and name.
+	for bearer, want := range map[string]string{
+		user:          `{"role":"user","login":"` + alice.Login + `","contextId":` + strconv.FormatInt(alice.ContextID, 10) + `,"userId":` + strconv.FormatInt(alice.UserID, 10) + `,"viaAppPassword":false}`,
+		viaApp:        `{"role":"user","login":"` + alice.Login + `","contextId":` + strconv.FormatInt(alice.ContextID, 10) + `,"userId":` + strconv.FormatInt(alice.UserID, 10) + `,"viaAppPassword":true}`,
+		gatewaySecret: `{"role":"gateway","name":"gw"}`,
+		adminSecret:   `{"role":"admin","name":"adm"}`,
+	} {
+		if got := string(ok(t, dc.call(t, bearer, "appPasswords.whoami", ""))); got != want {
+			t.Errorf("whoami: %s, want %s", got, want)
+		}
+	}
+	wantInvalid(t, dc.call(t, user, "appPasswords.whoami", `{"user":{"contextId":1}}`), "user")
+
 	ok(t, dc.call(t, user, "appPasswords.getApps", ""))
 	ok(t, dc.call(t, viaApp, "appPasswords.getApps", "[]"))
 	if got := string(ok(t, dc.call(t, user, "appPasswords.list", ""))); got != "[]" {

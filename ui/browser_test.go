@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 	"github.com/nats-io/nats.go"
 
+	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/internal/gatewaytest"
 )
 
@@ -545,6 +547,99 @@ func TestSettingsPageLimitInChromium(t *testing.T) {
 		t.Errorf("a refused add changed the page or the store")
 	}
 	p.screenshot("limit")
+}
+
+// TestSettingsPageAccountSwitchInChromium: the page says whom it is signed
+// in as, and a link for another account opened in the signed-in tab asks
+// before switching (from a hash change and from a fresh load); cancelled,
+// the tab keeps its account, and a refused link changes nothing.
+func TestSettingsPageAccountSwitchInChromium(t *testing.T) {
+	chromium := findChromium(t)
+	d := gatewaytest.StartDaemon(t, daemonBinary(t))
+	pageURL, demoToken := settingsURL(t, d)
+	bob := apppass.User{ContextID: 1, UserID: 5, Login: "bob@example.com"}
+	bobToken := d.UserToken(t, bob, time.Hour)
+	p := newTab(t, chromium, "switch")
+
+	signedIn := func() string {
+		return eval[string](p, `(() => { const el = document.getElementById('signed-in'); return el.hidden ? '' : el.textContent.trim(); })()`)
+	}
+	stored := func() string { return eval[string](p, `sessionStorage.getItem('apppass.token')`) }
+	openLink := func(name, tok string) {
+		p.t.Helper()
+		p.step(name, chromedp.Evaluate[chromedp.Void](`location.hash = 'token=' + `+strconv.Quote(tok)))
+	}
+
+	p.step("open the page as demo", chromedp.Navigate(pageURL))
+	p.waitFor("the page loads", `!document.getElementById('manage').hidden`)
+	if got := signedIn(); got != "Signed in as "+gatewaytest.DemoLogin {
+		t.Fatalf("top of the page: %q", got)
+	}
+	if !eval[bool](p, `document.querySelector('main').firstElementChild.id === 'signed-in'`) {
+		t.Errorf("\"Signed in as\" is not at the top of the page")
+	}
+	p.step("demo adds a password", chromedp.SendKeys(chromedp.ID("name-input"), "Demo phone"+kb.Enter))
+	p.waitFor("the dialog opens", `document.getElementById('created-dialog').open`)
+	p.step("close", chromedp.Click(chromedp.ID("created-close")))
+	p.waitFor("demo's password is listed", `document.querySelectorAll('#list-body tr').length === 1`)
+	p.screenshot("signed-in-as-demo")
+
+	// A link for bob: asked, cancelled (the default button), nothing changes.
+	openLink("open a link for bob", bobToken)
+	p.waitFor("asks before switching", `document.getElementById('confirm-dialog').open`)
+	text := eval[string](p, `document.getElementById('confirm-text').textContent`)
+	if !strings.Contains(text, gatewaytest.DemoLogin) || !strings.Contains(text, bob.Login) {
+		t.Errorf("the question does not name both accounts: %q", text)
+	}
+	if id := p.activeID(); id != "confirm-cancel" {
+		t.Errorf("focus in the question: %q, want confirm-cancel", id)
+	}
+	if href := eval[string](p, `location.href`); strings.Contains(href, "token") {
+		t.Errorf("the link's token stays in the address bar while asking: %q", href)
+	}
+	p.screenshot("asks-before-switching")
+	p.step("keep demo", chromedp.KeyEvent(kb.Enter))
+	p.waitFor("the question closes", `!document.getElementById('confirm-dialog').open`)
+	p.waitFor("says it stayed", `document.getElementById('notice').textContent.includes('Still signed in as `+gatewaytest.DemoLogin+`')`)
+	if got := signedIn(); got != "Signed in as "+gatewaytest.DemoLogin || stored() != demoToken || len(p.rows()) != 1 {
+		t.Fatalf("after cancelling: %q, token kept %v, rows %v", got, stored() == demoToken, p.rows())
+	}
+
+	// A link whose token apppassd refuses changes nothing either.
+	openLink("open a link with a bad token", "not-a-token")
+	p.waitFor("the link is refused in words", `document.getElementById('error').textContent.includes('stays signed in as `+gatewaytest.DemoLogin+`')`)
+	if !strings.Contains(p.errorText(), "-32001") || stored() != demoToken || signedIn() != "Signed in as "+gatewaytest.DemoLogin ||
+		eval[bool](p, `document.getElementById('manage').hidden`) {
+		t.Fatalf("a refused link changed the session: %q", p.errorText())
+	}
+
+	// Asked again, and switched.
+	openLink("open the link for bob again", bobToken)
+	p.waitFor("asks again", `document.getElementById('confirm-dialog').open`)
+	p.step("switch to bob", chromedp.Click(chromedp.ID("confirm-ok")))
+	p.waitFor("signed in as bob", `document.getElementById('signed-in').textContent.includes('`+bob.Login+`') && document.getElementById('empty').hidden === false`)
+	if stored() != bobToken || len(p.rows()) != 0 {
+		t.Fatalf("after switching: token is bob's %v, rows %v", stored() == bobToken, p.rows())
+	}
+	p.screenshot("switched-to-bob")
+
+	// A newer token for the same account replaces the old one silently.
+	bobAgain := d.UserToken(t, bob, 2*time.Hour)
+	openLink("open a newer link for bob", bobAgain)
+	p.waitFor("the newer token is used", `sessionStorage.getItem('apppass.token') === `+strconv.Quote(bobAgain))
+	if eval[bool](p, `document.getElementById('confirm-dialog').open`) {
+		t.Errorf("asked before taking a token for the same account")
+	}
+
+	// A fresh load of a link for demo in bob's tab asks as well.
+	// (The query makes it a new document, not a hash change.)
+	p.step("load a link for demo in bob's tab", chromedp.Navigate(d.URL+"/?from=groupware#token="+demoToken))
+	p.waitFor("asks after the load", `document.getElementById('confirm-dialog').open`)
+	p.step("switch to demo", chromedp.Click(chromedp.ID("confirm-ok")))
+	p.waitFor("signed in as demo again", `document.getElementById('signed-in').textContent.includes('`+gatewaytest.DemoLogin+`') && document.querySelectorAll('#list-body tr').length === 1`)
+	if stored() != demoToken {
+		t.Errorf("after switching back the tab holds another token")
+	}
 }
 
 // newTab starts headless Chromium for the test and opens a tab. Script

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/apppass/apppass"
 )
 
 // RequireEnv names the variable that turns a missing nginx or Dovecot
@@ -308,7 +310,6 @@ func (d *Daemon) Kill() {
 	<-d.done
 }
 
-// Exited reports whether apppassd has ended.
 // Pid is the daemon's process id.
 func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 
@@ -323,6 +324,23 @@ func (d *Daemon) NATSURL(t testing.TB) string {
 	return strings.TrimSpace(string(raw))
 }
 
+// UserToken mints a user token for user, valid for ttl, with the
+// user-token key apppassd generated in its data dir (as `apppass token`
+// does).
+func (d *Daemon) UserToken(t testing.TB, user apppass.User, ttl time.Duration) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(d.DataDir, "user-token.key"))
+	if err != nil {
+		t.Fatalf("the user-token key: %v", err)
+	}
+	tokens, err := apppass.NewUserTokens([]byte(strings.TrimSpace(string(raw))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tokens.Mint(user, ttl, time.Now())
+}
+
+// Exited reports whether apppassd has ended.
 func (d *Daemon) Exited() bool {
 	select {
 	case <-d.done:

@@ -27,40 +27,90 @@
   }
 
   let token = null;
+  let me = null; // appPasswords.whoami for token, once known
   let requestId = 0;
   const apps = new Map(); // name -> app, for display names in the list
 
   // ---------- token ----------
 
   // The token arrives in the fragment (#token=…), which browsers never send
-  // to a server; it moves to sessionStorage and out of the address bar and
-  // history at once, so it is not bookmarked or shared with the URL.
+  // to a server; it leaves the address bar and history at once, so it is
+  // not bookmarked or shared with the URL, and is returned for arrive.
   function takeTokenFromFragment() {
-    if (location.hash.length < 2) return;
+    if (location.hash.length < 2) return null;
     const params = new URLSearchParams(location.hash.slice(1));
-    if (!params.has('token')) return;
+    if (!params.has('token')) return null;
     const t = params.get('token').trim();
     params.delete('token');
-    if (t) sessionStorage.setItem(TOKEN_KEY, t);
     const rest = params.toString();
     history.replaceState(history.state, '', location.pathname + location.search + (rest ? '#' + rest : ''));
+    return t || null;
   }
 
   function forgetToken() {
     sessionStorage.removeItem(TOKEN_KEY);
     token = null;
+    me = null;
+  }
+
+  const sameAccount = (a, b) => a.contextId === b.contextId && a.userId === b.userId;
+
+  // arrive takes a token from a link (or null) into this tab. A tab signed
+  // in as one account does not silently become another: a link for
+  // someone else asks first (a shared computer, a forwarded link, a second
+  // groupware login in the same browser), and a refused link leaves the
+  // session as it was.
+  async function arrive(fresh) {
+    const current = sessionStorage.getItem(TOKEN_KEY);
+    if (fresh && current && fresh !== current) {
+      if (!me) {
+        try {
+          me = await rpc('appPasswords.whoami', undefined, current);
+        } catch (err) {
+          me = null; // the old session is gone anyway: nothing to keep
+        }
+      }
+      if (me) {
+        let who;
+        try {
+          who = await rpc('appPasswords.whoami', undefined, fresh);
+        } catch (err) {
+          say($('error'), `The access token in the link was not accepted, so this tab stays signed in as ${me.login}. ` +
+            `(Server: ${err.message}${err.code ? '; code ' + err.code : ''})`);
+          return;
+        }
+        if (!sameAccount(me, who)) {
+          const ok = await confirm('Switch account?',
+            `This tab is signed in as ${me.login}. The link you opened is for ${who.login}. Switch to ${who.login}?`,
+            'Switch', false);
+          if (!ok) {
+            notice(`Still signed in as ${me.login}; the link was not used.`);
+            return;
+          }
+        }
+        me = who;
+      }
+    }
+    if (fresh) sessionStorage.setItem(TOKEN_KEY, fresh);
+    await start();
+  }
+
+  // Links can arrive while one is being handled: one at a time.
+  let arriving = Promise.resolve();
+  function arriveInTurn(fresh) {
+    arriving = arriving.then(() => arrive(fresh));
   }
 
   // ---------- JSON-RPC ----------
 
-  async function rpc(method, params) {
+  async function rpc(method, params, bearer = token) {
     const request = { jsonrpc: '2.0', id: ++requestId, method };
     if (params !== undefined) request.params = params;
     let resp;
     try {
       resp = await fetch('/rpc', {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + token },
+        headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + bearer },
         body: JSON.stringify(request),
         cache: 'no-store',
         credentials: 'omit',
@@ -196,6 +246,7 @@
   // ---------- views ----------
 
   function showSignin() {
+    $('signed-in').hidden = true;
     $('manage').hidden = true;
     $('signin').hidden = false;
     $('token-input').focus();
@@ -209,6 +260,9 @@
     }
     $('signin').hidden = true;
     try {
+      me = await rpc('appPasswords.whoami');
+      $('signed-in-login').textContent = me.login || me.name;
+      $('signed-in').hidden = false;
       await loadApps();
       await loadList();
       $('manage').hidden = false;
@@ -355,11 +409,12 @@
   }
 
   // confirm asks in the modal confirm dialog; resolves true for Delete.
-  function confirm(title, text, okLabel) {
+  function confirm(title, text, okLabel, destructive = true) {
     const dlg = $('confirm-dialog');
     $('confirm-title').textContent = title;
     $('confirm-text').textContent = text;
     $('confirm-ok').textContent = okLabel;
+    $('confirm-ok').className = destructive ? 'danger' : 'primary';
     dlg.returnValue = '';
     return new Promise((resolve) => {
       dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
@@ -429,13 +484,14 @@
       return;
     }
     sessionStorage.setItem(TOKEN_KEY, t);
+    me = null;
     start();
   }
 
   // ---------- wiring ----------
 
   document.addEventListener('DOMContentLoaded', () => {
-    takeTokenFromFragment();
+    const fresh = takeTokenFromFragment();
     $('token-form').addEventListener('submit', useToken);
     $('add-form').addEventListener('submit', add);
     $('delete-all').addEventListener('click', removeAll);
@@ -449,12 +505,14 @@
       clearMessages();
       showSignin();
     });
-    // A token pasted into the address bar of an open page.
+    // A link opened in this tab again, or a token pasted into the address
+    // bar of the open page.
     window.addEventListener('hashchange', () => {
-      takeTokenFromFragment();
+      const t = takeTokenFromFragment();
+      if (!t) return;
       clearMessages();
-      start();
+      arriveInTurn(t);
     });
-    start();
+    arriveInTurn(fresh);
   });
 })();
