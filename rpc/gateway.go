@@ -172,6 +172,9 @@ func (s *Server) serveMailAuth(w http.ResponseWriter, r *http.Request) {
 			// nginx holds the connection for Auth-Wait seconds: keep that
 			// short, the block itself is enforced on every attempt.
 			refuse("Too many failed logins, try again later", min(retry, maxMailWait), "454 4.7.0")
+		case apppass.KindInvalid: // a Client-IP that is none: the proxy's configuration, not the user
+			s.logger(r.Context()).Warn("auth_http refused", "err", err)
+			refuse("Temporary server problem, try again later", 3, "451 4.3.0")
 		default:
 			toRPCError(err, s.logger(r.Context()), "auth/mail")
 			refuse("Temporary server problem, try again later", 3, "451 4.3.0")

@@ -71,7 +71,7 @@ func randomBytes(t testing.TB, n int) []byte {
 	return b
 }
 
-func newFixture(t *testing.T, o fixtureOptions) *fixture {
+func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	t.Helper()
 	if o.maxPerUser == 0 {
 		o.maxPerUser = 50

@@ -40,6 +40,9 @@ func decodeParams(raw json.RawMessage, params ...param) error {
 				return apppass.Invalid("params", "must be a JSON object")
 			}
 			key := tok.(string)
+			if key == "" {
+				return apppass.Invalid("params", "has a parameter without a name")
+			}
 			var v json.RawMessage
 			if err := dec.Decode(&v); err != nil {
 				return apppass.Invalid(key, "is not valid JSON")
