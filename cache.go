@@ -22,6 +22,7 @@ type AuthCache struct {
 	mu       sync.RWMutex
 	byDigest map[string]cacheEntry
 	byUUID   map[string]string // uuid -> digest
+	sweptAt  time.Time         // when add last dropped expired entries
 	// evictions counts evictions, so that a password read from storage
 	// before a concurrent revocation is not cached after it.
 	evictions uint64
@@ -94,6 +95,20 @@ func (c *AuthCache) add(p Password, now time.Time, gen uint64) {
 	}
 	c.byDigest[p.Digest] = cacheEntry{p: p, until: now.Add(c.ttl)}
 	c.byUUID[p.UUID] = p.Digest
+	// Expired entries are dropped here, at most once a ttl, so the cache
+	// holds the passwords used in about the last two ttls, not every
+	// password used since the start.
+	if now.Sub(c.sweptAt) >= c.ttl {
+		for d, e := range c.byDigest {
+			if now.After(e.until) {
+				delete(c.byDigest, d)
+				if c.byUUID[e.p.UUID] == d {
+					delete(c.byUUID, e.p.UUID)
+				}
+			}
+		}
+		c.sweptAt = now
+	}
 }
 
 // update replaces a cached password (after recording a login), keeping
