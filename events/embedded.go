@@ -88,6 +88,23 @@ func StartEmbeddedNATS(listen, storeDir string, auth *EmbeddedAuth) (*EmbeddedNA
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	s, err := server.NewServer(embeddedOptions(host, port, storeDir, auth))
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start listening on %s (is the port taken?)", listen)
+	}
+	return &EmbeddedNATS{Server: s, auth: auth}, nil
+}
+
+// embeddedOptions configure the embedded server. SyncAlways costs event
+// throughput (BENCHMARKS.md, BenchmarkEmbeddedPublish: about 14 times
+// fewer publishes per second than nats-server's default two-minute sync),
+// bought for the guarantee that an acked event is on disk.
+func embeddedOptions(host string, port int, storeDir string, auth *EmbeddedAuth) *server.Options {
 	opts := &server.Options{
 		ServerName: "apppass-embedded",
 		Host:       host,
@@ -104,16 +121,7 @@ func StartEmbeddedNATS(listen, storeDir string, auth *EmbeddedAuth) (*EmbeddedNA
 			{Username: GatewayUser, Password: auth.GatewayPassword, Permissions: GatewayPermissions()},
 		}
 	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: %w", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("embedded NATS did not start listening on %s (is the port taken?)", listen)
-	}
-	return &EmbeddedNATS{Server: s, auth: auth}, nil
+	return opts
 }
 
 // URL is the client URL of the server, without credentials.
