@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/dovecot"
 	"github.com/apppass/apppass/stdwebhook"
 )
 
@@ -72,6 +73,12 @@ type Config struct {
 	CORSOrigins []string
 	// Metrics serves Prometheus metrics at /metrics.
 	Metrics bool
+	// Dovecots whose doveadm HTTP API apppassd calls on revocations (base
+	// URLs, checked by dovecot.ParseBaseURL), with their API key.
+	DoveadmURLs    []string
+	DoveadmAPIKey  string
+	doveadmKeyFile string
+	DoveadmTimeout time.Duration
 }
 
 // ServeUI reports whether the settings page is served at /.
@@ -277,6 +284,22 @@ var settings = []setting{
 	{"APPPASS_METRICS", "metrics", "true", "serve Prometheus metrics at /metrics", func(c *Config, v string) error {
 		return boolean(v, &c.Metrics)
 	}},
+	{"APPPASS_DOVEADM_URLS", "doveadm-urls", "", "comma-separated base URLs of Dovecot's doveadm HTTP listeners (http://127.0.0.1:8080): their sessions of a revoked mail password are kicked", func(c *Config, v string) error {
+		urls, err := parseDoveadmURLs(v)
+		c.DoveadmURLs = urls
+		return err
+	}},
+	{"APPPASS_DOVEADM_API_KEY", "doveadm-api-key", "", "Dovecot's doveadm_api_key, for APPPASS_DOVEADM_URLS", func(c *Config, v string) error {
+		c.DoveadmAPIKey = v
+		return nil
+	}},
+	{"APPPASS_DOVEADM_API_KEY_FILE", "doveadm-api-key-file", "", "file holding the doveadm API key, instead of APPPASS_DOVEADM_API_KEY", func(c *Config, v string) error {
+		c.doveadmKeyFile = v
+		return nil
+	}},
+	{"APPPASS_DOVEADM_TIMEOUT", "doveadm-timeout", "5s", "time limit of one doveadm request", func(c *Config, v string) error {
+		return duration(v, 100*time.Millisecond, time.Minute, &c.DoveadmTimeout)
+	}},
 	{"APPPASS_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
 		return c.LogLevel.UnmarshalText([]byte(v))
 	}},
@@ -355,10 +378,58 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	if !c.EmbeddedStore() && c.Pepper == "" {
 		return nil, errors.New("config: APPPASS_PEPPER (--pepper) is required when APPPASS_MONGODB_URI is set: every replica must digest passwords with the same key")
 	}
+	if err := c.resolveDoveadmKey(); err != nil {
+		return nil, err
+	}
 	if !c.EmbeddedStore() && c.UserTokenKey == "" {
 		return nil, errors.New("config: APPPASS_USER_TOKEN_KEY (--user-token-key) is required when APPPASS_MONGODB_URI is set")
 	}
 	return c, nil
+}
+
+// parseDoveadmURLs reads APPPASS_DOVEADM_URLS: base URLs, each once.
+func parseDoveadmURLs(v string) ([]string, error) {
+	var urls []string
+	for _, raw := range strings.Split(v, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		u, err := dovecot.ParseBaseURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(urls, u) {
+			return nil, fmt.Errorf("%s is listed twice", u)
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
+// resolveDoveadmKey reads the doveadm API key file, if one is named, and
+// checks that URLs and key come together.
+func (c *Config) resolveDoveadmKey() error {
+	if c.doveadmKeyFile != "" {
+		if c.DoveadmAPIKey != "" {
+			return errors.New("config: set APPPASS_DOVEADM_API_KEY or APPPASS_DOVEADM_API_KEY_FILE, not both")
+		}
+		raw, err := os.ReadFile(c.doveadmKeyFile)
+		if err != nil {
+			return fmt.Errorf("config: APPPASS_DOVEADM_API_KEY_FILE (--doveadm-api-key-file): %v", err)
+		}
+		c.DoveadmAPIKey = strings.TrimRight(string(raw), "\r\n")
+		if c.DoveadmAPIKey == "" {
+			return fmt.Errorf("config: APPPASS_DOVEADM_API_KEY_FILE (--doveadm-api-key-file): %s is empty", c.doveadmKeyFile)
+		}
+	}
+	switch {
+	case len(c.DoveadmURLs) > 0 && c.DoveadmAPIKey == "":
+		return errors.New("config: APPPASS_DOVEADM_URLS needs the API key: APPPASS_DOVEADM_API_KEY or APPPASS_DOVEADM_API_KEY_FILE")
+	case len(c.DoveadmURLs) == 0 && c.DoveadmAPIKey != "":
+		return errors.New("config: a doveadm API key is set but APPPASS_DOVEADM_URLS is empty")
+	}
+	return nil
 }
 
 // parseOrigins reads a comma-separated list of browser origins: a scheme,

@@ -85,4 +85,9 @@ func Render(name string, vars map[string]string) (string, error) {
 	return strings.Join(lines, "\n"), nil
 }
 
-func isComment(line string) bool { return strings.HasPrefix(strings.TrimSpace(line), "#") }
+// isComment reports a comment line of the configurations: "#" in nginx's
+// and Dovecot's files, "--" in the Lua passdb.
+func isComment(line string) bool {
+	line = strings.TrimSpace(line)
+	return strings.HasPrefix(line, "#") || strings.HasPrefix(line, "--")
+}

@@ -117,6 +117,11 @@ type ConsumerOptions struct {
 	// Logger receives warnings: malformed events skipped, handler errors,
 	// consumer errors. Default slog.Default().
 	Logger *slog.Logger
+	// HandlerLogsErrors says the handler logs its own failures (say once
+	// per change of a backend's state): the consumer then notes handler
+	// errors and redeliveries at debug level only, instead of a warning
+	// for every failed attempt.
+	HandlerLogsErrors bool
 	// OnError, if set, also hears the client's consumer errors (missed
 	// heartbeats, reconnects, a consumer deleted on the server). They are
 	// informational: the client recovers by itself where it can.
@@ -477,7 +482,11 @@ func (c *Consumer) deliver(m jetstream.Msg, opts ConsumerOptions, handle Handler
 				return
 			}
 			delay := retryDelay(opts, d.Attempt)
-			log.Warn("event consumer: handler failed; event redelivered later",
+			level := slog.LevelWarn
+			if opts.HandlerLogsErrors {
+				level = slog.LevelDebug
+			}
+			log.Log(c.ctx, level, "event consumer: handler failed; event redelivered later",
 				"id", ev.ID, "type", ev.Type, "sequence", d.Sequence, "attempt", d.Attempt, "retryIn", delay, "durable", c.durable, "err", err)
 			_ = m.NakWithDelay(delay)
 			return

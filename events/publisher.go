@@ -74,6 +74,10 @@ func (p *Publisher) Connected() bool { return p.nc.Status() == nats.CONNECTED }
 // Close closes the connection.
 func (p *Publisher) Close() { p.nc.Close() }
 
+// JetStream is the publisher's JetStream handle, for apppassd's own
+// consumers (the doveadm kicks).
+func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
+
 // EnsureStream creates the stream if it is missing, keeping events for
 // StreamMaxAge. An existing stream is left as the operator configured it.
 func (p *Publisher) EnsureStream(ctx context.Context) error {

@@ -106,6 +106,8 @@ var methods = map[string]method{
 	"webhooks.endpoints":  {admin: true, server: webhookEndpoints},
 	"webhooks.deliveries": {admin: true, server: webhookDeliveries},
 	"webhooks.enable":     {admin: true, server: webhookEnable},
+	// The Dovecots kicked on revocations, for admins (rpc/webhooks.go).
+	"doveadm.targets": {admin: true, server: doveadmTargets},
 	// OpenRPC service discovery (rpc/openrpc.go): describes the methods
 	// above, which is no secret, so every caller may ask.
 	"rpc.discover": {everyone: true, call: rpcDiscover},

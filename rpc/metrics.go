@@ -34,6 +34,8 @@ type MetricsSources struct {
 	NATSConnected func() bool
 	// WebhookDeliveries counts outbound webhook attempts by endpoint and outcome.
 	WebhookDeliveries func() []events.DeliveryCount
+	// Doveadm is the state of the Dovecots kicked on revocations.
+	Doveadm func(ctx context.Context) []events.DoveadmStatus
 }
 
 // Metrics are the Prometheus metrics of one apppassd, in a registry of
@@ -127,6 +129,9 @@ func NewMetrics(src MetricsSources) *Metrics {
 	}
 	if counts := src.WebhookDeliveries; counts != nil {
 		reg.MustRegister(webhookCollector{counts})
+	}
+	if targets := src.Doveadm; targets != nil {
+		reg.MustRegister(doveadmCollector{targets})
 	}
 	return m
 }
@@ -227,5 +232,45 @@ func (c webhookCollector) Describe(ch chan<- *prometheus.Desc) { ch <- webhookDe
 func (c webhookCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, d := range c.counts() {
 		ch <- prometheus.MustNewConstMetric(webhookDesc, prometheus.CounterValue, float64(d.N), d.Endpoint, d.Outcome)
+	}
+}
+
+// doveadmCollector exports the Dovecots' state: requests by outcome, up,
+// and the events each has not handled yet (read from NATS at scrape).
+type doveadmCollector struct {
+	targets func(ctx context.Context) []events.DoveadmStatus
+}
+
+var (
+	doveadmRequestsDesc = prometheus.NewDesc("apppass_doveadm_requests_total",
+		"Requests to Dovecot's doveadm API (kicks and auth cache flushes) by Dovecot and outcome: ok, unreachable, unauthorized (wrong API key), failed.",
+		[]string{"dovecot", "outcome"}, nil)
+	doveadmUpDesc = prometheus.NewDesc("apppass_doveadm_up",
+		"1 while a Dovecot's last doveadm request succeeded (or none was needed yet), else 0.",
+		[]string{"dovecot"}, nil)
+	doveadmPendingDesc = prometheus.NewDesc("apppass_doveadm_pending_events",
+		"Events a Dovecot has not handled yet (waiting or being retried); NaN when NATS cannot say.",
+		[]string{"dovecot"}, nil)
+)
+
+func (c doveadmCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- doveadmRequestsDesc
+	ch <- doveadmUpDesc
+	ch <- doveadmPendingDesc
+}
+
+func (c doveadmCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	for _, t := range c.targets(ctx) {
+		for outcome, n := range t.Requests {
+			ch <- prometheus.MustNewConstMetric(doveadmRequestsDesc, prometheus.CounterValue, float64(n), t.URL, outcome)
+		}
+		ch <- prometheus.MustNewConstMetric(doveadmUpDesc, prometheus.GaugeValue, boolGauge(t.State == "ok"), t.URL)
+		pending := math.NaN()
+		if t.Pending >= 0 {
+			pending = float64(t.Pending)
+		}
+		ch <- prometheus.MustNewConstMetric(doveadmPendingDesc, prometheus.GaugeValue, pending, t.URL)
 	}
 }

@@ -53,6 +53,9 @@ type Server struct {
 	BasicRealm string
 	// Webhooks shows admins the outbound webhooks; nil when none are configured.
 	Webhooks WebhookAdmin
+	// Doveadm shows admins the Dovecots kicked on revocations; nil when
+	// none are configured.
+	Doveadm DoveadmAdmin
 	// Provisioning configures POST /webhooks/provisioning; nil answers 404.
 	Provisioning *Provisioning
 	// Metrics, when set, counts calls and logins and is served at GET

@@ -6,7 +6,26 @@ import (
 	"math"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/events"
 )
+
+// DoveadmAdmin is what admins see of the Dovecots kicked on revocations
+// (implemented by events.Doveadm).
+type DoveadmAdmin interface {
+	Targets(ctx context.Context) []events.DoveadmStatus
+}
+
+// doveadmTargets answers doveadm.targets: every configured Dovecot with
+// its state, the events it has not handled yet and its request counts.
+func doveadmTargets(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (any, error) {
+	if err := decodeParams(params); err != nil {
+		return nil, err
+	}
+	if s.Doveadm == nil {
+		return []events.DoveadmStatus{}, nil
+	}
+	return s.Doveadm.Targets(ctx), nil
+}
 
 // WebhookAdmin is what admins see and do of the outbound webhooks
 // (implemented by events.Webhooks).

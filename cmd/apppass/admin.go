@@ -386,3 +386,59 @@ func runApps(sys *system, c *command, args []string) int {
 		return nil
 	})
 }
+
+var doveadmCommand = &command{
+	name:    "doveadm",
+	args:    "[--json]",
+	summary: "show the Dovecots kicked on revocations (admin key)",
+	help: `Shows every Dovecot of APPPASS_DOVEADM_URLS (doveadm.targets): whether its
+last doveadm request succeeded, how many events it has not handled yet
+(kicks waiting while it is down), its requests by outcome, and why its
+last request failed while it is failing. Metrics: apppass_doveadm_up and
+apppass_doveadm_pending_events.
+`,
+	run: runDoveadm,
+}
+
+func runDoveadm(sys *system, c *command, args []string) int {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the raw JSON-RPC result instead of a table")
+	pos, code, done := parseFlags(sys, c, fs, args)
+	if done {
+		return code
+	}
+	if len(pos) > 0 {
+		return usageError(sys, c, "unexpected argument %q", pos[0])
+	}
+	s, code, ok := adminSidecar(sys, c)
+	if !ok {
+		return code
+	}
+	return result(sys, c, s, "doveadm.targets", nil, *asJSON, func(raw json.RawMessage) error {
+		var targets []struct {
+			URL       string            `json:"url"`
+			State     string            `json:"state"`
+			LastError string            `json:"lastError"`
+			Pending   int64             `json:"pending"`
+			Requests  map[string]uint64 `json:"requests"`
+		}
+		if err := json.Unmarshal(raw, &targets); err != nil {
+			return err
+		}
+		if len(targets) == 0 {
+			fmt.Fprintln(sys.stdout, "No Dovecot configured (APPPASS_DOVEADM_URLS).")
+			return nil
+		}
+		rows := make([][]string, 0, len(targets))
+		for _, t := range targets {
+			pending := "?"
+			if t.Pending >= 0 {
+				pending = strconv.FormatInt(t.Pending, 10)
+			}
+			rows = append(rows, []string{t.URL, t.State, pending, strconv.FormatUint(t.Requests["ok"], 10),
+				strconv.FormatUint(t.Requests["unreachable"]+t.Requests["unauthorized"]+t.Requests["failed"], 10), t.LastError})
+		}
+		table(sys.stdout, []string{"DOVECOT", "STATE", "PENDING", "OK", "FAILED", "LAST ERROR"}, rows)
+		return nil
+	})
+}

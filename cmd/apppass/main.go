@@ -59,6 +59,7 @@ var commands = []*command{
 	removeCommand,
 	removeAllCommand,
 	appsCommand,
+	doveadmCommand,
 	authenticateCommand,
 	tokenCommand,
 	healthCommand,

@@ -18,12 +18,14 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/config"
+	"github.com/apppass/apppass/dovecot"
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/storage/mongo"
@@ -118,6 +120,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 			time.Sleep(time.Second)
 		}
 	}()
+	// Dovecot kicks: consumers of their own on the stream, which start at
+	// this start (so events the relay publishes now are theirs too).
+	var kicks *events.Doveadm
+	if len(cfg.DoveadmURLs) > 0 {
+		if kicks, err = newDoveadm(cfg, apps, logger); err != nil {
+			return err
+		}
+	}
 	relay := events.NewRelay(store, publisher, logger)
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
@@ -131,6 +141,13 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		go func() { hooks.Run(relayCtx); close(hooksDone) }()
 	} else {
 		close(hooksDone)
+	}
+
+	kicksDone := make(chan struct{})
+	if kicks != nil {
+		go func() { kicks.Run(relayCtx, publisher.JetStream()); close(kicksDone) }()
+	} else {
+		close(kicksDone)
 	}
 
 	svc := &apppass.Service{Store: store, Apps: apps, Digester: digester, Events: relay, MaxPerUser: cfg.MaxPerUser}
@@ -185,6 +202,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		if hooks != nil {
 			src.WebhookDeliveries = hooks.DeliveryCounts
 		}
+		if kicks != nil {
+			src.Doveadm = kicks.Targets
+		}
 		srv.Metrics = rpc.NewMetrics(src)
 	}
 	if cfg.ServeUI() {
@@ -192,6 +212,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	}
 	if hooks != nil {
 		srv.Webhooks = hooks
+	}
+	if kicks != nil {
+		srv.Doveadm = kicks
 	}
 	if len(cfg.ProvisioningSecrets) > 0 {
 		srv.Provisioning = &rpc.Provisioning{Secrets: cfg.ProvisioningSecrets, IDs: store,
@@ -244,12 +267,33 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	stopRelay()
 	<-relayDone
 	<-hooksDone
+	<-kicksDone
 	<-lastLoginsDone
 	if err := relay.Flush(shutdownCtx); err != nil {
 		logger.Warn("events left in the outbox; they are published at the next start", "err", err)
 	}
 	logger.Info("apppassd stopped")
 	return nil
+}
+
+// newDoveadm makes the Dovecot kicks of APPPASS_DOVEADM_URLS: only
+// passwords of apps that may log in over IMAP, POP3 or SMTP can have
+// Dovecot sessions.
+func newDoveadm(cfg *config.Config, apps *apppass.Catalogue, logger *slog.Logger) (*events.Doveadm, error) {
+	hc := &http.Client{Timeout: cfg.DoveadmTimeout}
+	var clients []*dovecot.Client
+	for _, u := range cfg.DoveadmURLs {
+		c, err := dovecot.NewClient(u, cfg.DoveadmAPIKey, hc)
+		if err != nil {
+			return nil, fmt.Errorf("APPPASS_DOVEADM_URLS: %w", err)
+		}
+		clients = append(clients, c)
+	}
+	mailApp := func(scope string) bool {
+		app, ok := apps.App(scope)
+		return !ok || slices.ContainsFunc(app.Protocols, func(p string) bool { return p == "imap" || p == "pop3" || p == "smtp" })
+	}
+	return events.NewDoveadm(events.DoveadmConfig{Clients: clients, MailApp: mailApp, Since: time.Now(), Logger: logger})
 }
 
 // keys are the secrets apppassd works with.
