@@ -84,46 +84,9 @@ func startStack(t *testing.T) *stack {
 			gatewaytest.Missing(t, "%s is missing (apt-get install libnginx-mod-mail dovecot-imapd)", f)
 		}
 	}
-	if os.Geteuid() != 0 {
-		gatewaytest.Missing(t, "Dovecot and nginx are run as root here (they switch to their own users)")
-	}
-	vmail, err := user.Lookup("nobody")
-	if err != nil {
-		gatewaytest.Missing(t, "no user nobody: %v", err)
-	}
-	if _, err := user.Lookup("dovecot"); err != nil {
-		gatewaytest.Missing(t, "no user dovecot (it comes with the dovecot-core package): %v", err)
-	}
-	vmailGroup, err := user.LookupGroupId(vmail.Gid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dovecotGroup, err := user.LookupGroup("dovecot")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// A world-traversable directory: nginx's workers and Dovecot's
-	// processes run as other users and must reach the files in it.
-	dir, err := os.MkdirTemp("", "apppass-gateways")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	sd := newServerDir(t, "bin", "nginx", "dovecot")
+	dir, vmail, vmailGroup := sd.dir, sd.vmail, sd.vmailGroup
 	s := &stack{dir: dir, ports: map[string]string{}, logs: map[string]string{}}
-	for _, sub := range []string{"bin", "nginx", "dovecot", "vmail"} {
-		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	uid, _ := strconv.Atoi(vmail.Uid)
-	gid, _ := strconv.Atoi(vmail.Gid)
-	if err := os.Chown(filepath.Join(dir, "vmail"), uid, gid); err != nil {
-		t.Fatal(err)
-	}
 
 	// Binaries: apppassd like the other end-to-end tests; the CLI without
 	// the race detector, which needs far more address space than Dovecot's
@@ -152,13 +115,7 @@ func startStack(t *testing.T) *stack {
 	// Dovecot: the shipped fragment, included from a test dovecot.conf that
 	// keeps everything in dir.
 	keyPath := filepath.Join(dir, "dovecot", "apppass-gateway.key")
-	if err := os.WriteFile(keyPath, []byte(s.d.GatewayKey+"\n"), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	dgid, _ := strconv.Atoi(dovecotGroup.Gid)
-	if err := os.Chown(keyPath, 0, dgid); err != nil {
-		t.Fatal(err)
-	}
+	sd.writeDovecotKey(t, keyPath, s.d.GatewayKey)
 	fragment, err := deploy.Render("dovecot/apppass.conf", map[string]string{
 		"APPPASS_CLI":              cli,
 		"APPPASS_URL":              s.d.URL,
@@ -267,6 +224,70 @@ include %[1]s/mail.conf;
 	s.nginx = gatewaytest.Start(t, "nginx", cleanEnv(), []string{s.logs["nginx"]}, nginxBin, args...)
 	s.nginx.WaitTCP(t, s.ports["dav"], s.ports["imap"], s.ports["imaps"], s.ports["pop3s"], s.ports["submission"], s.ports["submissions"])
 	return s
+}
+
+// serverDir is a test directory the real servers can use: nginx's workers
+// and Dovecot's processes run as other users and must reach the files in
+// it; vmail (owned by nobody) holds the mail.
+type serverDir struct {
+	dir          string
+	vmail        *user.User
+	vmailGroup   *user.Group
+	dovecotGroup *user.Group
+}
+
+func newServerDir(t *testing.T, subdirs ...string) serverDir {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		gatewaytest.Missing(t, "Dovecot and nginx are run as root here (they switch to their own users)")
+	}
+	vmail, err := user.Lookup("nobody")
+	if err != nil {
+		gatewaytest.Missing(t, "no user nobody: %v", err)
+	}
+	if _, err := user.Lookup("dovecot"); err != nil {
+		gatewaytest.Missing(t, "no user dovecot (it comes with the dovecot-core package): %v", err)
+	}
+	vmailGroup, err := user.LookupGroupId(vmail.Gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dovecotGroup, err := user.LookupGroup("dovecot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "apppass-gateways")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range append(subdirs, "vmail") {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uid, _ := strconv.Atoi(vmail.Uid)
+	gid, _ := strconv.Atoi(vmail.Gid)
+	if err := os.Chown(filepath.Join(dir, "vmail"), uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	return serverDir{dir: dir, vmail: vmail, vmailGroup: vmailGroup, dovecotGroup: dovecotGroup}
+}
+
+// writeDovecotKey writes a key file only root and Dovecot's auth
+// processes (group dovecot) can read.
+func (sd serverDir) writeDovecotKey(t *testing.T, path, key string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	gid, _ := strconv.Atoi(sd.dovecotGroup.Gid)
+	if err := os.Chown(path, 0, gid); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func cleanEnv() []string { return gatewaytest.ChildEnv("PATH=/usr/sbin:/usr/bin:/sbin:/bin") }

@@ -11,11 +11,17 @@
 -- (apppassd down, a refused gateway key) is a temporary failure, never
 -- "wrong password". The password is never logged.
 --
--- Fill in the ${NAME} placeholders as for apppass-lua.conf (Dovecot 2.3
--- passes a Lua passdb no arguments):
+-- Its settings are ${NAME} placeholders (Dovecot 2.3 passes a Lua passdb
+-- no arguments):
 --   APPPASS_URL               apppassd's base URL, e.g. http://127.0.0.1:8080
 --   APPPASS_GATEWAY_KEY_FILE  the gateway key, readable by Dovecot's auth
 --                             worker (user dovecot): /etc/dovecot/apppass-gateway.key
+--
+--   install -m 0640 -o root -g dovecot /dev/null /etc/dovecot/apppass-gateway.key
+--   echo "$GATEWAY_SECRET" > /etc/dovecot/apppass-gateway.key
+--   export APPPASS_URL=http://127.0.0.1:8080 APPPASS_GATEWAY_KEY_FILE=/etc/dovecot/apppass-gateway.key
+--   envsubst '${APPPASS_URL} ${APPPASS_GATEWAY_KEY_FILE}' \
+--     < deploy/dovecot/apppass.lua > /etc/dovecot/apppass.lua
 
 local settings = {
   url = "${APPPASS_URL}",

@@ -229,12 +229,20 @@ func StartDaemon(t testing.TB, binary string, env ...string) *Daemon {
 }
 
 // StartBinary runs an apppassd binary with the environment env (and a free
-// APPPASS_LISTEN, nothing else set for it) and waits until /readyz answers
-// 200. It is killed at the end of the test; if the test failed, the end of
-// its stderr is printed.
+// APPPASS_LISTEN unless env sets one, nothing else set for it) and waits
+// until /readyz answers 200. It is killed at the end of the test; if the
+// test failed, the end of its stderr is printed.
 func StartBinary(t testing.TB, binary string, env ...string) *Daemon {
 	t.Helper()
-	addr := FreeAddr(t)
+	addr := ""
+	for _, kv := range env {
+		if a, ok := strings.CutPrefix(kv, "APPPASS_LISTEN="); ok {
+			addr = a
+		}
+	}
+	if addr == "" {
+		addr = FreeAddr(t)
+	}
 	d := &Daemon{URL: "http://" + addr, Addr: addr, Stdout: &Buffer{}, Stderr: &Buffer{}, done: make(chan struct{})}
 	for _, kv := range env {
 		if dir, ok := strings.CutPrefix(kv, "APPPASS_DATA_DIR="); ok {
@@ -422,10 +430,11 @@ func Sloppy(p string) string {
 // Relay forwards TCP connections to a target until cut: a network path a
 // test can break.
 type Relay struct {
-	Addr  string
-	l     net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
+	Addr   string
+	target string
+	l      net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
 }
 
 // StartRelay listens on a free loopback port and forwards to target.
@@ -435,15 +444,33 @@ func StartRelay(t testing.TB, target string) *Relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Relay{Addr: l.Addr().String(), l: l}
+	r := &Relay{Addr: l.Addr().String(), target: target}
 	t.Cleanup(r.Cut)
+	r.serve(l)
+	return r
+}
+
+// Restore listens again on the relay's address after Cut: the path is back.
+func (r *Relay) Restore(t testing.TB) {
+	t.Helper()
+	l, err := net.Listen("tcp", r.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.serve(l)
+}
+
+func (r *Relay) serve(l net.Listener) {
+	r.mu.Lock()
+	r.l, r.conns = l, nil
+	r.mu.Unlock()
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			u, err := net.Dial("tcp", target)
+			u, err := net.Dial("tcp", r.target)
 			if err != nil {
 				c.Close()
 				continue
@@ -455,14 +482,13 @@ func StartRelay(t testing.TB, target string) *Relay {
 			go func() { _, _ = io.Copy(c, u); c.Close() }()
 		}
 	}()
-	return r
 }
 
 // Cut closes the listener and every connection through it.
 func (r *Relay) Cut() {
-	r.l.Close()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.l.Close()
 	for _, c := range r.conns {
 		c.Close()
 	}
