@@ -6,8 +6,10 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apppass/apppass"
 )
@@ -76,6 +78,16 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{map[string]string{"APPPASS_LOG_LEVEL": "loud"}, nil, "APPPASS_LOG_LEVEL"},
 		{map[string]string{"APPPASS_CONFIG": "/does/not/exist"}, nil, "APPPASS_CONFIG"},
 		{nil, []string{"stray"}, "unexpected argument"},
+		{map[string]string{"APPPASS_DOVEADM_URLS": "127.0.0.1:8080", "APPPASS_DOVEADM_API_KEY": secret}, nil, "APPPASS_DOVEADM_URLS"},
+		{map[string]string{"APPPASS_DOVEADM_URLS": "http://doveadm:" + secret + "@127.0.0.1:8080", "APPPASS_DOVEADM_API_KEY": secret}, nil, "APPPASS_DOVEADM_URLS"},
+		{map[string]string{"APPPASS_DOVEADM_URLS": "http://127.0.0.1:8080/doveadm/v1", "APPPASS_DOVEADM_API_KEY": secret}, nil, "adds /doveadm/v1"},
+		{map[string]string{"APPPASS_DOVEADM_URLS": "http://a:8080,http://a:8080/", "APPPASS_DOVEADM_API_KEY": secret}, nil, "listed twice"},
+		{map[string]string{"APPPASS_DOVEADM_URLS": "http://a:8080"}, nil, "needs the API key"},
+		{map[string]string{"APPPASS_DOVEADM_API_KEY": secret}, nil, "APPPASS_DOVEADM_URLS is empty"},
+		{map[string]string{"APPPASS_DOVEADM_URLS": "http://a:8080", "APPPASS_DOVEADM_API_KEY_FILE": "/does/not/exist"}, nil, "APPPASS_DOVEADM_API_KEY_FILE"},
+		{map[string]string{"APPPASS_DOVEADM_URLS": "http://a:8080", "APPPASS_DOVEADM_API_KEY_FILE": "/dev/null"}, nil, "is empty"},
+		{map[string]string{"APPPASS_DOVEADM_URLS": "http://a:8080", "APPPASS_DOVEADM_API_KEY": secret, "APPPASS_DOVEADM_API_KEY_FILE": "/dev/null"}, nil, "not both"},
+		{map[string]string{"APPPASS_DOVEADM_TIMEOUT": "forever"}, nil, "APPPASS_DOVEADM_TIMEOUT"},
 	} {
 		_, err := Load(tc.args, env(tc.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
@@ -84,6 +96,19 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), secret) {
 			t.Errorf("error reveals a secret: %v", err)
 		}
+	}
+}
+
+func TestDoveadmSettings(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "doveadm.key")
+	os.WriteFile(keyFile, []byte("from-the-file\n"), 0o600)
+	c, err := Load(nil, env(map[string]string{"APPPASS_DOVEADM_URLS": " http://10.0.0.5:8080/ , https://mail2.example.com ",
+		"APPPASS_DOVEADM_API_KEY_FILE": keyFile}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.DoveadmURLs, []string{"http://10.0.0.5:8080", "https://mail2.example.com"}) || c.DoveadmAPIKey != "from-the-file" || c.DoveadmTimeout != 5*time.Second {
+		t.Fatalf("%q %q %s", c.DoveadmURLs, c.DoveadmAPIKey, c.DoveadmTimeout)
 	}
 }
 

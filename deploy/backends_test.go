@@ -34,7 +34,7 @@ type lineServer struct {
 	wg   sync.WaitGroup
 }
 
-func startLineServer(t *testing.T, serve func(s *lineServer, rw *bufio.ReadWriter)) *lineServer {
+func startLineServer(t testing.TB, serve func(s *lineServer, rw *bufio.ReadWriter)) *lineServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -98,7 +98,7 @@ func reply(rw *bufio.ReadWriter, lines ...string) bool {
 // startSMTPSink is an SMTP server that takes every message: nginx's smtp
 // proxy hands it the authenticated session (XCLIENT, then the client's
 // MAIL, RCPT, DATA).
-func startSMTPSink(t *testing.T) *lineServer {
+func startSMTPSink(t testing.TB) *lineServer {
 	return startLineServer(t, func(s *lineServer, rw *bufio.ReadWriter) {
 		if !reply(rw, "220 sink.test ESMTP") {
 			return
@@ -156,7 +156,7 @@ func startSMTPSink(t *testing.T) *lineServer {
 
 // startPOP3Sink is a POP3 server with empty mailboxes that takes any login
 // (nginx logs in to it with USER and PASS after apppassd accepted).
-func startPOP3Sink(t *testing.T) *lineServer {
+func startPOP3Sink(t testing.TB) *lineServer {
 	return startLineServer(t, func(s *lineServer, rw *bufio.ReadWriter) {
 		if !reply(rw, "+OK sink ready") {
 			return
@@ -208,7 +208,7 @@ type davEcho struct {
 	RealIP        string            `json:"realIP"`
 }
 
-func startDAVUpstream(t *testing.T) *httptest.Server {
+func startDAVUpstream(t testing.TB) *httptest.Server {
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		e := davEcho{Method: r.Method, Path: r.URL.RequestURI(), AppPass: map[string]string{},
@@ -227,7 +227,7 @@ func startDAVUpstream(t *testing.T) *httptest.Server {
 
 // writeCert writes a self-signed certificate for 127.0.0.1 and its key,
 // and returns a pool trusting it.
-func writeCert(t *testing.T, certFile, keyFile string) *x509.CertPool {
+func writeCert(t testing.TB, certFile, keyFile string) *x509.CertPool {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -32,6 +32,9 @@ import (
 
 const luaModule = "/usr/lib/dovecot/modules/auth/libauthdb_lua.so"
 
+// staticPassword is every user's password with passdb "static".
+const staticPassword = "static-reference-password"
+
 // mailStack is apppassd, Dovecot and nginx's mail proxy, wired together.
 type mailStack struct {
 	sd           serverDir
@@ -52,7 +55,8 @@ type mailStack struct {
 }
 
 type mailStackOptions struct {
-	// passdb is "lua" (default) or "checkpassword".
+	// passdb is "lua" (default), "checkpassword", or "static" (every user's
+	// password is staticPassword, apppassd is not asked).
 	passdb string
 	// doveadmURL turns Dovecot's doveadm address into apppassd's
 	// APPPASS_DOVEADM_URLS (default: "http://" + it).
@@ -61,6 +65,11 @@ type mailStackOptions struct {
 	apiKey string
 	// nginx starts the mail proxy too.
 	nginx bool
+	// performance runs Dovecot's login processes in its high-performance
+	// mode (a login process serves many connections, a few wait ready) and
+	// keeps imap processes ready, instead of one new process per
+	// connection for each.
+	performance bool
 }
 
 // nextUser hands each case a user of its own: kicks end all of a user's
@@ -72,7 +81,7 @@ func nextUser() apppass.User {
 	return apppass.User{ContextID: 1, UserID: n, Login: fmt.Sprintf("user%d@example.com", n)}
 }
 
-func startMailStack(t *testing.T, o mailStackOptions) *mailStack {
+func startMailStack(t testing.TB, o mailStackOptions) *mailStack {
 	t.Helper()
 	dovecotBin := need(t, "dovecot")
 	if o.passdb == "" {
@@ -147,12 +156,16 @@ func startMailStack(t *testing.T, o mailStackOptions) *mailStack {
 	}
 	vmail := map[string]string{"VMAIL_USER": sd.vmail.Username, "VMAIL_GROUP": sd.vmailGroup.Name, "VMAIL_HOME": filepath.Join(dir, "vmail")}
 	passdb := filepath.Join(dd, "passdb.conf")
-	if o.passdb == "lua" {
+	switch o.passdb {
+	case "static": // no apppass at all: the benchmarks' reference
+		writeFile(t, passdb, fmt.Sprintf("passdb {\n  driver = static\n  args = password=%s\n}\nuserdb {\n  driver = static\n  args = uid=%s gid=%s home=%s/%%Ld/%%Ln\n}\n",
+			staticPassword, sd.vmail.Username, sd.vmailGroup.Name, filepath.Join(dir, "vmail")))
+	case "lua":
 		lua := filepath.Join(dd, "apppass.lua")
 		writeFile(t, lua, render("dovecot/apppass.lua", map[string]string{"APPPASS_URL": ms.d.URL, "APPPASS_GATEWAY_KEY_FILE": gatewayKeyFile}))
 		vmail["APPPASS_LUA_FILE"] = lua
 		writeFile(t, passdb, render("dovecot/apppass-lua.conf", vmail))
-	} else {
+	default:
 		vmail["APPPASS_CLI"], vmail["APPPASS_URL"], vmail["APPPASS_GATEWAY_KEY_FILE"] = ms.cli, ms.d.URL, gatewayKeyFile
 		writeFile(t, passdb, render("dovecot/apppass.conf", vmail))
 	}
@@ -195,6 +208,22 @@ service pop3-login {
 !include %[1]s/passdb.conf
 !include %[1]s/doveadm.conf
 `, dd, ms.logs["dovecot"], imapHost, imapPort, pop3Host, pop3Port))
+	if o.performance {
+		f, err := os.OpenFile(filepath.Join(dd, "dovecot.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(f, `# Dovecot's high-performance mode for logins.
+service imap-login {
+  service_count = 0
+  process_min_avail = 2
+}
+service imap {
+  process_min_avail = 4
+}
+`)
+		f.Close()
+	}
 	conf := filepath.Join(dd, "dovecot.conf")
 	if out, err := exec.Command(need(t, "doveconf"), "-c", conf, "-n").CombinedOutput(); err != nil {
 		t.Fatalf("doveconf: %v\n%s", err, out)
@@ -210,7 +239,7 @@ service pop3-login {
 
 // startNginx runs the shipped mail.conf, whose IMAP backend (apppassd's
 // APPPASS_MAIL_BACKENDS) is this Dovecot.
-func (ms *mailStack) startNginx(t *testing.T) {
+func (ms *mailStack) startNginx(t testing.TB) {
 	t.Helper()
 	nginxBin := need(t, "nginx")
 	if _, err := os.Stat(mailModule); err != nil {
@@ -267,12 +296,12 @@ func cmpOr(a, b string) string {
 }
 
 // token is a user token for u.
-func (ms *mailStack) token(t *testing.T, u apppass.User) string {
+func (ms *mailStack) token(t testing.TB, u apppass.User) string {
 	return ms.d.UserToken(t, u, time.Hour)
 }
 
 // add adds an app password for the user of token.
-func (ms *mailStack) add(t *testing.T, token, scope string, extra ...any) gatewaytest.Password {
+func (ms *mailStack) add(t testing.TB, token, scope string, extra ...any) gatewaytest.Password {
 	t.Helper()
 	params := map[string]any{"appScope": scope, "appName": scope + " " + gatewaytest.RandomHex(3)}
 	for i := 0; i+1 < len(extra); i += 2 {
@@ -285,7 +314,7 @@ func (ms *mailStack) add(t *testing.T, token, scope string, extra ...any) gatewa
 	return p
 }
 
-func (ms *mailStack) call(t *testing.T, token, method string, params map[string]any) {
+func (ms *mailStack) call(t testing.TB, token, method string, params map[string]any) {
 	t.Helper()
 	if e := ms.d.Call(t, token, method, params, nil); e != nil {
 		t.Fatalf("%s: %d %s", method, e.Code, e.Message)
@@ -293,7 +322,7 @@ func (ms *mailStack) call(t *testing.T, token, method string, params map[string]
 }
 
 // targets reads doveadm.targets.
-func (ms *mailStack) targets(t *testing.T) []doveadmTarget {
+func (ms *mailStack) targets(t testing.TB) []doveadmTarget {
 	t.Helper()
 	var out []doveadmTarget
 	if e := ms.d.Call(t, ms.adminKey, "doveadm.targets", map[string]any{}, &out); e != nil {
@@ -321,9 +350,13 @@ type mailSession struct {
 	lines  chan string
 }
 
-func dialMail(t *testing.T, name, addr string, tlsConf *tls.Config) *mailSession {
+// dialMail connects from the client address from ("": one of its own).
+func dialMail(t testing.TB, name, from, addr string, tlsConf *tls.Config) *mailSession {
 	t.Helper()
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(nextIP())}, Timeout: 5 * time.Second}
+	if from == "" {
+		from = nextIP()
+	}
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
 	var c net.Conn
 	var err error
 	if tlsConf != nil {
@@ -342,7 +375,7 @@ func dialMail(t *testing.T, name, addr string, tlsConf *tls.Config) *mailSession
 
 // expect reads lines until one starts with one of prefixes (after tag, if
 // given) or with tag and something else, which it returns as a failure.
-func (m *mailSession) expect(t *testing.T, tag string, prefixes ...string) (string, bool) {
+func (m *mailSession) expect(t testing.TB, tag string, prefixes ...string) (string, bool) {
 	t.Helper()
 	_ = m.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 	defer m.conn.SetReadDeadline(time.Time{})
@@ -363,7 +396,7 @@ func (m *mailSession) expect(t *testing.T, tag string, prefixes ...string) (stri
 	}
 }
 
-func (m *mailSession) send(t *testing.T, line string) {
+func (m *mailSession) send(t testing.TB, line string) {
 	t.Helper()
 	if _, err := io.WriteString(m.conn, line+"\r\n"); err != nil {
 		t.Fatalf("%s: writing: %v", m.name, err)
@@ -390,9 +423,14 @@ func (m *mailSession) watch() {
 }
 
 // imapLogin logs in over IMAP and reports whether the server accepted.
-func imapLogin(t *testing.T, name, addr string, tlsConf *tls.Config, login, password string) (*mailSession, bool) {
+func imapLogin(t testing.TB, name, addr string, tlsConf *tls.Config, login, password string) (*mailSession, bool) {
 	t.Helper()
-	m := dialMail(t, name, addr, tlsConf)
+	return imapLoginFrom(t, name, "", addr, tlsConf, login, password)
+}
+
+func imapLoginFrom(t testing.TB, name, from, addr string, tlsConf *tls.Config, login, password string) (*mailSession, bool) {
+	t.Helper()
+	m := dialMail(t, name, from, addr, tlsConf)
 	m.send(t, fmt.Sprintf("a LOGIN %q %q", login, password))
 	line, ok := m.expect(t, "a ", "OK")
 	if !ok && !strings.HasPrefix(line, "a NO") {
@@ -402,7 +440,7 @@ func imapLogin(t *testing.T, name, addr string, tlsConf *tls.Config, login, pass
 }
 
 // idle logs in over IMAP and starts IDLE, as a phone's mail app does.
-func idle(t *testing.T, name, addr string, tlsConf *tls.Config, login, password string) *mailSession {
+func idle(t testing.TB, name, addr string, tlsConf *tls.Config, login, password string) *mailSession {
 	t.Helper()
 	m, ok := imapLogin(t, name, addr, tlsConf, login, password)
 	if !ok {
@@ -421,9 +459,9 @@ func idle(t *testing.T, name, addr string, tlsConf *tls.Config, login, password 
 }
 
 // pop3Session logs in over POP3 and then waits, as a client between polls.
-func pop3Session(t *testing.T, addr, login, password string) *mailSession {
+func pop3Session(t testing.TB, addr, login, password string) *mailSession {
 	t.Helper()
-	m := dialMail(t, "POP3", addr, nil)
+	m := dialMail(t, "POP3", "", addr, nil)
 	m.send(t, "USER "+login)
 	if line, ok := m.expect(t, "", "+OK"); !ok {
 		t.Fatalf("POP3 USER answered %q", line)
@@ -438,7 +476,7 @@ func pop3Session(t *testing.T, addr, login, password string) *mailSession {
 
 // open opens the mail sessions a phone keeps with one password: IMAP IDLE
 // and POP3 on Dovecot, and IMAP IDLE through nginx when it runs.
-func (ms *mailStack) open(t *testing.T, login, password string) []*mailSession {
+func (ms *mailStack) open(t testing.TB, login, password string) []*mailSession {
 	t.Helper()
 	s := []*mailSession{
 		idle(t, "IMAP IDLE", ms.imap, nil, login, password),
@@ -451,7 +489,7 @@ func (ms *mailStack) open(t *testing.T, login, password string) []*mailSession {
 }
 
 // requireClosed waits until the server closed every session.
-func requireClosed(t *testing.T, sessions []*mailSession, within time.Duration) {
+func requireClosed(t testing.TB, sessions []*mailSession, within time.Duration) {
 	t.Helper()
 	deadline := time.After(within)
 	for _, s := range sessions {
@@ -465,7 +503,7 @@ func requireClosed(t *testing.T, sessions []*mailSession, within time.Duration) 
 
 // requireOpen checks that an IDLE session still works: it ends IDLE and
 // the server answers a NOOP.
-func requireOpen(t *testing.T, m *mailSession) {
+func requireOpen(t testing.TB, m *mailSession) {
 	t.Helper()
 	select {
 	case <-m.closed:
@@ -490,7 +528,7 @@ func requireOpen(t *testing.T, m *mailSession) {
 }
 
 // requireLogin checks whether password logs in over IMAP on Dovecot.
-func (ms *mailStack) requireLogin(t *testing.T, login, password string, want bool) {
+func (ms *mailStack) requireLogin(t testing.TB, login, password string, want bool) {
 	t.Helper()
 	m, ok := imapLogin(t, "IMAP login", ms.imap, nil, login, password)
 	m.conn.Close()
@@ -688,7 +726,7 @@ func gatewayKeyOf(env []string) string {
 }
 
 // waitTarget polls doveadm.targets until the one Dovecot satisfies ok.
-func waitTarget(t *testing.T, ms *mailStack, ok func(doveadmTarget) bool) doveadmTarget {
+func waitTarget(t testing.TB, ms *mailStack, ok func(doveadmTarget) bool) doveadmTarget {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -704,7 +742,7 @@ func waitTarget(t *testing.T, ms *mailStack, ok func(doveadmTarget) bool) dovead
 	}
 }
 
-func get(t *testing.T, url string) string {
+func get(t testing.TB, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {

@@ -52,11 +52,14 @@ type stack struct {
 // nextIP hands each case a client address of its own in 127.0.0.0/8.
 var lastIP atomic.Int32
 
-func nextIP() string { return fmt.Sprintf("127.0.0.%d", 10+lastIP.Add(1)) }
+func nextIP() string {
+	n := lastIP.Add(1)
+	return fmt.Sprintf("127.0.%d.%d", n/200, 10+n%200)
+}
 
 // need returns the path of a program, skipping (or, with
 // APPPASS_REQUIRE_GATEWAYS=1, failing) the test when it is missing.
-func need(t *testing.T, name string) string {
+func need(t testing.TB, name string) string {
 	t.Helper()
 	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
 		if p := filepath.Join(dir, name); isExecutable(p) {
@@ -66,7 +69,7 @@ func need(t *testing.T, name string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	gatewaytest.Missing(t, "%s is not installed (apt-get install nginx libnginx-mod-mail dovecot-imapd curl)", name)
+	gatewaytest.Missing(t, "%s is not installed (apt-get install nginx libnginx-mod-mail dovecot-imapd dovecot-pop3d dovecot-auth-lua curl)", name)
 	return ""
 }
 
@@ -75,7 +78,7 @@ func isExecutable(p string) bool {
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t testing.TB) *stack {
 	t.Helper()
 	nginxBin, dovecotBin := need(t, "nginx"), need(t, "dovecot")
 	need(t, "curl")
@@ -236,7 +239,7 @@ type serverDir struct {
 	dovecotGroup *user.Group
 }
 
-func newServerDir(t *testing.T, subdirs ...string) serverDir {
+func newServerDir(t testing.TB, subdirs ...string) serverDir {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		gatewaytest.Missing(t, "Dovecot and nginx are run as root here (they switch to their own users)")
@@ -279,7 +282,7 @@ func newServerDir(t *testing.T, subdirs ...string) serverDir {
 
 // writeDovecotKey writes a key file only root and Dovecot's auth
 // processes (group dovecot) can read.
-func (sd serverDir) writeDovecotKey(t *testing.T, path, key string) {
+func (sd serverDir) writeDovecotKey(t testing.TB, path, key string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(key+"\n"), 0o640); err != nil {
 		t.Fatal(err)
@@ -292,7 +295,7 @@ func (sd serverDir) writeDovecotKey(t *testing.T, path, key string) {
 
 func cleanEnv() []string { return gatewaytest.ChildEnv("PATH=/usr/sbin:/usr/bin:/sbin:/bin") }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -314,7 +317,7 @@ type davResponse struct {
 
 // davRequest sends method path from the client address from, with HTTP
 // Basic login:password unless password is empty.
-func (s *stack) davRequest(t *testing.T, from, method, path, password string, body io.Reader, header ...string) davResponse {
+func (s *stack) davRequest(t testing.TB, from, method, path, password string, body io.Reader, header ...string) davResponse {
 	t.Helper()
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
@@ -348,7 +351,7 @@ func (s *stack) davRequest(t *testing.T, from, method, path, password string, bo
 
 // curl runs curl from the client address from and returns its exit code
 // (0 ok, 67 login denied) and output.
-func (s *stack) curl(t *testing.T, from string, args ...string) (int, string) {
+func (s *stack) curl(t testing.TB, from string, args ...string) (int, string) {
 	t.Helper()
 	base := []string{"--silent", "--show-error", "--max-time", "30", "--cacert", s.caFile, "--interface", from}
 	cmd := exec.Command("curl", append(base, args...)...)
@@ -362,7 +365,7 @@ func (s *stack) curl(t *testing.T, from string, args ...string) (int, string) {
 
 // imap logs in over IMAP and lists the mailboxes. nginx insists on TLS;
 // the test's Dovecot has none.
-func (s *stack) imap(t *testing.T, from, url, password string, extra ...string) (int, string) {
+func (s *stack) imap(t testing.TB, from, url, password string, extra ...string) (int, string) {
 	args := []string{"--url", url, "--user", gatewaytest.DemoLogin + ":" + password}
 	if !strings.Contains(url, s.ports["dovecot"]) {
 		args = append(args, "--ssl-reqd")
@@ -370,7 +373,7 @@ func (s *stack) imap(t *testing.T, from, url, password string, extra ...string) 
 	return s.curl(t, from, append(args, extra...)...)
 }
 
-func (s *stack) submit(t *testing.T, from, url, password, mech, subject string) (int, string) {
+func (s *stack) submit(t testing.TB, from, url, password, mech, subject string) (int, string) {
 	msg := filepath.Join(t.TempDir(), "msg")
 	writeFile(t, msg, "From: demo@example.com\r\nTo: friend@example.org\r\nSubject: "+subject+"\r\n\r\nHello.\r\n")
 	return s.curl(t, from, "--ssl-reqd", "--url", url, "--user", gatewaytest.DemoLogin+":"+password,
