@@ -538,7 +538,12 @@ func (ms *mailStack) requireLogin(t testing.TB, login, password string, want boo
 }
 
 func TestRevocationEndsMailSessions(t *testing.T) {
-	ms := startMailStack(t, mailStackOptions{nginx: true})
+	// A second Dovecot that never answers: its kicks wait, and hold back
+	// no one else's.
+	down := gatewaytest.FreeAddr(t)
+	ms := startMailStack(t, mailStackOptions{nginx: true, doveadmURL: func(addr string) string {
+		return "http://" + addr + ",http://" + down
+	}})
 
 	// Someone else's session, which no revocation here may end.
 	bystander := nextUser()
@@ -623,8 +628,11 @@ func TestRevocationEndsMailSessions(t *testing.T) {
 	requireOpen(t, other)
 
 	ts := ms.targets(t)
-	if len(ts) != 1 || ts[0].State != "ok" || ts[0].Requests["ok"] == 0 || ts[0].Requests["failed"] != 0 || !ts[0].Consuming {
-		t.Errorf("doveadm.targets: %+v", ts)
+	if len(ts) != 2 || ts[0].State != "ok" || ts[0].Requests["ok"] == 0 || ts[0].Requests["failed"] != 0 || !ts[0].Consuming || ts[0].Pending != 0 {
+		t.Errorf("doveadm.targets, the Dovecot: %+v", ts)
+	}
+	if len(ts) == 2 && (ts[1].State != "failing" || ts[1].Requests["unreachable"] == 0 || ts[1].Pending == 0 || ts[1].URL != "http://"+down) {
+		t.Errorf("doveadm.targets, the one that is down: %+v", ts[1])
 	}
 }
 

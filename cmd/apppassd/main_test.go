@@ -409,6 +409,7 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 		"APPPASS_MAX_PER_USER": "lots",
 		"APPPASS_LISTEN":       "nowhere",
 		"APPPASS_MONGODB_URI":  "mongodb://127.0.0.1:1", // no pepper
+		"APPPASS_DOVEADM_URLS": "127.0.0.1:8080",        // no scheme
 	} {
 		cmd := exec.Command(binary)
 		cmd.Env = childEnv(setting+"="+value, "APPPASS_DATA_DIR="+t.TempDir())
