@@ -623,6 +623,9 @@ func TestRevocationEndsMailSessions(t *testing.T) {
 			ms.call(t, stoken, "appPasswords.remove", map[string]any{"uuid": sp.UUID})
 			requireClosed(t, []*mailSession{ss}, 10*time.Second)
 			requireOpen(t, session)
+			// And a calendar password is no mail password.
+			cal2 := ms.add(t, token, "caldav")
+			ms.requireLogin(t, u.Login, cal2.Password, false)
 		})
 	})
 	requireOpen(t, other)
@@ -721,6 +724,15 @@ func TestDoveadmOutage(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "failing") || !strings.Contains(string(out), "401") {
 		t.Errorf("apppass doveadm: %v\n%s", err, out)
+	}
+
+	// Without apppassd the Lua passdb answers a temporary failure, not
+	// "wrong password".
+	ms.d.Stop(t)
+	m := dialMail(t, "IMAP login without apppassd", "", ms.imap, nil)
+	m.send(t, fmt.Sprintf("a LOGIN %q %q", u.Login, laptop.Password))
+	if line, _ := m.expect(t, "a ", "OK"); !strings.HasPrefix(line, "a NO [UNAVAILABLE]") {
+		t.Fatalf("without apppassd, LOGIN answered %q, want a temporary failure", line)
 	}
 }
 
