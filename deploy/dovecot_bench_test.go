@@ -72,6 +72,9 @@ func BenchmarkRevokeToDisconnect(b *testing.B) {
 		returned := time.Now()
 		select {
 		case closed := <-m.closed:
+			if d := closed.Sub(returned); d > 100*time.Millisecond {
+				b.Logf("round %d: closed %s after remove returned", len(sinceReturn)+1, d)
+			}
 			sinceReturn = append(sinceReturn, closed.Sub(returned))
 			sinceCall = append(sinceCall, closed.Sub(called))
 		case <-time.After(10 * time.Second):

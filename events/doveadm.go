@@ -118,7 +118,7 @@ func (k *Doveadm) Run(ctx context.Context, js jetstream.JetStream) {
 
 func (k *Doveadm) runTarget(ctx context.Context, js jetstream.JetStream, t *doveadmTarget) {
 	log := k.cfg.Logger.With("doveadm", t.client.Name())
-	retry := time.Second
+	retry := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		c, err := Watch(ctx, js, ConsumerOptions{
 			Subjects: kickSubjects, Durable: t.durable, Start: StartAtTime(k.cfg.Since),
@@ -137,7 +137,7 @@ func (k *Doveadm) runTarget(ctx context.Context, js jetstream.JetStream, t *dove
 			retry = min(2*retry, 10*time.Second)
 			continue
 		}
-		retry = time.Second
+		retry = 100 * time.Millisecond
 		t.mu.Lock()
 		t.consumer = c
 		t.mu.Unlock()
