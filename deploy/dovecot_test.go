@@ -9,6 +9,7 @@ package deploy_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -24,8 +25,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/deploy"
+	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/stdwebhook"
 )
@@ -636,6 +641,29 @@ func TestRevocationEndsMailSessions(t *testing.T) {
 	}
 	if len(ts) == 2 && (ts[1].State != "failing" || ts[1].Requests["unreachable"] == 0 || ts[1].Pending == 0 || ts[1].URL != "http://"+down) {
 		t.Errorf("doveadm.targets, the one that is down: %+v", ts[1])
+	}
+
+	// NATS's gateway user may run consumers of its own, but not read or
+	// ack the kicks' (it could keep sessions alive).
+	raw, err := os.ReadFile(filepath.Join(ms.d.DataDir, "nats-gateway.url"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := js.Consumer(ctx, events.StreamName, events.DoveadmConsumer("http://"+ms.doveadm)); err == nil {
+		t.Error("the gateway NATS user may read the kicks' consumer")
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.Stream(ctx, events.StreamName); err != nil {
+		t.Errorf("the gateway NATS user cannot see the stream: %v", err)
 	}
 }
 

@@ -77,6 +77,14 @@ type doveadmTarget struct {
 	counts    map[string]uint64
 }
 
+// DoveadmConsumer is the durable consumer's name for the Dovecot at
+// baseURL (as dovecot.ParseBaseURL returns it): stable across restarts, and
+// another one for another URL.
+func DoveadmConsumer(baseURL string) string {
+	sum := sha256.Sum256([]byte(baseURL))
+	return "apppass-doveadm-" + hex.EncodeToString(sum[:6])
+}
+
 // NewDoveadm checks cfg and returns a Doveadm; Run starts it.
 func NewDoveadm(cfg DoveadmConfig) (*Doveadm, error) {
 	if len(cfg.Clients) == 0 {
@@ -95,9 +103,7 @@ func NewDoveadm(cfg DoveadmConfig) (*Doveadm, error) {
 			return nil, errors.New("doveadm: " + c.Name() + " is listed twice")
 		}
 		seen[c.Name()] = true
-		sum := sha256.Sum256([]byte(c.Name()))
-		k.targets = append(k.targets, &doveadmTarget{client: c, durable: "apppass-doveadm-" + hex.EncodeToString(sum[:6]),
-			counts: map[string]uint64{}})
+		k.targets = append(k.targets, &doveadmTarget{client: c, durable: DoveadmConsumer(c.Name()), counts: map[string]uint64{}})
 	}
 	return k, nil
 }

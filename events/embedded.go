@@ -29,6 +29,10 @@ type EmbeddedAuth struct {
 	// GatewayPassword is the "gateway" user's, which may read events and
 	// run consumers on the stream (GatewayPermissions), and publish none.
 	GatewayPassword string
+	// OwnConsumers are apppassd's durable consumers besides the webhook
+	// one (DoveadmConsumer of each Dovecot), which the gateway user may not
+	// touch.
+	OwnConsumers []string
 }
 
 // Users of the embedded server.
@@ -39,11 +43,21 @@ const (
 
 // GatewayPermissions are what a gateway needs of NATS: subscribe to the
 // events and to the cache evictions, and use the JetStream consumer API
-// of the stream, but not on apppassd's own webhook consumer; publish no
-// event and no eviction. README ("NATS permissions") gives the same for an
-// external server.
-func GatewayPermissions() *server.Permissions {
+// of the stream, but not on apppassd's own consumers (the webhook
+// consumer and those named in own, the Dovecot kicks': a gateway that
+// could ack their events could keep sessions alive); publish no event and
+// no eviction. README ("NATS permissions") gives the same for an external
+// server.
+func GatewayPermissions(own ...string) *server.Permissions {
 	api := "$JS.API.CONSUMER."
+	deny := []string{StreamSubjects, EvictSubject}
+	for _, c := range append([]string{WebhookConsumer}, own...) {
+		deny = append(deny,
+			api+"*."+StreamName+"."+c, api+"*."+StreamName+"."+c+".>",
+			api+"DURABLE.CREATE."+StreamName+"."+c,
+			api+"MSG.NEXT."+StreamName+"."+c,
+			"$JS.ACK."+StreamName+"."+c+".>")
+	}
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{
 			Allow: []string{
@@ -57,13 +71,7 @@ func GatewayPermissions() *server.Permissions {
 				api + "NAMES." + StreamName, api + "LIST." + StreamName,
 				"$JS.ACK." + StreamName + ".>",
 			},
-			Deny: []string{
-				StreamSubjects, EvictSubject,
-				api + "*." + StreamName + "." + WebhookConsumer, api + "*." + StreamName + "." + WebhookConsumer + ".>",
-				api + "DURABLE.CREATE." + StreamName + "." + WebhookConsumer,
-				api + "MSG.NEXT." + StreamName + "." + WebhookConsumer,
-				"$JS.ACK." + StreamName + "." + WebhookConsumer + ".>",
-			},
+			Deny: deny,
 		},
 		Subscribe: &server.SubjectPermission{
 			Allow: []string{StreamSubjects, EvictSubject, "_INBOX.>"},
@@ -118,7 +126,7 @@ func embeddedOptions(host string, port int, storeDir string, auth *EmbeddedAuth)
 	if auth != nil {
 		opts.Users = []*server.User{
 			{Username: ServiceUser, Password: auth.ServicePassword},
-			{Username: GatewayUser, Password: auth.GatewayPassword, Permissions: GatewayPermissions()},
+			{Username: GatewayUser, Password: auth.GatewayPassword, Permissions: GatewayPermissions(auth.OwnConsumers...)},
 		}
 	}
 	return opts

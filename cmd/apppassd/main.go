@@ -355,8 +355,12 @@ func startNATS(cfg *config.Config) (*events.EmbeddedNATS, error) {
 	if err != nil {
 		return nil, err
 	}
+	var own []string
+	for _, u := range cfg.DoveadmURLs {
+		own = append(own, events.DoveadmConsumer(u))
+	}
 	ns, err := events.StartEmbeddedNATS(cfg.EmbeddedNATSListen, cfg.DataFile(config.NATSDir),
-		&events.EmbeddedAuth{ServicePassword: service, GatewayPassword: gateway})
+		&events.EmbeddedAuth{ServicePassword: service, GatewayPassword: gateway, OwnConsumers: own})
 	if err != nil {
 		return nil, err
 	}
