@@ -2,7 +2,8 @@
 // apppass — nginx in front of DAV and EAS (nginx/dav.conf), nginx's mail
 // proxy (nginx/mail.conf), Dovecot's checkpassword passdb
 // (dovecot/apppass.conf), its Lua passdb (dovecot/apppass-lua.conf with
-// dovecot/apppass.lua) and its doveadm HTTP API (dovecot/doveadm.conf) —
+// dovecot/apppass.lua), its doveadm HTTP API (dovecot/doveadm.conf) and
+// its high-performance login mode (dovecot/performance.conf) —
 // and fills in their ${NAME} placeholders the way
 // envsubst does. The tests of this package run exactly these files in the
 // real nginx and Dovecot.
@@ -16,12 +17,12 @@ import (
 	"strings"
 )
 
-//go:embed nginx/dav.conf nginx/mail.conf dovecot/apppass.conf dovecot/apppass-lua.conf dovecot/apppass.lua dovecot/doveadm.conf
+//go:embed nginx/dav.conf nginx/mail.conf dovecot/apppass.conf dovecot/apppass-lua.conf dovecot/apppass.lua dovecot/doveadm.conf dovecot/performance.conf
 var files embed.FS
 
 // Files are the shipped configurations, by path below deploy/.
 var Files = []string{"nginx/dav.conf", "nginx/mail.conf", "dovecot/apppass.conf", "dovecot/apppass-lua.conf",
-	"dovecot/apppass.lua", "dovecot/doveadm.conf"}
+	"dovecot/apppass.lua", "dovecot/doveadm.conf", "dovecot/performance.conf"}
 
 var placeholder = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 

@@ -70,10 +70,10 @@ type mailStackOptions struct {
 	apiKey string
 	// nginx starts the mail proxy too.
 	nginx bool
-	// performance runs Dovecot's login processes in its high-performance
-	// mode (a login process serves many connections, a few wait ready) and
-	// keeps imap processes ready, instead of one new process per
-	// connection for each.
+	// performance adds the shipped dovecot/performance.conf: Dovecot's
+	// high-performance login mode (a login process serves many
+	// connections, a few wait ready) and imap processes kept ready,
+	// instead of one new process per connection for each.
 	performance bool
 }
 
@@ -218,15 +218,7 @@ service pop3-login {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprint(f, `# Dovecot's high-performance mode for logins.
-service imap-login {
-  service_count = 0
-  process_min_avail = 2
-}
-service imap {
-  process_min_avail = 4
-}
-`)
+		fmt.Fprintln(f, render("dovecot/performance.conf", map[string]string{"LOGIN_PROCESS_MIN_AVAIL": "2", "IMAP_PROCESS_MIN_AVAIL": "4"}))
 		f.Close()
 	}
 	conf := filepath.Join(dd, "dovecot.conf")

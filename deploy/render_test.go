@@ -18,6 +18,7 @@ func TestPlaceholdersAndRender(t *testing.T) {
 		"dovecot/apppass-lua.conf": {"APPPASS_LUA_FILE", "VMAIL_USER", "VMAIL_GROUP", "VMAIL_HOME"},
 		"dovecot/apppass.lua":      {"APPPASS_URL", "APPPASS_GATEWAY_KEY_FILE"},
 		"dovecot/doveadm.conf":     {"DOVEADM_API_KEY_FILE", "DOVEADM_HTTP_ADDRESS", "DOVEADM_HTTP_PORT"},
+		"dovecot/performance.conf": {"LOGIN_PROCESS_MIN_AVAIL", "IMAP_PROCESS_MIN_AVAIL"},
 	}
 	for _, name := range deploy.Files {
 		got, err := deploy.Placeholders(name)

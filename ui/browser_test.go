@@ -424,6 +424,10 @@ func TestSettingsPageInChromium(t *testing.T) {
 	p.step("delete", chromedp.Click(deleteButton))
 	p.waitFor("the confirm dialog opens again", `document.getElementById('confirm-dialog').open`)
 	p.step("confirm", chromedp.Click(chromedp.ID("confirm-ok")))
+	// (Seen once under heavy load: the row stayed for 30 s with no error
+	// shown. This tells a click that did not land from a remove that did
+	// not finish.)
+	p.waitFor("the confirm dialog closes after OK", `!document.getElementById('confirm-dialog').open`)
 	p.waitFor("the row disappears", `document.querySelectorAll('#list-body tr').length === 0 && !document.getElementById('empty').hidden`)
 	p.waitFor("the deletion is announced", `document.getElementById('notice').textContent === 'Deleted “My phone”.'`)
 	if got := list(t, d); len(got) != 0 {
