@@ -32,11 +32,11 @@ func (a *Authenticator) Authenticate(bearer string) (caller, error) {
 	}
 	if strings.Count(bearer, ".") == 2 && a.Tokens != nil {
 		now := a.now()
-		user, viaAppPassword, exp, err := a.Tokens.Verify(bearer, now)
+		tu, err := a.Tokens.Verify(bearer, now)
 		if err != nil {
 			return caller{}, &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: " + err.Error()}
 		}
-		return caller{Caller: apppass.Caller{Role: apppass.RoleUser, Name: user.Login, User: user, ViaAppPassword: viaAppPassword}, expires: exp}, nil
+		return caller{Caller: apppass.Caller{Role: apppass.RoleUser, Name: tu.User.Login, User: tu.User, ViaAppPassword: tu.ViaAppPassword}, expires: tu.Expires}, nil
 	}
 	var match *apppass.ServiceKey
 	for i := range a.ServiceKeys {

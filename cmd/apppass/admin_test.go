@@ -179,11 +179,11 @@ func TestToken(t *testing.T) {
 		if code != 0 || f.stderr.Len() != 0 || strings.Count(out, "\n") != 1 {
 			t.Fatalf("%s: exit %d, stdout %q, stderr %q", name, code, out, f.stderr.String())
 		}
-		user, viaAppPassword, expires, err := tokens.Verify(strings.TrimSpace(out), time.Now())
-		if err != nil || viaAppPassword || user != (apppass.User{ContextID: 42, UserID: 0, Login: "alice@example.com"}) {
-			t.Fatalf("%s: %+v %v %v", name, user, viaAppPassword, err)
+		got, err := tokens.Verify(strings.TrimSpace(out), time.Now())
+		if err != nil || got.ViaAppPassword || got.User != (apppass.User{ContextID: 42, UserID: 0, Login: "alice@example.com"}) {
+			t.Fatalf("%s: %+v %v", name, got, err)
 		}
-		if expires.Before(before.Add(30*time.Minute)) || expires.After(after.Add(30*time.Minute)) {
+		if expires := got.Expires; expires.Before(before.Add(30*time.Minute)) || expires.After(after.Add(30*time.Minute)) {
 			t.Fatalf("%s: expires %v, want 30m after %v", name, expires, before)
 		}
 	}
@@ -191,7 +191,7 @@ func TestToken(t *testing.T) {
 	other, _ := apppass.NewUserTokens([]byte(strings.Repeat("o", 40)))
 	f := &fakeSystem{env: map[string]string{"APPPASS_DATA_DIR": dir}}
 	run(withUser("token"), f.system())
-	if _, _, _, err := other.Verify(strings.TrimSpace(f.stdout.String()), time.Now()); err == nil {
+	if _, err := other.Verify(strings.TrimSpace(f.stdout.String()), time.Now()); err == nil {
 		t.Fatal("a token verified with another key")
 	}
 }
