@@ -1,5 +1,7 @@
 package apppass
 
+import "time"
+
 import "strings"
 
 // User identifies a groupware user the way OX does: a context and a user id
@@ -43,6 +45,11 @@ type Caller struct {
 	// ViaAppPassword is set when the user's own session was opened with an
 	// app password: such a session may not manage app passwords (as in OX).
 	ViaAppPassword bool
+	// AuthTime is when the user last authenticated, if the token says
+	// (auth_time); AMR how (amr). add may ask for both to be recent or
+	// strong enough.
+	AuthTime time.Time
+	AMR      []string
 }
 
 // ServiceKey is a configured credential for a gateway or an admin service.

@@ -30,6 +30,9 @@ type Error struct {
 	Err     error  // the cause, for logs only
 	// RetryAfter is, for KindLimit, how long until trying again can succeed.
 	RetryAfter time.Duration
+	// Reauth is set, for KindForbidden, when signing in again (recently
+	// enough, with what is asked) would allow the call.
+	Reauth *ReauthPolicy
 }
 
 func (e *Error) Error() string {

@@ -28,6 +28,9 @@ type Service struct {
 	// LastLogins writes the last-login updates that queue no event in the
 	// background; nil writes them before authenticate answers.
 	LastLogins *LastLoginWriter
+	// Reauth asks users to have signed in recently, or strongly, before
+	// they add a password (CheckReauth); the zero value asks nothing.
+	Reauth ReauthPolicy
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }

@@ -79,6 +79,12 @@ type Config struct {
 	DoveadmAPIKey  string
 	doveadmKeyFile string
 	DoveadmTimeout time.Duration
+	// An OIDC issuer whose tokens are user tokens, beside HS256 ones.
+	OIDCIssuer   string
+	OIDCAudience string
+	OIDCClaims   apppass.ClaimNames
+	// Reauth is what add asks of a user's sign-in.
+	Reauth apppass.ReauthPolicy
 }
 
 // ServeUI reports whether the settings page is served at /.
@@ -300,6 +306,40 @@ var settings = []setting{
 	{"APPPASS_DOVEADM_TIMEOUT", "doveadm-timeout", "5s", "time limit of one doveadm request", func(c *Config, v string) error {
 		return duration(v, 100*time.Millisecond, time.Minute, &c.DoveadmTimeout)
 	}},
+	{"APPPASS_OIDC_ISSUER", "oidc-issuer", "", "OIDC issuer URL (its tokens' iss) whose RS256/PS256/ES256/EdDSA tokens are user tokens, beside HS256 ones", func(c *Config, v string) error {
+		c.OIDCIssuer = v
+		if v == "" {
+			return nil
+		}
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return errors.New("must be an issuer URL like https://login.example.com/realms/ox")
+		}
+		return nil
+	}},
+	{"APPPASS_OIDC_AUDIENCE", "oidc-audience", "", "the aud every issuer token must name (required with APPPASS_OIDC_ISSUER)", func(c *Config, v string) error {
+		c.OIDCAudience = v
+		return nil
+	}},
+	{"APPPASS_OIDC_CLAIMS", "oidc-claims", "cid=cid,uid=uid,login=login", "which issuer claims name the user: cid=CLAIM,uid=CLAIM,login=CLAIM", func(c *Config, v string) error {
+		names, err := parseClaimNames(v)
+		c.OIDCClaims = names
+		return err
+	}},
+	{"APPPASS_ADD_MAX_AUTH_AGE", "add-max-auth-age", "0", "if set, add needs a token whose auth_time is at most this old (else -32003 with data.reauth); 0: off", func(c *Config, v string) error {
+		if v == "0" {
+			c.Reauth.MaxAge = 0
+			return nil
+		}
+		return duration(v, time.Second, 30*24*time.Hour, &c.Reauth.MaxAge)
+	}},
+	{"APPPASS_ADD_REQUIRE_AMR", "add-require-amr", "", "if set, add needs a token whose amr holds this (e.g. mfa)", func(c *Config, v string) error {
+		c.Reauth.AMR = v
+		if strings.ContainsAny(v, " ,") {
+			return errors.New("must be one amr value, such as mfa")
+		}
+		return nil
+	}},
 	{"APPPASS_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error {
 		return c.LogLevel.UnmarshalText([]byte(v))
 	}},
@@ -378,6 +418,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	if !c.EmbeddedStore() && c.Pepper == "" {
 		return nil, errors.New("config: APPPASS_PEPPER (--pepper) is required when APPPASS_MONGODB_URI is set: every replica must digest passwords with the same key")
 	}
+	if c.OIDCIssuer != "" && c.OIDCAudience == "" {
+		return nil, errors.New("config: APPPASS_OIDC_AUDIENCE (--oidc-audience) is required with APPPASS_OIDC_ISSUER: the aud its tokens must name")
+	}
 	if err := c.resolveDoveadmKey(); err != nil {
 		return nil, err
 	}
@@ -385,6 +428,31 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 		return nil, errors.New("config: APPPASS_USER_TOKEN_KEY (--user-token-key) is required when APPPASS_MONGODB_URI is set")
 	}
 	return c, nil
+}
+
+// parseClaimNames reads APPPASS_OIDC_CLAIMS: cid=…,uid=…,login=…, each
+// once, any left out keeping its default.
+func parseClaimNames(v string) (apppass.ClaimNames, error) {
+	names := apppass.DefaultClaimNames
+	seen := map[string]bool{}
+	for _, pair := range strings.Split(v, ",") {
+		k, claim, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || claim == "" || seen[k] {
+			return names, fmt.Errorf("%q is not cid=CLAIM, uid=CLAIM or login=CLAIM (each once)", pair)
+		}
+		seen[k] = true
+		switch k {
+		case "cid":
+			names.Context = claim
+		case "uid":
+			names.User = claim
+		case "login":
+			names.Login = claim
+		default:
+			return names, fmt.Errorf("%q: %s is not cid, uid or login", pair, k)
+		}
+	}
+	return names, nil
 }
 
 // parseDoveadmURLs reads APPPASS_DOVEADM_URLS: base URLs, each once.

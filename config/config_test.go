@@ -88,6 +88,13 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{map[string]string{"APPPASS_DOVEADM_URLS": "http://a:8080", "APPPASS_DOVEADM_API_KEY_FILE": "/dev/null"}, nil, "is empty"},
 		{map[string]string{"APPPASS_DOVEADM_URLS": "http://a:8080", "APPPASS_DOVEADM_API_KEY": secret, "APPPASS_DOVEADM_API_KEY_FILE": "/dev/null"}, nil, "not both"},
 		{map[string]string{"APPPASS_DOVEADM_TIMEOUT": "forever"}, nil, "APPPASS_DOVEADM_TIMEOUT"},
+		{map[string]string{"APPPASS_OIDC_ISSUER": "login.example.com", "APPPASS_OIDC_AUDIENCE": "apppass"}, nil, "APPPASS_OIDC_ISSUER"},
+		{map[string]string{"APPPASS_OIDC_ISSUER": "https://login.example.com"}, nil, "APPPASS_OIDC_AUDIENCE"},
+		{map[string]string{"APPPASS_OIDC_CLAIMS": "cid=ox_context,user=ox_user"}, nil, "APPPASS_OIDC_CLAIMS"},
+		{map[string]string{"APPPASS_OIDC_CLAIMS": "cid=a,cid=b"}, nil, "APPPASS_OIDC_CLAIMS"},
+		{map[string]string{"APPPASS_OIDC_CLAIMS": "login="}, nil, "APPPASS_OIDC_CLAIMS"},
+		{map[string]string{"APPPASS_ADD_MAX_AUTH_AGE": "soon"}, nil, "APPPASS_ADD_MAX_AUTH_AGE"},
+		{map[string]string{"APPPASS_ADD_REQUIRE_AMR": "mfa otp"}, nil, "APPPASS_ADD_REQUIRE_AMR"},
 	} {
 		_, err := Load(tc.args, env(tc.env), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
@@ -109,6 +116,22 @@ func TestDoveadmSettings(t *testing.T) {
 	}
 	if !slices.Equal(c.DoveadmURLs, []string{"http://10.0.0.5:8080", "https://mail2.example.com"}) || c.DoveadmAPIKey != "from-the-file" || c.DoveadmTimeout != 5*time.Second {
 		t.Fatalf("%q %q %s", c.DoveadmURLs, c.DoveadmAPIKey, c.DoveadmTimeout)
+	}
+}
+
+func TestOIDCSettings(t *testing.T) {
+	c, err := Load(nil, env(map[string]string{"APPPASS_OIDC_ISSUER": "https://login.example.com/realms/ox", "APPPASS_OIDC_AUDIENCE": "apppass",
+		"APPPASS_OIDC_CLAIMS": "cid=ox_context, login=email", "APPPASS_ADD_MAX_AUTH_AGE": "5m", "APPPASS_ADD_REQUIRE_AMR": "mfa"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OIDCIssuer != "https://login.example.com/realms/ox" || c.OIDCAudience != "apppass" ||
+		c.OIDCClaims != (apppass.ClaimNames{Context: "ox_context", User: "uid", Login: "email"}) ||
+		c.Reauth != (apppass.ReauthPolicy{MaxAge: 5 * time.Minute, AMR: "mfa"}) {
+		t.Fatalf("%+v", c)
+	}
+	if c, _ := Load(nil, env(nil), &bytes.Buffer{}); c.OIDCClaims != apppass.DefaultClaimNames || c.Reauth != (apppass.ReauthPolicy{}) {
+		t.Fatalf("defaults: %+v %+v", c.OIDCClaims, c.Reauth)
 	}
 }
 

@@ -2,16 +2,28 @@ package rpc
 
 import (
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/apppass/apppass"
 )
 
+// TokenVerifier checks a user token (apppass.UserTokens for HS256,
+// oidc.Issuer for an OIDC issuer's).
+type TokenVerifier interface {
+	Verify(token string, now time.Time) (apppass.TokenUser, error)
+}
+
 // Authenticator turns a bearer token into a Caller: a user token (a JWT)
-// or one of the configured service keys.
+// or one of the configured service keys. A JWT whose header names HS256
+// goes to Tokens, any other to Issuer (when set): each verifier accepts
+// only its own algorithms, so neither can be fed the other's.
 type Authenticator struct {
-	Tokens      *apppass.UserTokens // nil: user tokens are not accepted
+	Tokens      TokenVerifier // HS256; nil: not accepted
+	Issuer      TokenVerifier // an OIDC issuer's tokens; nil: none
 	ServiceKeys []apppass.ServiceKey
 	Now         func() time.Time
 }
@@ -30,13 +42,23 @@ func (a *Authenticator) Authenticate(bearer string) (caller, error) {
 	if bearer == "" {
 		return caller{}, errUnauthenticated
 	}
-	if strings.Count(bearer, ".") == 2 && a.Tokens != nil {
-		now := a.now()
-		tu, err := a.Tokens.Verify(bearer, now)
+	if strings.Count(bearer, ".") == 2 && (a.Tokens != nil || a.Issuer != nil) {
+		v := a.Tokens
+		if a.Issuer != nil && (v == nil || headerAlg(bearer) != "HS256") {
+			v = a.Issuer
+		}
+		if v == nil {
+			return caller{}, &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: only tokens of the OIDC issuer are accepted"}
+		}
+		tu, err := v.Verify(bearer, a.now())
+		if apppass.KindOf(err) == apppass.KindUnavailable {
+			return caller{}, err
+		}
 		if err != nil {
 			return caller{}, &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: " + err.Error()}
 		}
-		return caller{Caller: apppass.Caller{Role: apppass.RoleUser, Name: tu.User.Login, User: tu.User, ViaAppPassword: tu.ViaAppPassword}, expires: tu.Expires}, nil
+		return caller{Caller: apppass.Caller{Role: apppass.RoleUser, Name: tu.User.Login, User: tu.User,
+			ViaAppPassword: tu.ViaAppPassword, AuthTime: tu.AuthTime, AMR: tu.AMR}, expires: tu.Expires}, nil
 	}
 	var match *apppass.ServiceKey
 	for i := range a.ServiceKeys {
@@ -48,6 +70,36 @@ func (a *Authenticator) Authenticate(bearer string) (caller, error) {
 		return caller{}, errUnauthenticated
 	}
 	return caller{Caller: apppass.Caller{Role: match.Role, Name: match.Name}}, nil
+}
+
+// headerAlg reads the alg of a JWT's header, "" if it cannot. Only the
+// choice of verifier depends on it; each verifier checks the algorithm
+// again itself.
+func headerAlg(token string) string {
+	seg, _, _ := strings.Cut(token, ".")
+	if len(seg) > 1024 {
+		return ""
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(raw, &h) != nil {
+		return ""
+	}
+	return h.Alg
+}
+
+// authStatus is the HTTP status of a refused bearer: 503 while the issuer's
+// keys cannot be had (the token may be fine), else 401.
+func authStatus(err error) int {
+	if apppass.KindOf(err) == apppass.KindUnavailable {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusUnauthorized
 }
 
 func (a *Authenticator) now() time.Time {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -42,6 +43,11 @@ type errorData struct {
 	Reason     string `json:"reason,omitempty"`
 	OX         string `json:"ox,omitempty"`
 	RetryAfter int    `json:"retryAfter,omitempty"` // seconds
+	// Reauth: signing in again would allow the call; MaxAge (seconds) is
+	// the oldest sign-in accepted, AMR the method it must have used.
+	Reauth bool   `json:"reauth,omitempty"`
+	MaxAge int64  `json:"maxAge,omitempty"`
+	AMR    string `json:"amr,omitempty"`
 }
 
 // toRPCError maps any error to the JSON-RPC error the caller sees. Errors
@@ -68,6 +74,9 @@ func toRPCError(err error, logger *slog.Logger, method string) *jsonrpc2.Error {
 	data := errorData{OX: e.OX}
 	if e.Kind == apppass.KindLimit && e.RetryAfter > 0 {
 		data.RetryAfter = retryAfterSeconds(e)
+	}
+	if e.Kind == apppass.KindForbidden && e.Reauth != nil {
+		data.Reauth, data.MaxAge, data.AMR = true, int64(e.Reauth.MaxAge/time.Second), e.Reauth.AMR
 	}
 	if e.Kind == apppass.KindInvalid {
 		out.Message = "invalid params: " + e.Field + " " + e.Message

@@ -39,6 +39,9 @@ var methods = map[string]method{
 		if err != nil {
 			return nil, err
 		}
+		if err := svc.CheckReauth(c); err != nil {
+			return nil, err
+		}
 		return svc.Add(ctx, owner, req)
 	}},
 	"appPasswords.list": {manages: true, call: func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {

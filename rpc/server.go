@@ -153,7 +153,7 @@ func errorResponse(id json.RawMessage, err *jsonrpc2.Error) response {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	c, err := s.Auth.Authenticate(bearerFrom(r.Header.Get("Authorization")))
 	if err != nil {
-		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, s.logger(r.Context()), "")))
+		writeJSON(w, authStatus(err), errorResponse(nil, toRPCError(err, s.logger(r.Context()), "")))
 		return
 	}
 	if r.ContentLength > MaxBodyBytes {

@@ -31,7 +31,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	log := s.logger(r.Context())
 	c, err := s.Auth.Authenticate(bearer)
 	if err != nil {
-		writeJSON(w, http.StatusUnauthorized, errorResponse(nil, toRPCError(err, log, "")))
+		writeJSON(w, authStatus(err), errorResponse(nil, toRPCError(err, log, "")))
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) {

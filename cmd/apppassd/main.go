@@ -27,6 +27,7 @@ import (
 	"github.com/apppass/apppass/config"
 	"github.com/apppass/apppass/dovecot"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/oidc"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/storage/mongo"
 	"github.com/apppass/apppass/storage/sqlite"
@@ -150,7 +151,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		close(kicksDone)
 	}
 
-	svc := &apppass.Service{Store: store, Apps: apps, Digester: digester, Events: relay, MaxPerUser: cfg.MaxPerUser}
+	svc := &apppass.Service{Store: store, Apps: apps, Digester: digester, Events: relay, MaxPerUser: cfg.MaxPerUser, Reauth: cfg.Reauth}
 	if cfg.Throttle.PairLimit > 0 || cfg.Throttle.IPLimit > 0 {
 		svc.Throttle = &apppass.Throttle{Store: store, Policy: cfg.Throttle}
 	}
@@ -186,6 +187,16 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 			return nil
 		},
 		PendingEvents: backlog.Pending,
+	}
+	if cfg.OIDCIssuer != "" {
+		// The issuer's keys are fetched in the background: apppassd starts
+		// while the issuer is away, and its tokens answer -32050 until then.
+		issuer, err := oidc.New(oidc.Config{Issuer: cfg.OIDCIssuer, Audience: cfg.OIDCAudience, Claims: cfg.OIDCClaims, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("APPPASS_OIDC_ISSUER: %w", err)
+		}
+		go issuer.Run(relayCtx)
+		srv.Auth.Issuer = issuer
 	}
 	srv.MailBackends = rpc.DefaultMailBackends()
 	for protocol, addr := range cfg.MailBackends {
