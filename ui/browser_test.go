@@ -690,3 +690,47 @@ func newTab(t *testing.T, chromium, prefix string) *tab {
 	}
 	return &tab{t: t, ctx: ctx, dir: artifactsDir(t, prefix), prefix: prefix}
 }
+
+// TestSettingsPageOnAPhoneInChromium: at a phone's 360 px nothing scrolls
+// sideways, neither the page nor the one-time dialog (with a calendar
+// app's long URL in it), and the list is one card per password, each
+// value labelled. The screenshots are kept (artifacts/ui/phone-*).
+func TestSettingsPageOnAPhoneInChromium(t *testing.T) {
+	chromium := findChromium(t)
+	d := gatewaytest.StartDaemon(t, daemonBinary(t))
+	pageURL, _ := settingsURL(t, d)
+	p := newTab(t, chromium, "phone")
+	p.step("a phone's screen", chromedp.EmulateViewport(360, 780, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+	p.step("open the page", chromedp.Navigate(pageURL))
+	p.waitFor("the page loads", `!document.getElementById('manage').hidden && document.querySelectorAll('#app-select option').length > 0`)
+	noSideways := func(what string) {
+		t.Helper()
+		if w := eval[[]int](p, `[window.innerWidth, document.documentElement.scrollWidth, document.body.scrollWidth]`); w[0] != 360 || w[1] > w[0] || w[2] > w[0] {
+			t.Errorf("%s: viewport %d px, page %d / %d px wide: it scrolls sideways", what, w[0], w[1], w[2])
+		}
+	}
+	noSideways("the empty page")
+	p.screenshot("empty")
+
+	for _, app := range []string{"mail", "caldav"} {
+		p.step("choose "+app, chromedp.SetValue(chromedp.ID("app-select"), app))
+		p.step("name it", chromedp.SendKeys(chromedp.ID("name-input"), "The phone in my left pocket, "+app+kb.Enter))
+		p.waitFor("the dialog opens", `document.getElementById('created-dialog').open`)
+		noSideways("the dialog of " + app)
+		if over := eval[bool](p, `(() => { const d = document.getElementById('created-dialog'); return d.scrollWidth > d.clientWidth || d.getBoundingClientRect().right > window.innerWidth; })()`); over {
+			t.Errorf("the dialog of %s is wider than the screen", app)
+		}
+		p.screenshot("dialog-" + app)
+		p.step("close", chromedp.Click(chromedp.ID("created-close")))
+		p.waitFor("the dialog closes", `!document.getElementById('created-dialog').open`)
+	}
+	p.waitFor("two cards", `document.querySelectorAll('#list-body tr').length === 2`)
+	noSideways("the list")
+	if !eval[bool](p, `getComputedStyle(document.querySelector('#list-body tr')).display === 'block' && getComputedStyle(document.querySelector('#list thead')).position === 'absolute'`) {
+		t.Error("the list is not laid out as cards")
+	}
+	if labels := eval[[]string](p, `[...document.querySelectorAll('#list-body tr:first-child td')].map(c => c.dataset.label || '')`); fmt.Sprint(labels) != "[Application Created Last login Device IP Expiry ]" {
+		t.Errorf("card labels %q", labels)
+	}
+	p.screenshot("list")
+}

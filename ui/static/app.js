@@ -243,6 +243,19 @@
     return td;
   }
 
+  // labelCells gives each cell of a row its column's heading as
+  // data-label, which a narrow screen shows beside the value when the
+  // table is laid out as cards (app.css). Columns whose heading is only
+  // for screen readers get none.
+  function labelCells(tr, table) {
+    const heads = table.tHead.rows[0].cells;
+    [...tr.cells].forEach((c, i) => {
+      const h = heads[i];
+      if (h && !h.querySelector('.visually-hidden') && c.tagName === 'TD') c.dataset.label = h.textContent.trim();
+    });
+    return tr;
+  }
+
   // ---------- views ----------
 
   function showSignin() {
@@ -328,7 +341,7 @@
     del.append(hidden);
     del.addEventListener('click', () => removeOne(p, del));
     cell(tr, del);
-    return tr;
+    return labelCells(tr, $('list'));
   }
 
   // ---------- actions ----------
@@ -372,7 +385,7 @@
       cell(tr, s.port ? String(s.port) : '—');
       cell(tr, s.security ? { ssl: 'SSL/TLS', starttls: 'STARTTLS', none: 'None' }[s.security] || s.security : '—');
       cell(tr, s.url || '—');
-      body.append(tr);
+      body.append(labelCells(tr, $('created-settings')));
     }
     $('created-settings-box').hidden = body.rows.length === 0;
     $('copy-status').textContent = '';
