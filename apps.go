@@ -2,6 +2,7 @@ package apppass
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -10,12 +11,15 @@ import (
 // app password is for, which gateway protocols accept it, and which OX
 // restricted scopes a session opened with it gets.
 type App struct {
-	Name        string    `json:"name" yaml:"name"`
-	DisplayName string    `json:"displayName" yaml:"displayName"`
-	Sort        int       `json:"sort" yaml:"sort"`
-	Protocols   []string  `json:"protocols" yaml:"protocols"`
-	Scopes      []string  `json:"scopes" yaml:"scopes"`
-	Settings    []Setting `json:"settings" yaml:"settings"`
+	Name        string `json:"name" yaml:"name"`
+	DisplayName string `json:"displayName" yaml:"displayName"`
+	// DisplayNames translate DisplayName, by language tag (de, fr, pt-BR):
+	// the settings page shows the one of the user's language.
+	DisplayNames map[string]string `json:"displayNames,omitempty" yaml:"displayNames,omitempty"`
+	Sort         int               `json:"sort" yaml:"sort"`
+	Protocols    []string          `json:"protocols" yaml:"protocols"`
+	Scopes       []string          `json:"scopes" yaml:"scopes"`
+	Settings     []Setting         `json:"settings" yaml:"settings"`
 }
 
 // Setting is one connection detail the one-time dialog shows next to the
@@ -38,6 +42,10 @@ type Catalogue struct {
 // Protocols a gateway may name in authenticate. A catalogue may only use these.
 var knownProtocols = []string{"imap", "pop3", "smtp", "caldav", "carddav", "webdav", "drive", "eas"}
 
+// languageTag is what a display name's language may be: a BCP 47
+// language with an optional region or script (de, de-CH, pt-BR, zh-Hant).
+var languageTag = regexp.MustCompile(`^[a-z]{2,3}(-[A-Za-z0-9]{2,4})?$`)
+
 // NewCatalogue validates apps and indexes them.
 func NewCatalogue(apps []App) (*Catalogue, error) {
 	if len(apps) == 0 {
@@ -49,6 +57,11 @@ func NewCatalogue(apps []App) (*Catalogue, error) {
 		a := &c.apps[i]
 		if a.Name == "" || strings.TrimSpace(a.DisplayName) == "" {
 			return nil, fmt.Errorf("app %d: name and displayName are required", i+1)
+		}
+		for lang, name := range a.DisplayNames {
+			if !languageTag.MatchString(lang) || strings.TrimSpace(name) == "" || len(name) > 128 {
+				return nil, fmt.Errorf("app %q: displayNames: %q must be a language tag (de, pt-BR) with a name of 1 to 128 bytes", a.Name, lang)
+			}
 		}
 		if _, dup := c.byName[a.Name]; dup {
 			return nil, fmt.Errorf("app %q: listed twice", a.Name)
@@ -100,23 +113,24 @@ func BuiltinApps(host string) []App {
 	calScopes := []string{"read_caldav", "write_caldav", "read_calendar", "write_calendar", "read_tasks", "write_tasks"}
 	cardScopes := []string{"read_carddav", "write_carddav", "read_contacts", "write_contacts"}
 	return []App{
-		{Name: "mail", DisplayName: "Mail App", Sort: 10, Protocols: []string{"imap", "pop3", "smtp"}, Scopes: mailScopes,
+		{Name: "mail", DisplayName: "Mail App", DisplayNames: map[string]string{"de": "Mail-App"}, Sort: 10, Protocols: []string{"imap", "pop3", "smtp"}, Scopes: mailScopes,
 			Settings: []Setting{
 				{Protocol: "imap", Host: host, Port: 993, Security: "ssl"},
 				{Protocol: "pop3", Host: host, Port: 995, Security: "ssl"},
 				{Protocol: "smtp", Host: host, Port: 587, Security: "starttls"},
 			}},
-		{Name: "drive", DisplayName: "Drive Sync App", Sort: 20, Protocols: []string{"drive"},
+		{Name: "drive", DisplayName: "Drive Sync App", DisplayNames: map[string]string{"de": "Drive-Sync-App"}, Sort: 20, Protocols: []string{"drive"},
 			Scopes:   []string{"read_drive", "write_drive"},
 			Settings: []Setting{{Protocol: "drive", URL: web("/")}}},
-		{Name: "caldav", DisplayName: "Calendar Client (CalDAV)", Sort: 30, Protocols: []string{"caldav"}, Scopes: calScopes,
+		{Name: "caldav", DisplayName: "Calendar Client (CalDAV)", DisplayNames: map[string]string{"de": "Kalender-Programm (CalDAV)"}, Sort: 30, Protocols: []string{"caldav"}, Scopes: calScopes,
 			Settings: []Setting{{Protocol: "caldav", URL: web("/caldav/")}}},
-		{Name: "carddav", DisplayName: "Address Book Client (CardDAV)", Sort: 40, Protocols: []string{"carddav"}, Scopes: cardScopes,
+		{Name: "carddav", DisplayName: "Address Book Client (CardDAV)", DisplayNames: map[string]string{"de": "Adressbuch-Programm (CardDAV)"}, Sort: 40, Protocols: []string{"carddav"}, Scopes: cardScopes,
 			Settings: []Setting{{Protocol: "carddav", URL: web("/carddav/")}}},
-		{Name: "calcarddav", DisplayName: "Calendar and Address Book Client (CalDAV/CardDAV)", Sort: 50,
+		{Name: "calcarddav", DisplayName: "Calendar and Address Book Client (CalDAV/CardDAV)",
+			DisplayNames: map[string]string{"de": "Kalender- und Adressbuch-Programm (CalDAV/CardDAV)"}, Sort: 50,
 			Protocols: []string{"caldav", "carddav"}, Scopes: slices.Concat(calScopes, cardScopes),
 			Settings: []Setting{{Protocol: "caldav", URL: web("/caldav/")}, {Protocol: "carddav", URL: web("/carddav/")}}},
-		{Name: "webdav", DisplayName: "WebDAV Client", Sort: 60, Protocols: []string{"webdav"},
+		{Name: "webdav", DisplayName: "WebDAV Client", DisplayNames: map[string]string{"de": "WebDAV-Programm"}, Sort: 60, Protocols: []string{"webdav"},
 			Scopes:   []string{"read_webdav", "write_webdav"},
 			Settings: []Setting{{Protocol: "webdav", URL: web("/servlet/webdav.infostore/")}}},
 		{Name: "eas", DisplayName: "Exchange ActiveSync", Sort: 70, Protocols: []string{"eas"},

@@ -34,15 +34,32 @@ func TestBuiltinCatalogue(t *testing.T) {
 	}
 }
 
+func TestTranslatedDisplayNames(t *testing.T) {
+	c, err := NewCatalogue([]App{{Name: "a", DisplayName: "A", Protocols: []string{"imap"}, DisplayNames: map[string]string{"de": "Ä", "pt-BR": "Á"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := c.App("a"); a.DisplayNames["de"] != "Ä" || a.DisplayNames["pt-BR"] != "Á" {
+		t.Fatalf("%+v", a)
+	}
+	for _, a := range BuiltinApps("h") {
+		if a.Name != "eas" && a.DisplayNames["de"] == "" {
+			t.Errorf("built-in app %s has no German name", a.Name)
+		}
+	}
+}
+
 func TestCatalogueRefusesBadApps(t *testing.T) {
 	ok := App{Name: "a", DisplayName: "A", Protocols: []string{"imap"}}
 	for name, apps := range map[string][]App{
-		"empty":            nil,
-		"no name":          {{DisplayName: "A", Protocols: []string{"imap"}}},
-		"no display name":  {{Name: "a", Protocols: []string{"imap"}}},
-		"duplicate":        {ok, ok},
-		"no protocols":     {{Name: "a", DisplayName: "A"}},
-		"unknown protocol": {{Name: "a", DisplayName: "A", Protocols: []string{"gopher"}}},
+		"empty":                        nil,
+		"no name":                      {{DisplayName: "A", Protocols: []string{"imap"}}},
+		"no display name":              {{Name: "a", Protocols: []string{"imap"}}},
+		"duplicate":                    {ok, ok},
+		"no protocols":                 {{Name: "a", DisplayName: "A"}},
+		"unknown protocol":             {{Name: "a", DisplayName: "A", Protocols: []string{"gopher"}}},
+		"translation into no language": {{Name: "a", DisplayName: "A", Protocols: []string{"imap"}, DisplayNames: map[string]string{"German": "A"}}},
+		"empty translation":            {{Name: "a", DisplayName: "A", Protocols: []string{"imap"}, DisplayNames: map[string]string{"de": " "}}},
 	} {
 		if _, err := NewCatalogue(apps); err == nil {
 			t.Errorf("%s: catalogue accepted", name)

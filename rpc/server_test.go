@@ -23,12 +23,14 @@ func TestUIFlow(t *testing.T) {
 		t.Fatalf("getApps result is not an array: %s", rawApps)
 	}
 	type app struct {
-		Name        string            `json:"name"`
-		DisplayName string            `json:"displayName"`
-		Sort        int               `json:"sort"`
-		Protocols   []string          `json:"protocols"`
-		Scopes      []string          `json:"scopes"`
-		Settings    []apppass.Setting `json:"settings"`
+		Name        string `json:"name"`
+		DisplayName string `json:"displayName"`
+		// Translations, for the settings page.
+		DisplayNames map[string]string `json:"displayNames"`
+		Sort         int               `json:"sort"`
+		Protocols    []string          `json:"protocols"`
+		Scopes       []string          `json:"scopes"`
+		Settings     []apppass.Setting `json:"settings"`
 	}
 	byName := map[string]app{}
 	var names []string

@@ -579,7 +579,7 @@ func TestSettingsPageAccountSwitchInChromium(t *testing.T) {
 	if got := signedIn(); got != "Signed in as "+gatewaytest.DemoLogin {
 		t.Fatalf("top of the page: %q", got)
 	}
-	if !eval[bool](p, `document.querySelector('main').firstElementChild.id === 'signed-in'`) {
+	if !eval[bool](p, `document.querySelector('main').firstElementChild.contains(document.getElementById('signed-in'))`) {
 		t.Errorf("\"Signed in as\" is not at the top of the page")
 	}
 	p.step("demo adds a password", chromedp.SendKeys(chromedp.ID("name-input"), "Demo phone"+kb.Enter))
@@ -651,11 +651,19 @@ func TestSettingsPageAccountSwitchInChromium(t *testing.T) {
 // not block anything the page needs. Screenshots are named prefix-NN-….
 func newTab(t *testing.T, chromium, prefix string) *tab {
 	t.Helper()
+	return newTabIn(t, chromium, prefix, "en-US")
+}
+
+// newTabIn is newTab with the browser's language set to lang.
+func newTabIn(t *testing.T, chromium, prefix, lang string) *tab {
+	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
 		chromedp.NoSandbox, // Chromium refuses to run as root with its sandbox
 		chromedp.WindowSize(1280, 900),
 		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("lang", lang),
+		chromedp.Flag("accept-lang", lang),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
@@ -733,4 +741,69 @@ func TestSettingsPageOnAPhoneInChromium(t *testing.T) {
 		t.Errorf("card labels %q", labels)
 	}
 	p.screenshot("list")
+}
+
+// TestSettingsPageInGermanInChromium: a German browser gets the page in
+// German (texts, the app catalogue's German names, dates), the switch on
+// the page turns it English and the choice stays after a reload; both
+// catalogues have every text the page uses.
+func TestSettingsPageInGermanInChromium(t *testing.T) {
+	chromium := findChromium(t)
+	d := gatewaytest.StartDaemon(t, daemonBinary(t))
+	pageURL, _ := settingsURL(t, d)
+	p := newTabIn(t, chromium, "german", "de-DE")
+	p.step("open the page", chromedp.Navigate(pageURL))
+	p.waitFor("the page loads", `!document.getElementById('manage').hidden && document.querySelectorAll('#app-select option').length > 0`)
+	if missing := eval[[]string](p, `(() => {
+		const M = window.APPPASS_MESSAGES, keys = (l) => Object.keys(M[l]);
+		const used = [...document.querySelectorAll('[data-i18n],[data-i18n-placeholder],[data-i18n-aria-label]')]
+			.map((el) => el.dataset.i18n || el.dataset.i18nPlaceholder || el.dataset.i18nAriaLabel);
+		const out = [];
+		for (const l of keys('en').length ? Object.keys(M) : []) {
+			for (const k of new Set([...keys('en'), ...keys('de'), ...used])) if (!(k in M[l])) out.push(l + ':' + k);
+		}
+		return out;
+	})()`); len(missing) != 0 {
+		t.Errorf("texts missing from a catalogue: %q", missing)
+	}
+	german := map[string]string{
+		`document.documentElement.lang`:                            "de",
+		`document.querySelector('h1').textContent`:                 "Anwendungspasswörter",
+		`document.title`:                                           "Anwendungspasswörter",
+		`document.getElementById('add-button').textContent`:        "Neues Passwort hinzufügen",
+		`document.querySelector('#app-select option').textContent`: "Mail-App",
+		`document.getElementById('name-input').placeholder`:        "z. B. Mein Telefon",
+		`document.getElementById('lang-select').value`:             "de",
+		`document.getElementById('signed-in').textContent.trim()`:  "Angemeldet als " + gatewaytest.DemoLogin,
+	}
+	for expr, want := range german {
+		if got := eval[string](p, expr); got != want {
+			t.Errorf("%s = %q, want %q", expr, got, want)
+		}
+	}
+	p.step("add one", chromedp.SendKeys(chromedp.ID("name-input"), "Telefon"+kb.Enter))
+	p.waitFor("the dialog opens", `document.getElementById('created-dialog').open`)
+	if got := eval[string](p, `document.getElementById('created-title').textContent`); got != "Ihr neues Anwendungspasswort" {
+		t.Errorf("dialog title %q", got)
+	}
+	p.screenshot("dialog")
+	p.step("close", chromedp.Click(chromedp.ID("created-close")))
+	p.waitFor("listed", `document.querySelectorAll('#list-body tr').length === 1`)
+	row := p.rows()[0]
+	// Dates as Germans write them, e.g. "02.12.2026, 10:30" or "2. Dez. 2026, 10:30".
+	if row[1] != "Mail-App" || row[3] != "Nie" || !regexp.MustCompile(`^\d{1,2}\.( \p{L}+\.?|\d{2}\.) ?\d{4}`).MatchString(row[2]) || row[7] != "Löschen Telefon" {
+		t.Errorf("German row %q", row)
+	}
+	p.waitFor("the notice in German", `document.getElementById('notice').textContent.includes('hinzugefügt')`)
+	p.screenshot("list")
+
+	p.step("switch to English", chromedp.SetValue(chromedp.ID("lang-select"), "en"))
+	p.step("tell the page", chromedp.Evaluate[chromedp.Void](`document.getElementById('lang-select').dispatchEvent(new Event('change'))`))
+	p.waitFor("English", `document.querySelector('h1').textContent === 'Application Passwords' && document.querySelector('#list-body tr td').textContent === 'Mail App'`)
+	p.step("reload", chromedp.Reload())
+	p.waitFor("the page loads again", `!document.getElementById('manage').hidden && document.querySelectorAll('#list-body tr').length === 1`)
+	if got := eval[string](p, `document.documentElement.lang + ' ' + document.querySelector('h1').textContent`); got != "en Application Passwords" {
+		t.Errorf("after a reload the page is %q: the choice was not kept", got)
+	}
+	p.screenshot("english")
 }

@@ -89,10 +89,10 @@ func TestDaemonServesPage(t *testing.T) {
 		resp.Header.Get("Content-Security-Policy") != ui.ContentSecurityPolicy || resp.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("GET /: %d %v", resp.StatusCode, resp.Header)
 	}
-	if !strings.Contains(page, "Application Passwords") {
+	if !strings.Contains(page, `<h1 data-i18n="title">`) {
 		t.Fatalf("GET / is not the settings page:\n%s", page)
 	}
-	for path, ct := range map[string]string{"/ui/app.js": "text/javascript; charset=utf-8", "/ui/app.css": "text/css; charset=utf-8"} {
+	for path, ct := range map[string]string{"/ui/app.js": "text/javascript; charset=utf-8", "/ui/messages.js": "text/javascript; charset=utf-8", "/ui/app.css": "text/css; charset=utf-8"} {
 		if resp, _ := httpGet(t, d.URL+path); resp.StatusCode != 200 || resp.Header.Get("Content-Type") != ct {
 			t.Errorf("GET %s: %d %q", path, resp.StatusCode, resp.Header.Get("Content-Type"))
 		}

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-//go:embed static/index.html static/app.js static/app.css
+//go:embed static/index.html static/app.js static/messages.js static/app.css
 var static embed.FS
 
 // AssetPrefix is the path the page's assets are served under.
@@ -38,9 +38,10 @@ type file struct {
 
 // files maps request paths to what they serve.
 var files = map[string]file{
-	"/":                     load("static/index.html", "text/html; charset=utf-8", "no-store"),
-	AssetPrefix + "app.js":  load("static/app.js", "text/javascript; charset=utf-8", "no-cache"),
-	AssetPrefix + "app.css": load("static/app.css", "text/css; charset=utf-8", "no-cache"),
+	"/":                         load("static/index.html", "text/html; charset=utf-8", "no-store"),
+	AssetPrefix + "app.js":      load("static/app.js", "text/javascript; charset=utf-8", "no-cache"),
+	AssetPrefix + "messages.js": load("static/messages.js", "text/javascript; charset=utf-8", "no-cache"),
+	AssetPrefix + "app.css":     load("static/app.css", "text/css; charset=utf-8", "no-cache"),
 }
 
 func load(name, contentType, cache string) file {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -135,5 +136,23 @@ func TestPageNeedsNothingTheCSPForbids(t *testing.T) {
 				t.Errorf("%s contains %q", name, bad)
 			}
 		}
+	}
+}
+
+// TestPageHasNoTextOfItsOwn: every text of index.html comes from the
+// message catalogue (data-i18n), so that every language gets all of it.
+func TestPageHasNoTextOfItsOwn(t *testing.T) {
+	raw, err := os.ReadFile("static/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := regexp.MustCompile(`(?s)<!--.*?-->`).ReplaceAllString(string(raw), "")
+	for _, m := range regexp.MustCompile(`>([^<]*)<`).FindAllStringSubmatch(page, -1) {
+		if text := strings.TrimSpace(m[1]); text != "" {
+			t.Errorf("index.html has text outside the catalogue: %q", text)
+		}
+	}
+	for _, attr := range regexp.MustCompile(`\s(placeholder|aria-label|title|alt)="`).FindAllString(page, -1) {
+		t.Errorf("index.html has a text attribute outside the catalogue: %s", attr)
 	}
 }

@@ -5,7 +5,84 @@
 
 (() => {
   const TOKEN_KEY = 'apppass.token';
+  const LANG_KEY = 'apppass.lang'; // the language chosen on the page (not secret)
   const $ = (id) => document.getElementById(id);
+
+  // ---------- language ----------
+
+  const MESSAGES = window.APPPASS_MESSAGES;
+
+  // pickLanguage: the one chosen on the page before, else the browser's
+  // first language the page has (by its primary subtag), else English.
+  function pickLanguage() {
+    const chosen = localStorage.getItem(LANG_KEY);
+    if (chosen && MESSAGES[chosen]) return chosen;
+    for (const l of navigator.languages || [navigator.language]) {
+      const primary = String(l).toLowerCase().split('-')[0];
+      if (MESSAGES[primary]) return primary;
+    }
+    return 'en';
+  }
+
+  let lang = pickLanguage();
+  let dateTime;
+
+  // t looks up key in the language's catalogue (English if it lacks it):
+  // "{name}" takes values.name; with values.count, the key's plural form
+  // (key_one, key_other, ...) is used.
+  function t(key, values = {}) {
+    return tParts(key, values).join('');
+  }
+
+  // tParts is t for values that are DOM nodes (a <time>): the text split
+  // around them, nodes in place.
+  function tParts(key, values = {}) {
+    const catalogue = MESSAGES[lang];
+    if ('count' in values) {
+      const form = key + '_' + new Intl.PluralRules(lang).select(values.count);
+      key = form in catalogue || form in MESSAGES.en ? form : key + '_other';
+    }
+    const text = catalogue[key] ?? MESSAGES.en[key] ?? key;
+    return text.split(/(\{\w+\})/).filter((part) => part !== '').map((part) => {
+      const m = /^\{(\w+)\}$/.exec(part);
+      if (!m || !(m[1] in values)) return part;
+      const v = values[m[1]];
+      return v instanceof Node ? v : String(v);
+    });
+  }
+
+  // applyTexts fills every element marked in index.html from the catalogue.
+  function applyTexts() {
+    document.documentElement.lang = lang;
+    for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
+    for (const el of document.querySelectorAll('[data-i18n-aria-label]')) el.setAttribute('aria-label', t(el.dataset.i18nAriaLabel));
+    document.title = t('title');
+    const select = $('lang-select');
+    select.replaceChildren(...Object.keys(MESSAGES).map((l) => {
+      const opt = document.createElement('option');
+      opt.value = l;
+      opt.lang = l;
+      opt.textContent = MESSAGES[l].languageName;
+      return opt;
+    }));
+    select.value = lang;
+    dateTime = new Intl.DateTimeFormat(lang, { dateStyle: 'medium', timeStyle: 'short' });
+  }
+
+  async function changeLanguage() {
+    lang = $('lang-select').value;
+    localStorage.setItem(LANG_KEY, lang);
+    applyTexts();
+    if (!$('manage').hidden) {
+      renderApps();
+      try {
+        await loadList();
+      } catch (err) {
+        showError(err);
+      }
+    }
+  }
 
   // JSON-RPC error codes, as assigned in rpc/errors.go.
   const CODE = {
@@ -15,8 +92,7 @@
   };
 
   // Field names the server uses in -32602, as the form calls them.
-  const FIELD = { appName: 'the name', appScope: 'the application', expires: 'the expiry',
-    idleExpiry: 'the unused-for limit', allowedIPs: 'the allowed addresses' };
+  const FIELDS = ['appName', 'appScope', 'expires', 'idleExpiry', 'allowedIPs'];
 
   class RpcError extends Error {
     constructor(code, message, data) {
@@ -40,11 +116,11 @@
     if (location.hash.length < 2) return null;
     const params = new URLSearchParams(location.hash.slice(1));
     if (!params.has('token')) return null;
-    const t = params.get('token').trim();
+    const value = params.get('token').trim();
     params.delete('token');
     const rest = params.toString();
     history.replaceState(history.state, '', location.pathname + location.search + (rest ? '#' + rest : ''));
-    return t || null;
+    return value || null;
   }
 
   function forgetToken() {
@@ -75,16 +151,14 @@
         try {
           who = await rpc('appPasswords.whoami', undefined, fresh);
         } catch (err) {
-          say($('error'), `The access token in the link was not accepted, so this tab stays signed in as ${me.login}. ` +
-            `(Server: ${err.message}${err.code ? '; code ' + err.code : ''})`);
+          say($('error'), t('linkRefused', { me: me.login }) + ' ' +
+            (err.code ? t('serverSays', { message: err.message, code: err.code }) : t('serverSaysNoCode', { message: err.message })));
           return;
         }
         if (!sameAccount(me, who)) {
-          const ok = await confirm('Switch account?',
-            `This tab is signed in as ${me.login}. The link you opened is for ${who.login}. Switch to ${who.login}?`,
-            'Switch', false);
+          const ok = await confirm(t('switchTitle'), t('switchText', { me: me.login, other: who.login }), t('switchOK'), false);
           if (!ok) {
-            notice(`Still signed in as ${me.login}; the link was not used.`);
+            notice(t('stillSignedIn', { me: me.login }));
             return;
           }
         }
@@ -116,62 +190,60 @@
         credentials: 'omit',
       });
     } catch (e) {
-      throw new RpcError(0, 'The server could not be reached. Check your connection and try again.');
+      throw new RpcError(0, t('unreachable'));
     }
     let reply;
     try {
       reply = await resp.json();
     } catch (e) {
-      throw new RpcError(0, `The server answered with HTTP ${resp.status} instead of a JSON-RPC reply.`);
+      throw new RpcError(0, t('notJSON', { status: resp.status }));
     }
     if (reply && reply.error) throw new RpcError(reply.error.code, reply.error.message, reply.error.data);
-    if (!reply || !('result' in reply)) throw new RpcError(0, 'The server sent a reply the page does not understand.');
+    if (!reply || !('result' in reply)) throw new RpcError(0, t('badReply'));
     return reply.result;
   }
 
   // describe turns an error into words for people: what happened and what
   // to do, followed by the server's own message.
   function describe(err) {
-    if (!(err instanceof RpcError)) return 'Something went wrong in this page: ' + err.message;
+    if (!(err instanceof RpcError)) return t('pageBug', { message: err.message });
     if (err.code === 0) return err.message;
     const d = err.data;
     let text;
     switch (err.code) {
       case CODE.unauthenticated:
-        text = 'Your session has expired or you are not signed in. Open this page again from your groupware, or paste a new access token.';
+        text = t('errUnauthenticated');
         break;
       case CODE.forbidden:
-        text = 'You may not manage application passwords from this session (for example one opened with an application password).';
+        text = d.reauth ? t('errReauth') : t('errForbidden');
         break;
       case CODE.notFound:
-        text = 'This application password does not exist any more; it may have been deleted elsewhere.';
+        text = t('errNotFound');
         break;
       case CODE.rejected:
-        text = 'The application password was not accepted.';
+        text = t('errRejected');
         break;
       case CODE.limit:
-        text = d.retryAfter
-          ? `Too many attempts. Please wait ${d.retryAfter} seconds and try again.`
-          : 'You have reached the maximum number of application passwords. Delete one you no longer use, then try again.';
+        text = d.retryAfter ? t('errThrottled', { seconds: d.retryAfter }) : t('errLimit');
         break;
       case CODE.unavailable:
-        text = 'The service is temporarily unavailable. Please try again in a moment.';
+        text = t('errUnavailable');
         break;
       case CODE.invalidParams:
         text = d.field === 'appName' && d.reason && d.reason.startsWith('must be 1 to')
-          ? 'Please enter a name of 1 to 128 characters.'
-          : `Please check ${FIELD[d.field] || 'your input'}.`;
+          ? t('errNameLength')
+          : t('errCheckField', { field: t(FIELDS.includes(d.field) ? 'field_' + d.field : 'field_other') });
         break;
       case CODE.internal:
-        text = 'Something went wrong on the server. Please try again later.';
+        text = t('errInternal');
         break;
       case CODE.parse: case CODE.invalidRequest: case CODE.methodNotFound:
-        text = 'The server did not understand this page’s request. Reload the page and try again.';
+        text = t('errNotUnderstood');
         break;
       default:
-        text = 'The request failed.';
+        text = t('errFailed');
     }
-    return `${text} (Server: ${err.message}; code ${err.code})`;
+    return text + ' ' + t('serverSays', { message: err.message, code: err.code });
   }
 
   // ---------- messages ----------
@@ -201,8 +273,6 @@
 
   // ---------- formatting ----------
 
-  const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-
   function timeElement(iso) {
     const el = document.createElement('time');
     el.dateTime = iso;
@@ -223,16 +293,20 @@
       matched += m[0];
     }
     if (matched !== s) return s;
-    const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+    const plural = (count, unit) => t('duration_' + unit, { count });
     if (seconds >= 86400 && seconds % 86400 === 0) return plural(seconds / 86400, 'day');
     if (seconds >= 3600 && seconds % 3600 === 0) return plural(seconds / 3600, 'hour');
     if (seconds >= 60 && seconds % 60 === 0) return plural(seconds / 60, 'minute');
     return plural(seconds, 'second');
   }
 
+  // appLabel is an app's name in the page's language: its displayNames
+  // entry for the language, else its displayName.
   function appLabel(name) {
     const app = apps.get(name);
-    return app ? app.displayName : name;
+    if (!app) return name;
+    const names = app.displayNames || {};
+    return names[lang] || Object.entries(names).find(([l]) => l.split('-')[0] === lang)?.[1] || app.displayName;
   }
 
   function cell(row, content) {
@@ -288,15 +362,21 @@
     const list = await rpc('appPasswords.getApps');
     list.sort((a, b) => a.sort - b.sort);
     apps.clear();
+    for (const app of list) apps.set(app.name, app);
+    renderApps();
+  }
+
+  // renderApps fills the app drop-down, keeping what was chosen.
+  function renderApps() {
     const select = $('app-select');
-    select.replaceChildren();
-    for (const app of list) {
-      apps.set(app.name, app);
+    const chosen = select.value;
+    select.replaceChildren(...[...apps.values()].map((app) => {
       const opt = document.createElement('option');
       opt.value = app.name;
-      opt.textContent = app.displayName;
-      select.append(opt);
-    }
+      opt.textContent = appLabel(app.name);
+      return opt;
+    }));
+    if (chosen && apps.has(chosen)) select.value = chosen;
   }
 
   async function loadList() {
@@ -320,21 +400,21 @@
     cell(tr, appLabel(p.appScope));
     cell(tr, timeElement(p.created));
     const last = p.lastLogin;
-    cell(tr, last ? timeElement(last.time) : 'Never');
+    cell(tr, last ? timeElement(last.time) : t('never'));
     cell(tr, last && last.device ? last.device : '—');
     cell(tr, last && last.ip ? last.ip : '—');
     const expiry = [];
-    if (p.expires) expiry.push('Expires ', timeElement(p.expires));
+    if (p.expires) expiry.push(...tParts('expiresAt', { time: timeElement(p.expires) }));
     if (p.idleExpiry) {
       if (expiry.length) expiry.push(document.createElement('br'));
-      expiry.push(`Deleted after ${humanDuration(p.idleExpiry)} unused`);
+      expiry.push(t('deletedAfterUnused', { duration: humanDuration(p.idleExpiry) }));
     }
-    const td = cell(tr, expiry.length ? '' : 'Never');
+    const td = cell(tr, expiry.length ? '' : t('never'));
     td.append(...expiry);
     const del = document.createElement('button');
     del.type = 'button';
     del.className = 'delete';
-    del.textContent = 'Delete';
+    del.textContent = t('delete');
     const hidden = document.createElement('span');
     hidden.className = 'visually-hidden';
     hidden.textContent = ' ' + p.name;
@@ -383,7 +463,7 @@
       cell(tr, s.protocol.toUpperCase());
       cell(tr, s.host || '—');
       cell(tr, s.port ? String(s.port) : '—');
-      cell(tr, s.security ? { ssl: 'SSL/TLS', starttls: 'STARTTLS', none: 'None' }[s.security] || s.security : '—');
+      cell(tr, s.security ? { ssl: 'SSL/TLS', starttls: 'STARTTLS', none: t('securityNone') }[s.security] || s.security : '—');
       cell(tr, s.url || '—');
       body.append(labelCells(tr, $('created-settings')));
     }
@@ -398,7 +478,7 @@
     for (const id of ['created-app', 'created-login', 'created-password', 'copy-status']) $(id).textContent = '';
     $('created-settings').tBodies[0].replaceChildren();
     window.getSelection().removeAllRanges();
-    notice('The application password was added. It is listed below.');
+    notice(t('added'));
     $('name-input').focus();
   }
 
@@ -408,7 +488,7 @@
     try {
       if (!navigator.clipboard || !window.isSecureContext) throw new Error('no clipboard');
       await navigator.clipboard.writeText(el.textContent);
-      say(status, 'Copied to the clipboard.');
+      say(status, t('copied'));
     } catch (e) {
       // No clipboard access (plain HTTP, or permission refused): select the
       // password so the user can copy it with the keyboard.
@@ -417,7 +497,7 @@
       const sel = window.getSelection();
       sel.removeAllRanges();
       sel.addRange(range);
-      say(status, 'The password is selected: press Ctrl+C (⌘C on a Mac) to copy it.');
+      say(status, t('selectedToCopy'));
     }
   }
 
@@ -438,8 +518,7 @@
 
   async function removeOne(p, button) {
     clearMessages();
-    const ok = await confirm('Delete application password?',
-      `Delete “${p.name}” (${appLabel(p.appScope)})? Apps using it can no longer sign in.`, 'Delete');
+    const ok = await confirm(t('confirmDeleteTitle'), t('confirmDeleteText', { name: p.name, app: appLabel(p.appScope) }), t('delete'));
     if (!ok) {
       button.focus();
       return;
@@ -447,7 +526,7 @@
     button.disabled = true;
     try {
       await rpc('appPasswords.remove', { uuid: p.uuid });
-      notice(`Deleted “${p.name}”.`);
+      notice(t('deleted', { name: p.name }));
     } catch (err) {
       showError(err);
     }
@@ -457,16 +536,14 @@
   async function removeAll() {
     clearMessages();
     const n = $('list-body').rows.length;
-    const ok = await confirm('Delete all application passwords?',
-      `Delete all ${n} application password${n === 1 ? '' : 's'}? Every app using one of them can no longer sign in.`,
-      'Delete all');
+    const ok = await confirm(t('confirmDeleteAllTitle'), t('confirmDeleteAllText', { count: n }), t('deleteAll'));
     if (!ok) {
       $('delete-all').focus();
       return;
     }
     try {
       const result = await rpc('appPasswords.removeAll');
-      notice(`Deleted ${result.removed} application password${result.removed === 1 ? '' : 's'}.`);
+      notice(t('deletedAll', { count: result.removed }));
     } catch (err) {
       showError(err);
     }
@@ -489,14 +566,14 @@
     event.preventDefault();
     clearMessages();
     const input = $('token-input');
-    const t = input.value.trim();
+    const value = input.value.trim();
     input.value = '';
-    if (!t) {
-      say($('error'), 'Paste your access token first.');
+    if (!value) {
+      say($('error'), t('pasteTokenFirst'));
       input.focus();
       return;
     }
-    sessionStorage.setItem(TOKEN_KEY, t);
+    sessionStorage.setItem(TOKEN_KEY, value);
     me = null;
     start();
   }
@@ -504,6 +581,8 @@
   // ---------- wiring ----------
 
   document.addEventListener('DOMContentLoaded', () => {
+    applyTexts();
+    $('lang-select').addEventListener('change', changeLanguage);
     const fresh = takeTokenFromFragment();
     $('token-form').addEventListener('submit', useToken);
     $('add-form').addEventListener('submit', add);
@@ -521,10 +600,10 @@
     // A link opened in this tab again, or a token pasted into the address
     // bar of the open page.
     window.addEventListener('hashchange', () => {
-      const t = takeTokenFromFragment();
-      if (!t) return;
+      const fresh = takeTokenFromFragment();
+      if (!fresh) return;
       clearMessages();
-      arriveInTurn(t);
+      arriveInTurn(fresh);
     });
     arriveInTurn(fresh);
   });
