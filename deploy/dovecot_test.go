@@ -261,23 +261,7 @@ func (ms *mailStack) startNginx(t testing.TB) {
 	}
 	writeFile(t, filepath.Join(n, "mail.conf"), mail)
 	ms.logs["nginx"] = filepath.Join(n, "error.log")
-	writeFile(t, filepath.Join(n, "nginx.conf"), fmt.Sprintf(`# Test wrapper around deploy/nginx/mail.conf.
-load_module %[2]s;
-daemon off;
-master_process on;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log info;
-events {
-    worker_connections 256;
-}
-include %[1]s/mail.conf;
-`, n, mailModule))
-	args := []string{"-p", n, "-c", filepath.Join(n, "nginx.conf"), "-e", ms.logs["nginx"]}
-	if out, err := exec.Command(nginxBin, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("nginx -t: %v\n%s", err, out)
-	}
-	p := gatewaytest.Start(t, "nginx", cleanEnv(), []string{ms.logs["nginx"]}, nginxBin, args...)
+	p := runNginx(t, nginxBin, n, false)
 	var addrs []string
 	for _, a := range ports {
 		addrs = append(addrs, a)

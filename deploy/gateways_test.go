@@ -199,7 +199,30 @@ service imap-login {
 	writeFile(t, filepath.Join(n, "dav.conf"), dav)
 	writeFile(t, filepath.Join(n, "mail.conf"), mail)
 	s.logs["nginx"] = filepath.Join(n, "error.log")
-	writeFile(t, filepath.Join(n, "nginx.conf"), fmt.Sprintf(`# Test wrapper around deploy/nginx/dav.conf and mail.conf.
+	s.nginx = runNginx(t, nginxBin, n, true)
+	s.nginx.WaitTCP(t, s.ports["dav"], s.ports["imap"], s.ports["imaps"], s.ports["pop3s"], s.ports["submission"], s.ports["submissions"])
+	return s
+}
+
+// runNginx runs nginx with a test nginx.conf in dir that keeps everything
+// there and includes the shipped files written to dir: mail.conf, and
+// dav.conf when withDAV. Its log is dir/error.log.
+func runNginx(t testing.TB, nginxBin, dir string, withDAV bool) *gatewaytest.Process {
+	t.Helper()
+	http := ""
+	if withDAV {
+		http = fmt.Sprintf(`http {
+    access_log %[1]s/access.log;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/dav.conf;
+}
+`, dir)
+	}
+	writeFile(t, filepath.Join(dir, "nginx.conf"), fmt.Sprintf(`# Test wrapper around the shipped deploy/nginx files.
 load_module %[2]s;
 daemon off;
 master_process on;
@@ -209,24 +232,13 @@ error_log %[1]s/error.log info;
 events {
     worker_connections 256;
 }
-http {
-    access_log %[1]s/access.log;
-    client_body_temp_path %[1]s/body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    include %[1]s/dav.conf;
-}
-include %[1]s/mail.conf;
-`, n, mailModule))
-	args := []string{"-p", n, "-c", filepath.Join(n, "nginx.conf"), "-e", s.logs["nginx"]}
+%[3]sinclude %[1]s/mail.conf;
+`, dir, mailModule, http))
+	args := []string{"-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log")}
 	if out, err := exec.Command(nginxBin, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s", err, out)
 	}
-	s.nginx = gatewaytest.Start(t, "nginx", cleanEnv(), []string{s.logs["nginx"]}, nginxBin, args...)
-	s.nginx.WaitTCP(t, s.ports["dav"], s.ports["imap"], s.ports["imaps"], s.ports["pop3s"], s.ports["submission"], s.ports["submissions"])
-	return s
+	return gatewaytest.Start(t, "nginx", cleanEnv(), []string{filepath.Join(dir, "error.log")}, nginxBin, args...)
 }
 
 // serverDir is a test directory the real servers can use: nginx's workers
