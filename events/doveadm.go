@@ -153,6 +153,9 @@ func (k *Doveadm) runTarget(ctx context.Context, js jetstream.JetStream, t *dove
 			return
 		case <-c.Done(): // the NATS connection was closed
 		}
+		t.mu.Lock()
+		t.consumer = nil
+		t.mu.Unlock()
 	}
 }
 
