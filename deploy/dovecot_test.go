@@ -9,6 +9,7 @@ package deploy_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -124,7 +125,7 @@ func startMailStack(t testing.TB, o mailStackOptions) *mailStack {
 		doveadmURL = o.doveadmURL(ms.doveadm)
 	}
 	daemonKey := filepath.Join(dir, "apppassd-doveadm.key")
-	writeFile(t, daemonKey, cmpOr(o.apiKey, ms.apiKey)+"\n")
+	writeFile(t, daemonKey, cmp.Or(o.apiKey, ms.apiKey)+"\n")
 	provSecret := stdwebhook.GenerateSecret()
 	ms.provisioning, _ = stdwebhook.ParseSecret(provSecret)
 	gatewayKey := "gw-" + gatewaytest.RandomHex(16)
@@ -267,13 +268,6 @@ func (ms *mailStack) startNginx(t testing.TB) {
 		addrs = append(addrs, a)
 	}
 	p.WaitTCP(t, addrs...)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // token is a user token for u.
