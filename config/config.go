@@ -83,6 +83,10 @@ type Config struct {
 	OIDCIssuer   string
 	OIDCAudience string
 	OIDCClaims   apppass.ClaimNames
+	// The settings page's public client at the issuer, and the scope it
+	// asks for: with a client id the page signs users in by itself.
+	OIDCClientID string
+	OIDCScope    string
 	// Reauth is what add asks of a user's sign-in.
 	Reauth apppass.ReauthPolicy
 }
@@ -321,6 +325,17 @@ var settings = []setting{
 		c.OIDCAudience = v
 		return nil
 	}},
+	{"APPPASS_OIDC_CLIENT_ID", "oidc-client-id", "", "the settings page's public client at the issuer (authorization code with PKCE, no secret); its ID tokens (aud = this id) are user tokens too", func(c *Config, v string) error {
+		c.OIDCClientID = v
+		return nil
+	}},
+	{"APPPASS_OIDC_SCOPE", "oidc-scope", "openid profile email", "the scope the settings page asks the issuer for (add offline_access for refresh tokens where the issuer allows it)", func(c *Config, v string) error {
+		c.OIDCScope = v
+		if !slices.Contains(strings.Fields(v), "openid") {
+			return errors.New("must contain openid")
+		}
+		return nil
+	}},
 	{"APPPASS_OIDC_CLAIMS", "oidc-claims", "cid=cid,uid=uid,login=login", "which issuer claims name the user: cid=CLAIM,uid=CLAIM,login=CLAIM", func(c *Config, v string) error {
 		names, err := parseClaimNames(v)
 		c.OIDCClaims = names
@@ -418,8 +433,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (*Config, er
 	if !c.EmbeddedStore() && c.Pepper == "" {
 		return nil, errors.New("config: APPPASS_PEPPER (--pepper) is required when APPPASS_MONGODB_URI is set: every replica must digest passwords with the same key")
 	}
-	if c.OIDCIssuer != "" && c.OIDCAudience == "" {
-		return nil, errors.New("config: APPPASS_OIDC_AUDIENCE (--oidc-audience) is required with APPPASS_OIDC_ISSUER: the aud its tokens must name")
+	if c.OIDCIssuer != "" && c.OIDCAudience == "" && c.OIDCClientID == "" {
+		return nil, errors.New("config: APPPASS_OIDC_AUDIENCE (--oidc-audience) or APPPASS_OIDC_CLIENT_ID (--oidc-client-id) is required with APPPASS_OIDC_ISSUER: the aud its tokens must name")
+	}
+	if c.OIDCClientID != "" && c.OIDCIssuer == "" {
+		return nil, errors.New("config: APPPASS_OIDC_CLIENT_ID (--oidc-client-id) needs APPPASS_OIDC_ISSUER (--oidc-issuer)")
 	}
 	if err := c.resolveDoveadmKey(); err != nil {
 		return nil, err

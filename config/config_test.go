@@ -93,6 +93,8 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{map[string]string{"APPPASS_OIDC_CLAIMS": "cid=ox_context,user=ox_user"}, nil, "APPPASS_OIDC_CLAIMS"},
 		{map[string]string{"APPPASS_OIDC_CLAIMS": "cid=a,cid=b"}, nil, "APPPASS_OIDC_CLAIMS"},
 		{map[string]string{"APPPASS_OIDC_CLAIMS": "login="}, nil, "APPPASS_OIDC_CLAIMS"},
+		{map[string]string{"APPPASS_OIDC_CLIENT_ID": "apppass-page"}, nil, "APPPASS_OIDC_CLIENT_ID"},
+		{map[string]string{"APPPASS_OIDC_SCOPE": "email profile"}, nil, "APPPASS_OIDC_SCOPE"},
 		{map[string]string{"APPPASS_ADD_MAX_AUTH_AGE": "soon"}, nil, "APPPASS_ADD_MAX_AUTH_AGE"},
 		{map[string]string{"APPPASS_ADD_REQUIRE_AMR": "mfa otp"}, nil, "APPPASS_ADD_REQUIRE_AMR"},
 	} {
@@ -132,6 +134,12 @@ func TestOIDCSettings(t *testing.T) {
 	}
 	if c, _ := Load(nil, env(nil), &bytes.Buffer{}); c.OIDCClaims != apppass.DefaultClaimNames || c.Reauth != (apppass.ReauthPolicy{}) {
 		t.Fatalf("defaults: %+v %+v", c.OIDCClaims, c.Reauth)
+	}
+	// A client id alone is the audience: the page's own ID tokens.
+	c, err = Load(nil, env(map[string]string{"APPPASS_OIDC_ISSUER": "https://login.example.com/realms/ox", "APPPASS_OIDC_CLIENT_ID": "apppass-page",
+		"APPPASS_OIDC_SCOPE": "openid email offline_access"}), &bytes.Buffer{})
+	if err != nil || c.OIDCClientID != "apppass-page" || c.OIDCScope != "openid email offline_access" {
+		t.Fatalf("%+v, %v", c, err)
 	}
 }
 

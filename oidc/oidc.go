@@ -39,8 +39,11 @@ var Algorithms = []jose.SignatureAlgorithm{jose.RS256, jose.PS256, jose.ES256, j
 type Config struct {
 	// Issuer is the issuer's URL, exactly as its tokens' iss claim says.
 	Issuer string
-	// Audience must be in every token's aud claim.
-	Audience string
+	// Audience must be in every token's aud claim, unless it names
+	// ClientID: the settings page's own client (APPPASS_OIDC_CLIENT_ID)
+	// signs in with the issuer and sends its ID token, whose aud is the
+	// client id.
+	Audience, ClientID string
 	// Claims name the user's context, user id and login (default cid,
 	// uid, login).
 	Claims apppass.ClaimNames
@@ -63,6 +66,7 @@ type Issuer struct {
 
 	mu        sync.RWMutex
 	keys      []jose.JSONWebKey
+	endpoints Endpoints // from the last discovery that worked
 	fetched   bool      // keys were fetched at least once
 	lastFetch time.Time // the last attempt
 
@@ -83,8 +87,8 @@ func New(cfg Config) (*Issuer, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, fmt.Errorf("%q is not an issuer URL like https://login.example.com/realms/ox", cfg.Issuer)
 	}
-	if cfg.Audience == "" {
-		return nil, errors.New("an audience is required with an issuer")
+	if cfg.Audience == "" && cfg.ClientID == "" {
+		return nil, errors.New("an audience or a client id is required with an issuer")
 	}
 	if cfg.Claims == (apppass.ClaimNames{}) {
 		cfg.Claims = apppass.DefaultClaimNames
@@ -160,6 +164,7 @@ func (i *Issuer) fetchKeys(ctx context.Context) error {
 	var disc struct {
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
+		Endpoints
 	}
 	if err := i.getJSON(ctx, strings.TrimSuffix(i.cfg.Issuer, "/")+"/.well-known/openid-configuration", &disc); err != nil {
 		return fmt.Errorf("discovery: %w", err)
@@ -167,8 +172,13 @@ func (i *Issuer) fetchKeys(ctx context.Context) error {
 	if disc.Issuer != i.cfg.Issuer {
 		return fmt.Errorf("discovery names the issuer %q, not %q", disc.Issuer, i.cfg.Issuer)
 	}
-	if u, err := url.Parse(disc.JWKSURI); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	if !isWebURL(disc.JWKSURI) {
 		return fmt.Errorf("discovery's jwks_uri %q is not a URL", disc.JWKSURI)
+	}
+	// The endpoints only matter to the settings page; an issuer without
+	// them still verifies tokens.
+	if !isWebURL(disc.Authorization) || !isWebURL(disc.Token) {
+		disc.Endpoints = Endpoints{}
 	}
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -193,9 +203,28 @@ func (i *Issuer) fetchKeys(ctx context.Context) error {
 		return errors.New("the issuer's key set holds no usable signing key")
 	}
 	i.mu.Lock()
-	i.keys, i.fetched = keys, true
+	i.keys, i.fetched, i.endpoints = keys, true, disc.Endpoints
 	i.mu.Unlock()
 	return nil
+}
+
+// Endpoints are where a browser signs a user in with the issuer.
+type Endpoints struct {
+	Authorization string `json:"authorization_endpoint"`
+	Token         string `json:"token_endpoint"`
+}
+
+// Endpoints returns the issuer's endpoints from its last discovery; false
+// before one worked (or when the issuer names none).
+func (i *Issuer) Endpoints() (Endpoints, bool) {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return i.endpoints, i.endpoints.Token != ""
+}
+
+func isWebURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && u.User == nil && u.Fragment == ""
 }
 
 // unusable says why a key may not check signatures, or "".
@@ -282,14 +311,17 @@ func (i *Issuer) Verify(token string, now time.Time) (apppass.TokenUser, error) 
 	if std.Iss == nil || *std.Iss != i.cfg.Issuer {
 		return apppass.TokenUser{}, errors.New("issuer token claim iss is not the configured issuer")
 	}
-	if !audienceHas(std.Aud, i.cfg.Audience) {
+	if !audienceHas(std.Aud, i.cfg.Audience) && !audienceHas(std.Aud, i.cfg.ClientID) {
 		return apppass.TokenUser{}, errors.New("issuer token claim aud does not name this service")
 	}
 	return apppass.UserClaims(payload, now, i.cfg.Claims)
 }
 
-// audienceHas reads aud, a string or a list of strings.
+// audienceHas reads aud, a string or a list of strings; nothing has "".
 func audienceHas(raw json.RawMessage, want string) bool {
+	if want == "" {
+		return false
+	}
 	var one string
 	if json.Unmarshal(raw, &one) == nil {
 		return one == want

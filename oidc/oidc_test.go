@@ -273,3 +273,42 @@ func waitFor(t *testing.T, ok func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The settings page's own ID tokens name its client id as aud: accepted
+// beside the audience, and alone when only a client id is configured.
+// Discovery's endpoints are what the page is told.
+func TestClientIDAudienceAndEndpoints(t *testing.T) {
+	ti := oidctest.Start(t)
+	k := oidctest.NewKey(t, "k", jose.RS256)
+	ti.SetKeys(k.Public(t))
+	var logs logBuffer
+	both := newIssuer(t, ti, &logs, func(c *Config) { c.ClientID = "apppass-page" })
+	pageOnly := newIssuer(t, ti, &logs, func(c *Config) { c.Audience, c.ClientID = "", "apppass-page" })
+	if _, ok := both.Endpoints(); ok {
+		t.Fatal("endpoints known before discovery")
+	}
+	for _, i := range []*Issuer{both, pageOnly} {
+		if err := i.refetch(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := i.Verify(k.Sign(t, ti.Claims(now, "aud", "apppass-page")), now); err != nil {
+			t.Errorf("page token: %v", err)
+		}
+		if _, err := i.Verify(k.Sign(t, ti.Claims(now, "aud", "")), now); err == nil {
+			t.Error("empty aud accepted")
+		}
+		if _, err := i.Verify(k.Sign(t, ti.Claims(now, "aud", "other-client")), now); err == nil {
+			t.Error("another client's token accepted")
+		}
+	}
+	if _, err := both.Verify(k.Sign(t, ti.Claims(now)), now); err != nil {
+		t.Errorf("audience token beside a client id: %v", err)
+	}
+	if _, err := pageOnly.Verify(k.Sign(t, ti.Claims(now)), now); err == nil {
+		t.Error("aud apppass accepted with only a client id configured")
+	}
+	e, ok := both.Endpoints()
+	if !ok || e.Authorization != ti.URL()+"/authorize" || e.Token != ti.URL()+"/token" {
+		t.Fatalf("endpoints %+v, %v", e, ok)
+	}
+}

@@ -10,7 +10,10 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -23,8 +26,44 @@ const AssetPrefix = "/ui/"
 // ContentSecurityPolicy allows the page only its own script, style and
 // calls to its own origin: no inline script or style, no framing, no
 // plugins, no form posts anywhere (the page's forms are handled in script).
+// A page that signs in with an issuer may also call the issuer's token
+// endpoint (contentSecurityPolicy).
 const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; " +
 	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+func contentSecurityPolicy(signIn SignIn, ok bool) string {
+	if !ok {
+		return ContentSecurityPolicy
+	}
+	return strings.Replace(ContentSecurityPolicy, "connect-src 'self'", "connect-src 'self' "+origin(signIn.TokenEndpoint), 1)
+}
+
+// origin is a URL's scheme and host, as CSP and CORS name sites.
+func origin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// SignIn is what the page needs to sign a user in with an OIDC issuer:
+// the authorization-code flow with PKCE, as a public client (no secret
+// in the browser). The page sends the ID token it gets as its user token.
+type SignIn struct {
+	Issuer                string `json:"issuer"`
+	ClientID              string `json:"clientId"`
+	AuthorizationEndpoint string `json:"authorizationEndpoint"`
+	TokenEndpoint         string `json:"tokenEndpoint"`
+	Scope                 string `json:"scope"`
+}
+
+// SignInSource says how the page signs in now; false while the issuer's
+// endpoints are not known (the page then offers only a pasted token).
+type SignInSource func() (SignIn, bool)
+
+// ConfigPath is where the page reads how to sign in.
+const ConfigPath = AssetPrefix + "config.json"
 
 type file struct {
 	body        []byte
@@ -53,13 +92,19 @@ func load(name, contentType, cache string) file {
 	return file{body: b, contentType: contentType, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, cache: cache}
 }
 
-// Handler serves the page at / and its assets under /ui/; any other path
-// is 404. Mount it for GET / and GET /ui/.
-func Handler() http.Handler {
+// Handler serves the page at / and its assets under /ui/, and how to
+// sign in at ConfigPath (signIn may be nil: no issuer); any other path is
+// 404. Mount it for GET / and GET /ui/.
+func Handler(signIn SignInSource) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var how SignIn
+		ok := false
+		if signIn != nil {
+			how, ok = signIn()
+		}
 		h := w.Header()
 		// Every answer, 404s included, is locked down the same way.
-		h.Set("Content-Security-Policy", ContentSecurityPolicy)
+		h.Set("Content-Security-Policy", contentSecurityPolicy(how, ok))
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("X-Frame-Options", "DENY")
@@ -68,8 +113,20 @@ func Handler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		f, ok := files[r.URL.Path]
-		if !ok {
+		if r.URL.Path == ConfigPath {
+			var config struct {
+				SignIn *SignIn `json:"signIn"`
+			}
+			if ok {
+				config.SignIn = &how
+			}
+			h.Set("Content-Type", "application/json")
+			h.Set("Cache-Control", "no-store")
+			json.NewEncoder(w).Encode(config)
+			return
+		}
+		f, found := files[r.URL.Path]
+		if !found {
 			http.NotFound(w, r)
 			return
 		}

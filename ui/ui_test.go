@@ -1,6 +1,7 @@
 package ui_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -49,7 +50,7 @@ func checkLockedDown(t *testing.T, path string, resp *http.Response) {
 }
 
 func TestHandlerServesPageAndAssets(t *testing.T) {
-	h := ui.Handler()
+	h := ui.Handler(nil)
 	for _, tc := range []struct{ path, contentType, cache, contains string }{
 		{"/", "text/html; charset=utf-8", "no-store", `<script src="/ui/app.js" defer></script>`},
 		{"/ui/app.js", "text/javascript; charset=utf-8", "no-cache", "appPasswords.getApps"},
@@ -89,7 +90,7 @@ func TestHandlerServesPageAndAssets(t *testing.T) {
 }
 
 func TestHandlerRefusesOtherPathsAndMethods(t *testing.T) {
-	h := ui.Handler()
+	h := ui.Handler(nil)
 	for _, path := range []string{"/ui/", "/ui/nope.js", "/ui/index.html", "/index.html", "/static/app.js", "/ui/app.js/", "/ui/APP.JS", "/ui/../go.mod"} {
 		resp := get(t, h, "GET", path)
 		if resp.StatusCode != http.StatusNotFound {
@@ -112,7 +113,7 @@ func TestPageNeedsNothingTheCSPForbids(t *testing.T) {
 		strings.Contains(ui.ContentSecurityPolicy, "unsafe-inline") || strings.Contains(ui.ContentSecurityPolicy, "unsafe-eval") {
 		t.Fatalf("CSP is not strict: %s", ui.ContentSecurityPolicy)
 	}
-	h := ui.Handler()
+	h := ui.Handler(nil)
 	page := body(t, get(t, h, "GET", "/"))
 	forbidden := map[string]*regexp.Regexp{
 		"inline script":        regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`),
@@ -154,5 +155,34 @@ func TestPageHasNoTextOfItsOwn(t *testing.T) {
 	}
 	for _, attr := range regexp.MustCompile(`\s(placeholder|aria-label|title|alt)="`).FindAllString(page, -1) {
 		t.Errorf("index.html has a text attribute outside the catalogue: %s", attr)
+	}
+}
+
+// With an issuer, the page learns how to sign in from config.json, and
+// its CSP lets it call the issuer's token endpoint, nothing else of the
+// issuer's; until the endpoints are known it says there is no sign-in.
+func TestSignInConfig(t *testing.T) {
+	known := false
+	how := ui.SignIn{Issuer: "https://login.example.com/realms/ox", ClientID: "apppass-page", Scope: "openid email",
+		AuthorizationEndpoint: "https://login.example.com/realms/ox/auth", TokenEndpoint: "https://tokens.example.com:8443/token"}
+	h := ui.Handler(func() (ui.SignIn, bool) { return how, known })
+
+	resp := get(t, h, "GET", ui.ConfigPath)
+	if got := strings.TrimSpace(body(t, resp)); got != `{"signIn":null}` || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("before discovery: %s (Cache-Control %q)", got, resp.Header.Get("Cache-Control"))
+	}
+	checkLockedDown(t, ui.ConfigPath, resp)
+
+	known = true
+	resp = get(t, h, "GET", ui.ConfigPath)
+	var config struct{ SignIn *ui.SignIn }
+	if err := json.Unmarshal([]byte(body(t, resp)), &config); err != nil || config.SignIn == nil || *config.SignIn != how {
+		t.Fatalf("config = %+v, %v", config.SignIn, err)
+	}
+	want := strings.Replace(ui.ContentSecurityPolicy, "connect-src 'self'", "connect-src 'self' https://tokens.example.com:8443", 1)
+	for _, path := range []string{"/", ui.ConfigPath, "/nope"} {
+		if got := get(t, h, "GET", path).Header.Get("Content-Security-Policy"); got != want {
+			t.Errorf("%s: CSP = %q, want %q", path, got, want)
+		}
 	}
 }

@@ -188,15 +188,20 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		},
 		PendingEvents: backlog.Pending,
 	}
+	var signIn ui.SignInSource
 	if cfg.OIDCIssuer != "" {
 		// The issuer's keys are fetched in the background: apppassd starts
 		// while the issuer is away, and its tokens answer -32050 until then.
-		issuer, err := oidc.New(oidc.Config{Issuer: cfg.OIDCIssuer, Audience: cfg.OIDCAudience, Claims: cfg.OIDCClaims, Logger: logger})
+		issuer, err := oidc.New(oidc.Config{Issuer: cfg.OIDCIssuer, Audience: cfg.OIDCAudience, ClientID: cfg.OIDCClientID,
+			Claims: cfg.OIDCClaims, Logger: logger})
 		if err != nil {
 			return fmt.Errorf("APPPASS_OIDC_ISSUER: %w", err)
 		}
 		go issuer.Run(relayCtx)
 		srv.Auth.Issuer = issuer
+		if cfg.OIDCClientID != "" {
+			signIn = pageSignIn(issuer, cfg)
+		}
 	}
 	srv.MailBackends = rpc.DefaultMailBackends()
 	for protocol, addr := range cfg.MailBackends {
@@ -219,7 +224,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		srv.Metrics = rpc.NewMetrics(src)
 	}
 	if cfg.ServeUI() {
-		srv.UI = ui.Handler()
+		srv.UI = ui.Handler(signIn)
 	}
 	if hooks != nil {
 		srv.Webhooks = hooks
@@ -522,4 +527,14 @@ func newLogger(cfg *config.Config, w io.Writer, level slog.Level) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// pageSignIn tells the settings page how to sign in with the issuer, once
+// its discovery has named the endpoints.
+func pageSignIn(issuer *oidc.Issuer, cfg *config.Config) ui.SignInSource {
+	return func() (ui.SignIn, bool) {
+		e, ok := issuer.Endpoints()
+		return ui.SignIn{Issuer: cfg.OIDCIssuer, ClientID: cfg.OIDCClientID, Scope: cfg.OIDCScope,
+			AuthorizationEndpoint: e.Authorization, TokenEndpoint: e.Token}, ok
+	}
 }

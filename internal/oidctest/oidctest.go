@@ -44,7 +44,9 @@ func Start(t testing.TB) *Issuer {
 		}
 		switch r.URL.Path {
 		case "/.well-known/openid-configuration":
-			json.NewEncoder(w).Encode(map[string]string{"issuer": ti.name, "jwks_uri": ti.srv.URL + "/keys"})
+			// The endpoints a browser would use; nothing answers them here.
+			json.NewEncoder(w).Encode(map[string]string{"issuer": ti.name, "jwks_uri": ti.srv.URL + "/keys",
+				"authorization_endpoint": ti.srv.URL + "/authorize", "token_endpoint": ti.srv.URL + "/token"})
 		case "/keys":
 			ti.JWKSHits.Add(1)
 			json.NewEncoder(w).Encode(map[string]any{"keys": ti.keys})

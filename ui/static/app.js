@@ -5,6 +5,13 @@
 
 (() => {
   const TOKEN_KEY = 'apppass.token';
+  // Signing in with the issuer: the refresh token, the flow under way
+  // (state, PKCE verifier, nonce) and the add form kept across a
+  // re-authentication. All in sessionStorage: this tab only, gone with it.
+  const REFRESH_KEY = 'apppass.refresh';
+  const FLOW_KEY = 'apppass.signin';
+  const DRAFT_KEY = 'apppass.draft';
+  const SIGNED_OUT_KEY = 'apppass.signedOut'; // no automatic sign-in after "sign out"
   const LANG_KEY = 'apppass.lang'; // the language chosen on the page (not secret)
   const $ = (id) => document.getElementById(id);
 
@@ -125,8 +132,155 @@
 
   function forgetToken() {
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(REFRESH_KEY);
     token = null;
     me = null;
+  }
+
+  // ---------- signing in with the issuer ----------
+
+  // signIn is how to sign in with the OIDC issuer (ui.SignIn), or null:
+  // then only a link or a pasted token signs in.
+  let signIn = null;
+  let signInFailed = false; // shown to the user, who retries with the button
+
+  async function loadSignIn() {
+    try {
+      const resp = await fetch('/ui/config.json', { cache: 'no-store', credentials: 'omit' });
+      if (resp.ok) signIn = (await resp.json()).signIn || null;
+    } catch (e) {
+      signIn = null; // the page still works with a pasted token
+    }
+  }
+
+  const base64URL = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  const randomString = () => base64URL(crypto.getRandomValues(new Uint8Array(32)));
+
+  // claimsOf reads a JWT's payload without checking it (the server
+  // checks): for its expiry and nonce. null if it is not a JWT.
+  function claimsOf(jwt) {
+    try {
+      const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(new TextDecoder().decode(Uint8Array.from(atob(part), (c) => c.charCodeAt(0))));
+    } catch (e) {
+      return null;
+    }
+  }
+
+  const redirectURI = () => location.origin + location.pathname;
+
+  // goSignIn sends the browser to the issuer: the authorization-code flow
+  // with PKCE (S256), as a public client. reauth asks for a fresh login:
+  // max_age when the server names one, else prompt=login.
+  async function goSignIn(reauth) {
+    const flow = { state: randomString(), verifier: randomString(), nonce: randomString() };
+    sessionStorage.setItem(FLOW_KEY, JSON.stringify(flow));
+    const challenge = base64URL(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(flow.verifier))));
+    const u = new URL(signIn.authorizationEndpoint);
+    const q = u.searchParams;
+    q.set('response_type', 'code');
+    q.set('client_id', signIn.clientId);
+    q.set('redirect_uri', redirectURI());
+    q.set('scope', signIn.scope);
+    q.set('state', flow.state);
+    q.set('nonce', flow.nonce);
+    q.set('code_challenge', challenge);
+    q.set('code_challenge_method', 'S256');
+    q.set('ui_locales', lang);
+    if (reauth) {
+      if (reauth.maxAge > 0) q.set('max_age', String(reauth.maxAge));
+      else q.set('prompt', 'login');
+    }
+    location.assign(u.toString());
+  }
+
+  class SignInError extends Error {}
+
+  // tokenRequest posts to the issuer's token endpoint and keeps what it
+  // answers: the ID token is the page's user token (its aud is the page's
+  // client, which apppassd accepts).
+  async function tokenRequest(form, nonce) {
+    form.set('client_id', signIn.clientId);
+    let resp, reply;
+    try {
+      resp = await fetch(signIn.tokenEndpoint, { method: 'POST', body: form, cache: 'no-store', credentials: 'omit' });
+      reply = await resp.json();
+    } catch (e) {
+      throw new SignInError(t('unreachable'));
+    }
+    if (!resp.ok || !reply.id_token) throw new SignInError(reply.error_description || reply.error || 'HTTP ' + resp.status);
+    const claims = claimsOf(reply.id_token);
+    if (!claims || (nonce !== undefined && claims.nonce !== nonce)) throw new SignInError(t('signinStale'));
+    sessionStorage.setItem(TOKEN_KEY, reply.id_token);
+    if (reply.refresh_token) sessionStorage.setItem(REFRESH_KEY, reply.refresh_token);
+    token = reply.id_token;
+    return reply.id_token;
+  }
+
+  // takeCode finishes a sign-in the issuer sent back (?code=…&state=…):
+  // the query leaves the address bar at once, the state must be the one
+  // this tab started, and the code is traded with the PKCE verifier.
+  // Returns whether there was one; throws SignInError when it failed.
+  async function takeCode() {
+    const q = new URLSearchParams(location.search);
+    if (!q.has('state') || !(q.has('code') || q.has('error'))) return false;
+    history.replaceState(history.state, '', location.pathname + location.hash);
+    const flow = JSON.parse(sessionStorage.getItem(FLOW_KEY) || 'null');
+    sessionStorage.removeItem(FLOW_KEY);
+    if (!signIn || !flow || q.get('state') !== flow.state) throw new SignInError(t('signinStale'));
+    if (q.has('error')) throw new SignInError(q.get('error_description') || q.get('error'));
+    await tokenRequest(new URLSearchParams({
+      grant_type: 'authorization_code', code: q.get('code'), redirect_uri: redirectURI(), code_verifier: flow.verifier,
+    }), flow.nonce);
+    sessionStorage.removeItem(SIGNED_OUT_KEY);
+    return true;
+  }
+
+  // renew gets a fresh ID token before the one held expires (30 s ahead):
+  // with the refresh token if the issuer gave one, else by going to the
+  // issuer again, which signs in without asking while its session lasts.
+  // Tokens that did not come from the issuer are left alone.
+  async function renew(force) {
+    if (!signIn || !token) return;
+    const claims = claimsOf(token);
+    if (!claims || claims.iss !== signIn.issuer) return;
+    if (!force && !(typeof claims.exp === 'number' && claims.exp * 1000 < Date.now() + 30e3)) return;
+    const refresh = sessionStorage.getItem(REFRESH_KEY);
+    if (refresh) {
+      try {
+        await tokenRequest(new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refresh }));
+        return;
+      } catch (e) {
+        sessionStorage.removeItem(REFRESH_KEY);
+      }
+    }
+    await goSignIn();
+    await new Promise(() => {}); // the page is leaving
+  }
+
+  // reauthenticate keeps the add form and sends the user to the issuer for
+  // a fresh login, when the server asked for one (-32003, data.reauth).
+  async function reauthenticate(data) {
+    const ok = await confirm(t('reauthTitle'), t('reauthText'), t('reauthOK'), false);
+    if (!ok) return;
+    sessionStorage.setItem(DRAFT_KEY, JSON.stringify({
+      appScope: $('app-select').value, appName: $('name-input').value,
+      expires: $('expires-select').value, idleExpiry: $('idle-select').value,
+    }));
+    await goSignIn({ maxAge: data.maxAge });
+  }
+
+  // restoreDraft puts back the add form kept by reauthenticate.
+  function restoreDraft() {
+    const draft = JSON.parse(sessionStorage.getItem(DRAFT_KEY) || 'null');
+    sessionStorage.removeItem(DRAFT_KEY);
+    if (!draft) return;
+    if (apps.has(draft.appScope)) $('app-select').value = draft.appScope;
+    $('name-input').value = draft.appName || '';
+    $('expires-select').value = draft.expires || '';
+    $('idle-select').value = draft.idleExpiry || '';
+    notice(t('reauthDone'));
+    $('add-button').focus();
   }
 
   const sameAccount = (a, b) => a.contextId === b.contextId && a.userId === b.userId;
@@ -177,7 +331,11 @@
 
   // ---------- JSON-RPC ----------
 
-  async function rpc(method, params, bearer = token) {
+  async function rpc(method, params, bearer) {
+    if (bearer === undefined) {
+      await renew(false);
+      bearer = token;
+    }
     const request = { jsonrpc: '2.0', id: ++requestId, method };
     if (params !== undefined) request.params = params;
     let resp;
@@ -336,12 +494,20 @@
     $('signed-in').hidden = true;
     $('manage').hidden = true;
     $('signin').hidden = false;
-    $('token-input').focus();
+    $('issuer-signin').hidden = !signIn;
+    $('signin-text').textContent = t(signIn ? 'signinIssuerText' : 'signinText');
+    (signIn ? $('issuer-signin-button') : $('token-input')).focus();
   }
 
   async function start() {
     token = sessionStorage.getItem(TOKEN_KEY);
     if (!token) {
+      // With an issuer the page signs in by itself, unless the user just
+      // signed out or a sign-in failed (shown, with the button to retry).
+      if (signIn && !sessionStorage.getItem(SIGNED_OUT_KEY) && !signInFailed) {
+        await goSignIn();
+        return;
+      }
       showSignin();
       return;
     }
@@ -353,6 +519,7 @@
       await loadApps();
       await loadList();
       $('manage').hidden = false;
+      restoreDraft();
     } catch (err) {
       showError(err);
     }
@@ -441,6 +608,10 @@
       $('add-form').reset();
       await loadList();
     } catch (err) {
+      if (err instanceof RpcError && err.code === CODE.forbidden && err.data.reauth && signIn) {
+        await reauthenticate(err.data);
+        return;
+      }
       showError(err);
       if (err instanceof RpcError && err.code === CODE.invalidParams && err.data.field === 'appName') {
         $('name-input').focus();
@@ -580,10 +751,14 @@
 
   // ---------- wiring ----------
 
-  document.addEventListener('DOMContentLoaded', () => {
+  document.addEventListener('DOMContentLoaded', async () => {
     applyTexts();
     $('lang-select').addEventListener('change', changeLanguage);
     const fresh = takeTokenFromFragment();
+    $('issuer-signin-button').addEventListener('click', () => {
+      sessionStorage.removeItem(SIGNED_OUT_KEY);
+      goSignIn();
+    });
     $('token-form').addEventListener('submit', useToken);
     $('add-form').addEventListener('submit', add);
     $('delete-all').addEventListener('click', removeAll);
@@ -594,6 +769,7 @@
     $('confirm-ok').addEventListener('click', () => $('confirm-dialog').close('ok'));
     $('forget-token').addEventListener('click', () => {
       forgetToken();
+      sessionStorage.setItem(SIGNED_OUT_KEY, '1');
       clearMessages();
       showSignin();
     });
@@ -605,6 +781,14 @@
       clearMessages();
       arriveInTurn(fresh);
     });
+    await loadSignIn();
+    try {
+      await takeCode();
+    } catch (err) {
+      if (!(err instanceof SignInError)) throw err;
+      signInFailed = true;
+      say($('error'), t('signinFailed', { message: err.message }));
+    }
     arriveInTurn(fresh);
   });
 })();
