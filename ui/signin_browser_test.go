@@ -21,7 +21,7 @@ import (
 // in sessionStorage only, renews it with the refresh token before it
 // expires, and when add answers "sign in again" (APPPASS_ADD_MAX_AUTH_AGE)
 // sends the user back to the provider with max_age, keeping what they
-// typed. Signed out, it waits for the button instead of signing in again.
+// typed (declined, it shows the server's answer). Signed out, it waits for the button instead of signing in again.
 func TestSettingsPageSignsInWithIssuerInChromium(t *testing.T) {
 	chromium := findChromium(t)
 	addr := gatewaytest.FreeAddr(t)
@@ -94,6 +94,13 @@ func TestSettingsPageSignsInWithIssuerInChromium(t *testing.T) {
 		t.Errorf("renewal showed the login page (%d logins)", op.Logins())
 	}
 	p.screenshot("reauth")
+	p.step("not now", chromedp.Click(chromedp.ID("confirm-cancel")))
+	p.waitFor("the server's answer is shown", `document.getElementById('error').textContent.includes('-32003')`)
+	if n := len(p.rows()); n != 1 {
+		t.Errorf("a declined re-authentication changed the list: %d rows", n)
+	}
+	p.step("add it again", chromedp.Click(chromedp.ID("add-button")))
+	p.waitFor("asked again", `document.getElementById('confirm-dialog').open`)
 	p.step("sign in again", chromedp.Click(chromedp.ID("confirm-ok")))
 	logIn("relogin")
 	p.waitAcrossPages("back, the form as it was", `!document.getElementById('manage').hidden && document.getElementById('name-input').value === 'Tablet'`)

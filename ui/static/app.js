@@ -220,10 +220,10 @@
   // takeCode finishes a sign-in the issuer sent back (?code=…&state=…):
   // the query leaves the address bar at once, the state must be the one
   // this tab started, and the code is traded with the PKCE verifier.
-  // Returns whether there was one; throws SignInError when it failed.
+  // Throws SignInError when it failed.
   async function takeCode() {
     const q = new URLSearchParams(location.search);
-    if (!q.has('state') || !(q.has('code') || q.has('error'))) return false;
+    if (!q.has('state') || !(q.has('code') || q.has('error'))) return;
     history.replaceState(history.state, '', location.pathname + location.hash);
     const flow = JSON.parse(sessionStorage.getItem(FLOW_KEY) || 'null');
     sessionStorage.removeItem(FLOW_KEY);
@@ -233,18 +233,17 @@
       grant_type: 'authorization_code', code: q.get('code'), redirect_uri: redirectURI(), code_verifier: flow.verifier,
     }), flow.nonce);
     sessionStorage.removeItem(SIGNED_OUT_KEY);
-    return true;
   }
 
   // renew gets a fresh ID token before the one held expires (30 s ahead):
   // with the refresh token if the issuer gave one, else by going to the
   // issuer again, which signs in without asking while its session lasts.
   // Tokens that did not come from the issuer are left alone.
-  async function renew(force) {
+  async function renew() {
     if (!signIn || !token) return;
     const claims = claimsOf(token);
     if (!claims || claims.iss !== signIn.issuer) return;
-    if (!force && !(typeof claims.exp === 'number' && claims.exp * 1000 < Date.now() + 30e3)) return;
+    if (!(typeof claims.exp === 'number' && claims.exp * 1000 < Date.now() + 30e3)) return;
     const refresh = sessionStorage.getItem(REFRESH_KEY);
     if (refresh) {
       try {
@@ -259,15 +258,19 @@
   }
 
   // reauthenticate keeps the add form and sends the user to the issuer for
-  // a fresh login, when the server asked for one (-32003, data.reauth).
-  async function reauthenticate(data) {
+  // a fresh login, when the server asked for one (err: -32003, data.reauth);
+  // declined, the server's answer is shown as any other.
+  async function reauthenticate(err) {
     const ok = await confirm(t('reauthTitle'), t('reauthText'), t('reauthOK'), false);
-    if (!ok) return;
+    if (!ok) {
+      showError(err);
+      return;
+    }
     sessionStorage.setItem(DRAFT_KEY, JSON.stringify({
       appScope: $('app-select').value, appName: $('name-input').value,
       expires: $('expires-select').value, idleExpiry: $('idle-select').value,
     }));
-    await goSignIn({ maxAge: data.maxAge });
+    await goSignIn({ maxAge: err.data.maxAge });
   }
 
   // restoreDraft puts back the add form kept by reauthenticate.
@@ -333,7 +336,7 @@
 
   async function rpc(method, params, bearer) {
     if (bearer === undefined) {
-      await renew(false);
+      await renew();
       bearer = token;
     }
     const request = { jsonrpc: '2.0', id: ++requestId, method };
@@ -609,7 +612,7 @@
       await loadList();
     } catch (err) {
       if (err instanceof RpcError && err.code === CODE.forbidden && err.data.reauth && signIn) {
-        await reauthenticate(err.data);
+        await reauthenticate(err);
         return;
       }
       showError(err);
