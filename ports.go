@@ -100,13 +100,19 @@ type Claim struct {
 // a lease taken atomically, so two relays do not publish the same events;
 // a relay that dies holding a claim is taken over once its lease runs out.
 // JetStream's dedup by event id stays the safety net.
+//
+// An event the broker acknowledged is marked published, not deleted: it
+// stays until PurgePublished, so that events a broker acknowledged before
+// it had them on disk can be published again after a crash
+// (RequeuePublished). Only unpublished events are pending.
 type Outbox interface {
 	// Pending returns up to limit passwords that have unpublished events
 	// and no running claim, but those of mine ("" for none).
 	Pending(ctx context.Context, limit int, mine string) ([]PendingEvents, error)
-	// MarkPublished removes a published event from its password's outbox.
-	// Once a revoked password has no event left, the store forgets it.
-	MarkPublished(ctx context.Context, passwordUUID string, ev Event) error
+	// MarkPublished marks evs, events of password uuid, published and ends
+	// owner's claim on its outbox if owner still holds it. An event marked
+	// already, or no longer kept, is left alone.
+	MarkPublished(ctx context.Context, uuid, owner string, evs []Event) error
 	// PendingCount is how many events wait to be published.
 	PendingCount(ctx context.Context) (int64, error)
 	// ClaimPending leases the outbox of password uuid to owner for lease,
@@ -116,9 +122,16 @@ type Outbox interface {
 	// another owner's lease runs.
 	ClaimPending(ctx context.Context, uuid, owner string, lease time.Duration) ([]Event, error)
 	// ReleaseClaim ends owner's claim on the outbox of uuid, if owner
-	// still holds it. With published set, it also marks that event
-	// published, whoever holds the claim.
-	ReleaseClaim(ctx context.Context, uuid, owner string, published *Event) error
+	// still holds it.
+	ReleaseClaim(ctx context.Context, uuid, owner string) error
+	// PurgePublished deletes up to limit events marked published before
+	// before, and forgets each revoked password left with no event: nothing
+	// is kept of a password after its revoked event is out. It returns how
+	// many events it deleted.
+	PurgePublished(ctx context.Context, before time.Time, limit int) (int, error)
+	// RequeuePublished makes every event marked published pending again,
+	// and returns how many there were.
+	RequeuePublished(ctx context.Context) (int64, error)
 }
 
 // ErrClaimed is returned by Outbox.ClaimPending while another relay holds
@@ -235,7 +248,8 @@ type EventNotifier interface {
 }
 
 // EvictionBroadcaster tells every replica's authenticate cache that a
-// password was revoked, before its revoked event is published.
+// password was revoked, beside its revoked event (which the relay may be
+// slow to publish, or another replica hold).
 type EvictionBroadcaster interface {
 	BroadcastEviction(ctx context.Context, uuid string) error
 }

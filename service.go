@@ -150,17 +150,28 @@ func (s *Service) revoke(ctx context.Context, owner User, uuid, reason string) e
 	if s.Cache != nil {
 		s.Cache.EvictUUID(uuid)
 	}
-	// The eviction broadcast first, then the revoked event: other
-	// replicas' caches get the time the event takes to evict. Both are best
-	// effort: an error leaves the event in the outbox for the relay, and
-	// the revocation itself is stored, so remove still succeeds.
+	// The eviction broadcast and the revoked event go out together, and
+	// remove returns once both are out: every replica evicts on either
+	// (it listens to both), the broadcast does not wait for the relay
+	// (whose claim another replica may hold), and the revoked event tells
+	// the gateways. Both are best effort: an error leaves the event in the
+	// outbox for the relay, and the revocation itself is stored, so remove
+	// still succeeds.
+	var evicted chan struct{}
 	if s.Evictions != nil {
-		_ = s.Evictions.BroadcastEviction(ctx, uuid)
+		evicted = make(chan struct{})
+		go func() {
+			defer close(evicted)
+			_ = s.Evictions.BroadcastEviction(ctx, uuid)
+		}()
 	}
 	if s.Events != nil {
 		dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
 		defer cancel()
 		_ = s.Events.Deliver(dctx, pending)
+	}
+	if evicted != nil {
+		<-evicted
 	}
 	return nil
 }

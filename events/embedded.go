@@ -1,9 +1,13 @@
 package events
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -14,8 +18,9 @@ import (
 // the NATS of the single-machine default. Gateways and `nats sub` reach it
 // on its listen address like any NATS server.
 type EmbeddedNATS struct {
-	Server *server.Server
-	auth   *EmbeddedAuth
+	Server   *server.Server
+	auth     *EmbeddedAuth
+	storeDir string
 }
 
 // EmbeddedAuth are the users of an embedded server that requires
@@ -81,9 +86,10 @@ func GatewayPermissions(own ...string) *server.Permissions {
 
 // StartEmbeddedNATS starts a server on listen ("host:port", port 0 for any
 // free one) that stores JetStream data under storeDir and syncs it to disk
-// before it acknowledges a message (an event JetStream acked survives an
-// OS crash, as the outbox that held it is emptied on the ack). With auth
-// set, every client must log in as one of its users.
+// every EmbeddedSyncInterval, not at every ack: a relay keeps an acked
+// event in its outbox for EmbeddedKeepPublished, so one a crash took from
+// the server goes out again. With auth set, every client must log in as
+// one of its users.
 func StartEmbeddedNATS(listen, storeDir string, auth *EmbeddedAuth) (*EmbeddedNATS, error) {
 	host, portText, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -105,23 +111,34 @@ func StartEmbeddedNATS(listen, storeDir string, auth *EmbeddedAuth) (*EmbeddedNA
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded NATS did not start listening on %s (is the port taken?)", listen)
 	}
-	return &EmbeddedNATS{Server: s, auth: auth}, nil
+	return &EmbeddedNATS{Server: s, auth: auth, storeDir: storeDir}, nil
 }
 
-// embeddedOptions configure the embedded server. SyncAlways costs event
-// throughput (BENCHMARKS.md, BenchmarkEmbeddedPublish: about 14 times
-// fewer publishes per second than nats-server's default two-minute sync),
-// bought for the guarantee that an acked event is on disk.
+// EmbeddedSyncInterval is how often the embedded server syncs its store.
+// Syncing at every ack (SyncAlways) costs a disk sync per event, one at a
+// time: about 14 times fewer publishes per second (BENCHMARKS.md,
+// BenchmarkEmbeddedPublish), and a remove waits for the syncs of every
+// event queued before its own.
+const EmbeddedSyncInterval = time.Second
+
+// EmbeddedKeepPublished is how long a relay publishing to the embedded
+// server keeps an acked event (Relay.KeepPublished): the server writes it
+// out within moments and syncs every block at most EmbeddedSyncInterval
+// after its last sync; twice that and a second more is the margin for a
+// sync the machine's load delays.
+const EmbeddedKeepPublished = 2*EmbeddedSyncInterval + time.Second
+
+// embeddedOptions configure the embedded server.
 func embeddedOptions(host string, port int, storeDir string, auth *EmbeddedAuth) *server.Options {
 	opts := &server.Options{
-		ServerName: "apppass-embedded",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		SyncAlways: true,
-		NoSigs:     true,
-		NoLog:      true,
+		ServerName:   "apppass-embedded",
+		Host:         host,
+		Port:         port,
+		JetStream:    true,
+		StoreDir:     storeDir,
+		SyncInterval: EmbeddedSyncInterval,
+		NoSigs:       true,
+		NoLog:        true,
 	}
 	if auth != nil {
 		opts.Users = []*server.User{
@@ -162,7 +179,32 @@ func withUser(rawURL, user, password string) string {
 }
 
 // Stop shuts the server down and waits for it.
-func (e *EmbeddedNATS) Stop() {
+func (e *EmbeddedNATS) Stop() { _ = e.StopSynced() }
+
+// StopSynced stops the server and syncs its store to disk; an error says
+// the store may not be all on disk.
+func (e *EmbeddedNATS) StopSynced() error {
 	e.Server.Shutdown()
 	e.Server.WaitForShutdown()
+	return e.syncStore()
+}
+
+// syncStore syncs every file of the stopped server's store: its shutdown
+// writes out what it holds but does not sync it, and the events it has
+// are about to leave the outbox for good (Relay.DropPublished).
+func (e *EmbeddedNATS) syncStore() error {
+	return filepath.WalkDir(e.storeDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		return errors.Join(err, f.Close())
+	})
 }

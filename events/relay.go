@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,9 @@ type Relay struct {
 	// Events of one password always go to the same worker, which keeps
 	// them in order (created before revoked).
 	shards []chan job
+	// marks are the outbox writes after publishes, which markers do while
+	// the workers go on to their next job.
+	marks chan mark
 
 	// SweepInterval is how often the outbox is swept for leftovers (an
 	// index lookup in either store). It bounds how long another replica's
@@ -54,6 +58,14 @@ type Relay struct {
 	// PendingLogInterval is how often the number of waiting events is
 	// logged while publishing fails.
 	PendingLogInterval time.Duration
+	// KeepPublished is how long an event JetStream acknowledged stays in
+	// the outbox, marked published: as long as the server may take to
+	// have it on disk (the embedded server syncs its store once a second,
+	// not at every ack). At Run's start the events still kept are
+	// published again, since a crash may have taken them from the server;
+	// JetStream drops those it has. Zero, for a server that syncs before
+	// it acks, deletes them at the next sweep and publishes none again.
+	KeepPublished time.Duration
 
 	mu           sync.Mutex
 	backoff      time.Duration
@@ -65,9 +77,11 @@ type Relay struct {
 
 const (
 	relayWorkers   = 256
+	relayMarkers   = 32
 	publishTimeout = 3 * time.Second
 	maxBackoff     = 5 * time.Second
 	sweepBatch     = 256
+	purgeBatch     = 512
 	// A claim must outlast at least one publish, with room for the writes
 	// around it; it is renewed before a publish that might outrun it.
 	minLease     = publishTimeout + 2*time.Second
@@ -81,6 +95,7 @@ func NewRelay(outbox apppass.Outbox, publisher *Publisher, logger *slog.Logger) 
 	for range relayWorkers {
 		r.shards = append(r.shards, make(chan job, 64))
 	}
+	r.marks = make(chan mark, 4*relayWorkers)
 	return r
 }
 
@@ -202,15 +217,28 @@ func (r *Relay) shard(uuid string) chan job {
 
 // Run publishes until ctx is done. Call Flush afterwards to drain.
 func (r *Relay) Run(ctx context.Context) {
+	var markers sync.WaitGroup
+	for range relayMarkers {
+		markers.Go(func() {
+			for m := range r.marks {
+				_ = r.finish(m.uuid, m.published)
+			}
+		})
+	}
+	defer func() {
+		close(r.marks)
+		markers.Wait()
+	}()
 	var wg sync.WaitGroup
 	for _, ch := range r.shards {
 		wg.Go(func() {
+			seen := new(recentEvents)
 			for {
 				select {
 				case <-ctx.Done():
 					return
 				case j := <-ch:
-					r.publish(ctx, j, false)
+					r.publish(ctx, j, false, seen, true)
 				}
 			}
 		})
@@ -219,11 +247,20 @@ func (r *Relay) Run(ctx context.Context) {
 		t := time.NewTicker(r.SweepInterval)
 		defer t.Stop()
 		var lastPendingLog time.Time
+		requeued := r.KeepPublished == 0
 		for {
+			if !requeued {
+				requeued = r.requeue(ctx)
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			}
+			if requeued {
+				// Only after the requeue: the events kept from before a
+				// crash are older than KeepPublished.
+				r.purge(ctx, time.Now().Add(-r.KeepPublished))
 			}
 			if r.backingOff() {
 				if time.Since(lastPendingLog) >= r.PendingLogInterval {
@@ -235,7 +272,7 @@ func (r *Relay) Run(ctx context.Context) {
 			// Sweep until a batch comes back short: after an outage the
 			// backlog drains at full speed, not one batch per tick.
 			for ctx.Err() == nil && !r.backingOff() {
-				n, err := r.sweep(ctx, true)
+				n, err := r.sweep(ctx, "")
 				if err != nil {
 					if ctx.Err() == nil {
 						r.logger.Warn("outbox sweep failed", "err", err)
@@ -251,6 +288,45 @@ func (r *Relay) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// requeue makes the events kept as published pending again, and reports
+// whether that worked (or there were none).
+func (r *Relay) requeue(ctx context.Context) bool {
+	n, err := r.outbox.RequeuePublished(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.logger.Warn("publishing the events kept from before the start again failed; retrying", "err", err)
+		}
+		return false
+	}
+	if n > 0 {
+		r.logger.Info("publishing again the events NATS may not have had on disk at the last stop", "events", n)
+	}
+	return true
+}
+
+// purge deletes the events marked published before before.
+func (r *Relay) purge(ctx context.Context, before time.Time) {
+	for ctx.Err() == nil {
+		n, err := r.outbox.PurgePublished(ctx, before, purgeBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.logger.Warn("deleting published events from the outbox failed", "err", err)
+			}
+			return
+		}
+		if n < purgeBatch {
+			return
+		}
+	}
+}
+
+// DropPublished deletes every event kept as published: call it once
+// nothing can take them from the server any more (the embedded server was
+// stopped and its store synced), so the next start publishes none again.
+func (r *Relay) DropPublished(ctx context.Context) {
+	r.purge(ctx, time.Now().Add(time.Second))
+}
+
 func (r *Relay) logPending(ctx context.Context, msg string) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -264,7 +340,7 @@ func (r *Relay) logPending(ctx context.Context, msg string) {
 // waits for. It tries even while the relay backs off.
 func (r *Relay) Flush(ctx context.Context) error {
 	for {
-		n, err := r.sweep(ctx, false)
+		n, err := r.sweep(ctx, r.id)
 		if err != nil {
 			return err
 		}
@@ -274,15 +350,16 @@ func (r *Relay) Flush(ctx context.Context) error {
 	}
 }
 
-// sweep reads a batch of pending events and publishes it, through the
-// workers when they run (waiting for them), directly otherwise. It returns
-// the batch size. Passwords another relay holds are skipped.
-func (r *Relay) sweep(ctx context.Context, viaWorkers bool) (int, error) {
-	// Passwords leased to this relay with their write are swept too: their
-	// job may have been dropped (NATS away, a full queue). A job still
-	// queued for one runs first in the password's worker, so the sweep's
-	// finds nothing left to publish.
-	batch, err := r.outbox.Pending(ctx, sweepBatch, r.id)
+// sweep reads a batch of pending events and publishes it: through the
+// workers (waiting for them) while they run, that is unless mine is set;
+// directly, with mine this relay's id, once they stopped. It returns the
+// batch size. Passwords another relay holds are skipped, and while the
+// workers run, so are those leased to this one: their jobs are on the
+// way, and one that was dropped (a full queue) is swept once its lease
+// runs out. Once the workers stopped, this relay's own are swept too.
+func (r *Relay) sweep(ctx context.Context, mine string) (int, error) {
+	viaWorkers := mine == ""
+	batch, err := r.outbox.Pending(ctx, sweepBatch, mine)
 	if err != nil {
 		return 0, err
 	}
@@ -292,7 +369,7 @@ func (r *Relay) sweep(ctx context.Context, viaWorkers bool) (int, error) {
 	rand.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 	if !viaWorkers {
 		for _, p := range batch {
-			if err := r.publish(ctx, job{uuid: p.PasswordUUID}, true); err != nil && !errors.Is(err, apppass.ErrClaimed) {
+			if err := r.publish(ctx, job{uuid: p.PasswordUUID}, true, nil, false); err != nil && !errors.Is(err, apppass.ErrClaimed) {
 				return 0, err
 			}
 		}
@@ -326,16 +403,20 @@ func (r *Relay) sweep(ctx context.Context, viaWorkers bool) (int, error) {
 	return len(batch), nil
 }
 
-// publish claims the outbox of one password, sends its events in order,
-// marks each one published after its ack and lets the claim go, with the
-// last mark. It returns apppass.ErrClaimed when another relay holds the
+// publish claims the outbox of one password, sends its events in order
+// and marks them published, letting the claim go, in one write after the
+// last ack. It returns apppass.ErrClaimed when another relay holds the
 // claim. Unless force is set, it does nothing while the relay backs off.
+// seen, if set, are the events the calling worker published lately: they
+// are marked without being sent again. With markLater set, the markers do
+// that write while the caller goes on: a job behind this one (the remove
+// right after an add, waiting in Deliver) waits only for the publishes.
 //
 // j.done, if set, hears the outcome as soon as it is known: after the last
-// ack, before the last mark, so a remove waiting in Deliver does not wait
-// for the outbox write too (if that write fails, the event goes out again
-// and JetStream drops the repeat).
-func (r *Relay) publish(ctx context.Context, j job, force bool) (err error) {
+// ack, before the marks, so a remove waiting in Deliver does not wait for
+// the outbox write too (if that write fails, the events go out again and
+// JetStream drops the repeats).
+func (r *Relay) publish(ctx context.Context, j job, force bool, seen *recentEvents, markLater bool) (err error) {
 	uuid, acked := j.uuid, j.done
 	if acked != nil {
 		defer func() {
@@ -365,58 +446,94 @@ func (r *Relay) publish(ctx context.Context, j job, force bool) (err error) {
 	} else if evs, until, err = claim(); err != nil {
 		return err
 	}
+	// published are the events of this job JetStream has: a renewed
+	// claim returns them again until they are marked.
+	var published []apppass.Event
+	sent := func(id string) bool {
+		return seen.has(id) || slices.ContainsFunc(published, func(ev apppass.Event) bool { return ev.ID == id })
+	}
 	for len(evs) > 0 {
 		if time.Until(until) < publishTimeout+time.Second {
 			// The lease might run out during the publish: renew it
 			// (and read what is left to publish).
 			if evs, until, err = claim(); err != nil {
+				r.finish(uuid, published)
 				return err
 			}
 			continue
 		}
 		ev := evs[0]
-		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		err := r.publisher.Publish(pctx, ev)
-		cancel()
-		if err != nil {
-			r.failed(err)
-			r.release(uuid)
-			return err
-		}
-		r.published.Add(1)
-		r.succeeded()
 		evs = evs[1:]
-		if len(evs) == 0 {
-			if acked != nil {
-				acked <- nil
-				acked = nil
-			}
-			// The last one: mark it and let the claim go in one write.
-			if err := r.outbox.ReleaseClaim(ctx, uuid, r.id, &ev); err != nil {
-				// Published but still in the outbox: it goes out again
-				// later and JetStream drops the repeat by its id.
-				r.logger.Warn("marking an event published failed", "event", ev.ID, "err", err)
+		if !sent(ev.ID) {
+			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+			err := r.publisher.Publish(pctx, ev)
+			cancel()
+			if err != nil {
+				r.failed(err)
+				r.finish(uuid, published)
 				return err
 			}
-			return nil
+			r.published.Add(1)
+			r.succeeded()
+			seen.add(ev.ID)
 		}
-		if err := r.outbox.MarkPublished(ctx, uuid, ev); err != nil {
-			r.logger.Warn("marking an event published failed", "event", ev.ID, "err", err)
-			r.release(uuid)
-			return err
+		published = append(published, ev)
+	}
+	if acked != nil {
+		acked <- nil
+		acked = nil
+	}
+	if markLater {
+		select {
+		case r.marks <- mark{uuid: uuid, published: published}:
+			return nil
+		default: // the markers are behind: this worker waits with them
 		}
 	}
-	// The claim came with nothing to publish.
-	r.release(uuid)
-	return nil
+	return r.finish(uuid, published)
 }
 
-// release lets a claim go; if that fails too, its lease runs out.
-func (r *Relay) release(uuid string) {
+// mark is a finish for the markers to do.
+type mark struct {
+	uuid      string
+	published []apppass.Event
+}
+
+// finish marks published the events of password uuid JetStream has and
+// lets this relay's claim go, in one write; if that fails, the claim's
+// lease runs out and the events go out again later (JetStream drops the
+// repeats by their ids). It runs to its end even while Run stops, so a
+// stop does not publish everything again at the next start.
+func (r *Relay) finish(uuid string, published []apppass.Event) error {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	if err := r.outbox.ReleaseClaim(ctx, uuid, r.id, nil); err != nil {
-		r.logger.Debug("releasing an outbox claim failed; its lease runs out", "password", uuid, "err", err)
+	var err error
+	if len(published) == 0 {
+		err = r.outbox.ReleaseClaim(ctx, uuid, r.id)
+	} else {
+		err = r.outbox.MarkPublished(ctx, uuid, r.id, published)
+	}
+	if err != nil {
+		r.logger.Warn("marking events published failed; they go out again and JetStream drops the repeats", "password", uuid, "err", err)
+	}
+	return err
+}
+
+// recentEvents are the ids of the last events one worker published. A
+// job may carry events its worker published a moment before, which the
+// write that made the job returned before they were marked (a remove
+// right after an add); they are marked without being sent again.
+type recentEvents struct {
+	ids  [64]string
+	next int
+}
+
+func (r *recentEvents) has(id string) bool { return r != nil && slices.Contains(r.ids[:], id) }
+
+func (r *recentEvents) add(id string) {
+	if r != nil {
+		r.ids[r.next] = id
+		r.next = (r.next + 1) % len(r.ids)
 	}
 }
 

@@ -935,3 +935,122 @@ func TestRelaySweepsEveryInterval(t *testing.T) {
 		t.Fatalf("stream %v, want the created event of %s", got, c.UUID)
 	}
 }
+
+// TestRelayRepublishesKeptEventsAfterACrash: with KeepPublished set, an
+// acked event stays in the outbox, marked published and not pending, for
+// that long (a revoked password with it); a relay starting on the outbox
+// publishes the ones still kept again, so a server that lost them in a
+// crash (here: one started on an empty store) gets them back; and once
+// KeepPublished has passed they are purged and the revoked password
+// forgotten. DropPublished purges them at once.
+func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
+	addr := freeAddr(t)
+	n := testenv.NATSAt(t, addr, t.TempDir())
+	e := newEnv(t, n.URL())
+	// Long enough that the checks of "still kept" cannot be late.
+	const keep = 5 * time.Second
+	e.relay.KeepPublished = keep
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); e.relay.Run(relayCtx) }()
+	t.Cleanup(func() { stopRelay(); <-relayDone })
+
+	owner := apppass.User{ContextID: 5, UserID: 55, Login: "crash@example.org"}
+	c, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Remove(ctx(t), owner, c.UUID, apppass.ReasonUser); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(t, deliveryBound)
+	kept := func() bool {
+		n, err := e.store.CountPasswords(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	if !kept() {
+		t.Fatal("the revoked password was forgotten at once; want it kept with its published events")
+	}
+	if got := len(readStream(t, n.URL())); got != 2 {
+		t.Fatalf("the stream holds %d messages, want 2", got)
+	}
+
+	// The crash: the relay stops without DropPublished, and NATS comes
+	// back without what it had not synced (here: anything).
+	stopRelay()
+	<-relayDone
+	n.Stop()
+	n = testenv.NATSAt(t, addr, t.TempDir())
+	pub, err := events.Connect(n.URL(), "after-the-crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	again := events.NewRelay(e.store, pub, testenv.Quiet())
+	again.SweepInterval = 100 * time.Millisecond
+	again.KeepPublished = keep
+	againCtx, stopAgain := context.WithCancel(context.Background())
+	againDone := make(chan struct{})
+	go func() { defer close(againDone); again.Run(againCtx) }()
+	t.Cleanup(func() { stopAgain(); <-againDone })
+
+	waitFor(t, "created and revoked in the new stream", deliveryBound, func() bool {
+		nc, err := nats.Connect(n.URL())
+		if err != nil {
+			return false
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return false
+		}
+		s, err := js.Stream(ctx(t), events.StreamName)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx(t))
+		return err == nil && info.State.Msgs == 2
+	})
+	all := readStream(t, n.URL())
+	if len(all) != 2 || all[0].Event.Type != apppass.EventCreated || all[1].Event.Type != apppass.EventRevoked {
+		t.Fatalf("the new stream holds %d messages, want created, then revoked", len(all))
+	}
+	// A restart on a server that kept them publishes them again too; it
+	// drops the repeats.
+	stopAgain()
+	<-againDone
+	third := events.NewRelay(e.store, pub, testenv.Quiet())
+	third.SweepInterval = 100 * time.Millisecond
+	third.KeepPublished = keep
+	thirdCtx, stopThird := context.WithCancel(context.Background())
+	thirdDone := make(chan struct{})
+	go func() { defer close(thirdDone); third.Run(thirdCtx) }()
+	t.Cleanup(func() { stopThird(); <-thirdDone })
+	waitFor(t, "the revoked password forgotten after KeepPublished", deliveryBound, func() bool { return !kept() })
+	if got := len(readStream(t, n.URL())); got != 2 {
+		t.Fatalf("after the second restart the stream holds %d messages, want 2", got)
+	}
+
+	// DropPublished: kept events go at once.
+	e.svc.Events = third
+	c, err = e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: "tablet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Remove(ctx(t), owner, c.UUID, apppass.ReasonUser); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(t, deliveryBound)
+	stopThird()
+	<-thirdDone
+	if !kept() {
+		t.Fatal("the second revoked password was forgotten before KeepPublished")
+	}
+	third.DropPublished(ctx(t))
+	if kept() {
+		t.Fatal("DropPublished left the revoked password")
+	}
+}

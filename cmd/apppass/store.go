@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -217,7 +218,12 @@ func copyStore(ctx context.Context, src, dst apppass.Store, p *progress) (copyCo
 				return n, fmt.Errorf("password %s was digested with key id %s, not the store's %s; stopped: %w", r.Password.UUID, r.Password.KeyID, srcKey, errRefused)
 			}
 		}
-		fresh, err := dst.ImportPasswords(ctx, page)
+		// A revoked password whose revoked event is out waits only for
+		// the source to forget it: there is nothing of it to copy.
+		announced := slices.DeleteFunc(slices.Clone(page), func(r apppass.PasswordRecord) bool {
+			return r.Revoked != nil && len(r.Pending) == 0
+		})
+		fresh, err := dst.ImportPasswords(ctx, announced)
 		if err != nil {
 			return n, err
 		}

@@ -81,9 +81,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 
 	// NATS: an embedded server unless a URL is configured.
 	natsURL, gatewayNATS := cfg.NATSURL, ""
+	var ns *events.EmbeddedNATS
 	if cfg.EmbeddedNATS() {
-		ns, err := startNATS(cfg)
-		if err != nil {
+		if ns, err = startNATS(cfg); err != nil {
 			return err
 		}
 		defer ns.Stop()
@@ -130,6 +130,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		}
 	}
 	relay := events.NewRelay(store, publisher, logger)
+	if ns != nil {
+		relay.KeepPublished = events.EmbeddedKeepPublished
+	}
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
 	if m, ok := store.(*mongo.Store); ok {
@@ -287,6 +290,16 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	<-lastLoginsDone
 	if err := relay.Flush(shutdownCtx); err != nil {
 		logger.Warn("events left in the outbox; they are published at the next start", "err", err)
+	}
+	if ns != nil {
+		// The published events the outbox kept for a crash are on disk
+		// once the stopped server's store is synced.
+		publisher.Close()
+		if err := ns.StopSynced(); err != nil {
+			logger.Warn("syncing the embedded NATS store failed; the events of the last seconds are published again at the next start", "err", err)
+		} else {
+			relay.DropPublished(shutdownCtx)
+		}
 	}
 	logger.Info("apppassd stopped")
 	return nil

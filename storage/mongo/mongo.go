@@ -123,6 +123,8 @@ var indexes = map[string][]index{
 		{name: "owner_created", keys: bson.D{{Key: "contextId", Value: 1}, {Key: "userId", Value: 1}, {Key: "created", Value: -1}}},
 		// the outbox relay's sweep.
 		{name: "pending", keys: bson.D{{Key: "pending", Value: 1}}},
+		// the purge of published events.
+		{name: "publishedAt", keys: bson.D{{Key: "publishedAt", Value: 1}}},
 		// the expiry sweeper.
 		{name: "expires", keys: bson.D{{Key: "expires", Value: 1}}},
 		{name: "idleDeadline", keys: bson.D{{Key: "idleDeadline", Value: 1}}},

@@ -80,10 +80,15 @@ func testUnavailable(t *testing.T) {
 		"AddFailure":    func() error { _, err := s.AddFailure(ctx, "k", time.Now(), time.Now()); return err },
 		"Failures":      func() error { _, err := s.Failures(ctx, []string{"k"}); return err },
 		"Pending":       func() error { _, err := s.Pending(ctx, 10, ""); return err },
-		"MarkPublished": func() error { return s.MarkPublished(ctx, p.UUID, ev) },
+		"MarkPublished": func() error { return s.MarkPublished(ctx, p.UUID, "relay", []apppass.Event{ev}) },
 		"PendingCount":  func() error { _, err := s.PendingCount(ctx); return err },
 		"ClaimPending":  func() error { _, err := s.ClaimPending(ctx, p.UUID, "relay", time.Minute); return err },
-		"ReleaseClaim":  func() error { return s.ReleaseClaim(ctx, p.UUID, "relay", &ev) },
+		"ReleaseClaim":  func() error { return s.ReleaseClaim(ctx, p.UUID, "relay") },
+		"PurgePublished": func() error {
+			_, err := s.PurgePublished(ctx, time.Now(), 10)
+			return err
+		},
+		"RequeuePublished": func() error { _, err := s.RequeuePublished(ctx); return err },
 		"EnqueueWebhook": func() error {
 			_, err := s.EnqueueWebhook(ctx, apppass.WebhookDelivery{ID: "e:a", EventID: "e", Endpoint: "a", Created: p.Created})
 			return err

@@ -3,6 +3,7 @@ package mongo
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -75,33 +76,121 @@ func (s *Store) PendingCount(ctx context.Context) (int64, error) {
 	return res[0].N, nil
 }
 
-// MarkPublished implements apppass.Outbox: the event leaves the outbox in
-// one conditional update that only matches while it is there, so of two
-// relays marking it, one counts it out. A revoked password whose last
-// event this is goes instead, in one conditional delete.
-func (s *Store) MarkPublished(ctx context.Context, uuid string, ev apppass.Event) error {
+// MarkPublished implements apppass.Outbox: each event moves from the
+// outbox to the published ones in one conditional update that only
+// matches while it is in the outbox, so of two relays marking it, one
+// counts it out.
+func (s *Store) MarkPublished(ctx context.Context, uuid, owner string, evs []apppass.Event) error {
 	defer s.isolate(passwordsCollection, uuid)()
-	return s.markPublished(ctx, uuid, ev)
+	now := time.Now().UTC()
+	for _, ev := range evs {
+		field := "outbox." + ev.ID
+		_, err := s.passwords.UpdateOne(ctx,
+			bson.D{{Key: "_id", Value: uuid}, {Key: field, Value: bson.D{{Key: "$exists", Value: true}}}},
+			bson.D{
+				{Key: "$unset", Value: bson.D{{Key: field, Value: ""}}},
+				{Key: "$inc", Value: bson.D{{Key: "pending", Value: -1}}},
+				{Key: "$set", Value: bson.D{{Key: "published." + ev.ID, Value: toEventDoc(ev)}}},
+				{Key: "$max", Value: bson.D{{Key: "publishedAt", Value: now}}},
+			})
+		if err != nil {
+			return wrap(err)
+		}
+	}
+	return s.releaseClaim(ctx, uuid, owner)
 }
 
-func (s *Store) markPublished(ctx context.Context, uuid string, ev apppass.Event) error {
-	field := "outbox." + ev.ID
-	queued := bson.D{{Key: "_id", Value: uuid}, {Key: field, Value: bson.D{{Key: "$exists", Value: true}}}}
-	res, err := s.passwords.DeleteOne(ctx, append(queued,
-		bson.E{Key: "revoked", Value: bson.D{{Key: "$exists", Value: true}}}, bson.E{Key: "pending", Value: 1}))
-	if err != nil || res.DeletedCount == 1 {
-		return wrap(err)
-	}
-	_, err = s.passwords.UpdateOne(ctx, queued,
-		bson.D{{Key: "$unset", Value: bson.D{{Key: field, Value: ""}}}, {Key: "$inc", Value: bson.D{{Key: "pending", Value: -1}}}})
+// PurgePublished implements apppass.Outbox. A document's published events
+// go together, once the last of them is old enough, in one write
+// conditional on that time: a relay marking another one meanwhile makes
+// it wait for the next purge.
+func (s *Store) PurgePublished(ctx context.Context, before time.Time, limit int) (int, error) {
+	docs, err := s.withPublished(ctx, bson.D{{Key: "publishedAt", Value: bson.D{{Key: "$lt", Value: before}}}}, limit)
 	if err != nil {
-		return wrap(err)
+		return 0, err
 	}
-	// A revoked password's events can be published out of order only
-	// across a takeover; if its last one just left, forget it.
-	_, err = s.passwords.DeleteOne(ctx, bson.D{{Key: "_id", Value: uuid},
-		{Key: "revoked", Value: bson.D{{Key: "$exists", Value: true}}}, {Key: "pending", Value: 0}})
-	return wrap(err)
+	n := 0
+	for _, d := range docs {
+		deleted, err := s.purgePublished(ctx, d)
+		if err != nil {
+			return n, err
+		}
+		n += deleted
+	}
+	return n, nil
+}
+
+func (s *Store) purgePublished(ctx context.Context, d passwordDoc) (int, error) {
+	defer s.isolate(passwordsCollection, d.UUID)()
+	same := bson.D{{Key: "_id", Value: d.UUID}, {Key: "publishedAt", Value: *d.PublishedAt}}
+	if d.Revoked != nil {
+		// Nothing is kept of a password after its revoked event is out.
+		res, err := s.passwords.DeleteOne(ctx, append(same, bson.E{Key: "pending", Value: 0},
+			bson.E{Key: "revoked", Value: bson.D{{Key: "$exists", Value: true}}}))
+		if err != nil {
+			return 0, wrap(err)
+		}
+		if res.DeletedCount == 1 {
+			return len(d.Published), nil
+		}
+	}
+	res, err := s.passwords.UpdateOne(ctx, same,
+		bson.D{{Key: "$unset", Value: bson.D{{Key: "published", Value: ""}, {Key: "publishedAt", Value: ""}}}})
+	if err != nil || res.ModifiedCount == 0 {
+		return 0, wrap(err)
+	}
+	return len(d.Published), nil
+}
+
+// withPublished reads up to limit documents matching filter that hold
+// published events (limit 0: all of them).
+func (s *Store) withPublished(ctx context.Context, filter bson.D, limit int) ([]passwordDoc, error) {
+	cur, err := s.passwords.Find(ctx, filter, options.Find().SetLimit(int64(limit)).SetProjection(bson.D{
+		{Key: "published", Value: 1}, {Key: "publishedAt", Value: 1}, {Key: "revoked", Value: 1}, {Key: "pending", Value: 1}}))
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var docs []passwordDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, wrap(err)
+	}
+	return slices.DeleteFunc(docs, func(d passwordDoc) bool { return d.PublishedAt == nil }), nil
+}
+
+// RequeuePublished implements apppass.Outbox: a document's published
+// events go back into its outbox in one write.
+func (s *Store) RequeuePublished(ctx context.Context) (int64, error) {
+	docs, err := s.withPublished(ctx, bson.D{{Key: "publishedAt", Value: bson.D{{Key: "$exists", Value: true}}}}, 0)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, d := range docs {
+		requeued, err := s.requeuePublished(ctx, d)
+		if err != nil {
+			return n, err
+		}
+		n += requeued
+	}
+	return n, nil
+}
+
+func (s *Store) requeuePublished(ctx context.Context, d passwordDoc) (int64, error) {
+	defer s.isolate(passwordsCollection, d.UUID)()
+	set := bson.D{}
+	for id, ev := range d.Published {
+		set = append(set, bson.E{Key: "outbox." + id, Value: ev})
+	}
+	update := bson.D{{Key: "$unset", Value: bson.D{{Key: "published", Value: ""}, {Key: "publishedAt", Value: ""}}}}
+	if len(set) > 0 {
+		update = append(update, bson.E{Key: "$set", Value: set},
+			bson.E{Key: "$inc", Value: bson.D{{Key: "pending", Value: len(set)}}})
+	}
+	res, err := s.passwords.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.UUID}, {Key: "publishedAt", Value: *d.PublishedAt}}, update)
+	if err != nil || res.ModifiedCount == 0 {
+		return 0, wrap(err)
+	}
+	return int64(len(set)), nil
 }
 
 // ClaimPending implements apppass.Outbox: one conditional update of one
@@ -149,13 +238,12 @@ func (s *Store) ClaimPending(ctx context.Context, uuid, owner string, lease time
 }
 
 // ReleaseClaim implements apppass.Outbox.
-func (s *Store) ReleaseClaim(ctx context.Context, uuid, owner string, published *apppass.Event) error {
+func (s *Store) ReleaseClaim(ctx context.Context, uuid, owner string) error {
 	defer s.isolate(passwordsCollection, uuid)()
-	if published != nil {
-		if err := s.markPublished(ctx, uuid, *published); err != nil {
-			return err
-		}
-	}
+	return s.releaseClaim(ctx, uuid, owner)
+}
+
+func (s *Store) releaseClaim(ctx context.Context, uuid, owner string) error {
 	_, err := s.passwords.UpdateOne(ctx, bson.D{{Key: "_id", Value: uuid}, {Key: "outboxClaim.owner", Value: owner}},
 		bson.D{{Key: "$unset", Value: bson.D{{Key: "outboxClaim", Value: ""}}}})
 	return wrap(err)

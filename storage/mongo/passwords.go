@@ -40,6 +40,10 @@ type passwordDoc struct {
 	Outbox  map[string]eventDoc `bson:"outbox"`
 	Pending int                 `bson:"pending"`
 	Claim   *claimDoc           `bson:"outboxClaim,omitempty"`
+	// Published holds the events JetStream acknowledged, by id, until
+	// PurgePublished; PublishedAt is when the last of them was marked.
+	Published   map[string]eventDoc `bson:"published,omitempty"`
+	PublishedAt *time.Time          `bson:"publishedAt,omitempty"`
 }
 
 type revocationDoc struct {
@@ -153,7 +157,7 @@ func ownerFilter(owner apppass.User) bson.D {
 }
 
 // listProjection leaves out what lists never show.
-var listProjection = bson.D{{Key: "digest", Value: 0}, {Key: "outbox", Value: 0}}
+var listProjection = bson.D{{Key: "digest", Value: 0}, {Key: "outbox", Value: 0}, {Key: "published", Value: 0}}
 
 // Insert implements apppass.PasswordStore. The limit holds without
 // transactions: the new document takes the lowest free slot number of its
@@ -264,7 +268,7 @@ func (s *Store) findPasswords(ctx context.Context, filter bson.D, opts *options.
 func (s *Store) FindByDigest(ctx context.Context, digest string) (*apppass.Password, error) {
 	var d passwordDoc
 	err := s.passwords.FindOne(ctx, bson.D{{Key: "digest", Value: digest}, notRevoked},
-		options.FindOne().SetProjection(bson.D{{Key: "outbox", Value: 0}})).Decode(&d)
+		options.FindOne().SetProjection(bson.D{{Key: "outbox", Value: 0}, {Key: "published", Value: 0}})).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, apppass.ErrRejected
 	}

@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -52,7 +53,7 @@ func TestOpenRefuses(t *testing.T) {
 	}{
 		{"a file that is no database", junk, []string{junk, "is not an SQLite database", "move it away"}},
 		{"another program's database", foreign, []string{foreign, "another program", "move it away"}},
-		{"a schema from a newer release", newer, []string{newer, "schema version 99, newer than this apppassd knows (1)", "run the newer apppassd"}},
+		{"a schema from a newer release", newer, []string{newer, "schema version 99, newer than this apppassd knows (" + fmt.Sprint(len(sqlite.Migrations)) + ")", "run the newer apppassd"}},
 		{"a directory nothing can be written in", filepath.Join(testenv.ReadOnlyDir(t), "apppass.db"), []string{"apppass.db", "writable"}},
 	} {
 		before, _ := os.ReadFile(tc.path)
@@ -164,5 +165,58 @@ func TestFullDisk(t *testing.T) {
 			}
 			t.Logf("%d inserts fit before the disk was full", stored)
 		})
+	}
+}
+
+// TestMigratesOutbox: a file of schema version 1 (events deleted at their
+// ack) opens at the newest version with its pending events still pending,
+// and they are marked and purged as any others.
+func TestMigratesOutbox(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v1.db")
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(sqlite.Migrations[0]); err != nil {
+		t.Fatal(err)
+	}
+	ev := apppass.Event{ID: "0b0c6c1e-6e2a-4d3c-9a57-3c1f2a9b8d01", Type: apppass.EventCreated, Timestamp: time.Now().UTC().Truncate(time.Millisecond)}
+	ev.Data.UUID = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"
+	body, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`INSERT INTO outbox (password_uuid, event_id, event) VALUES (?, ?, ?)`, ev.Data.UUID, ev.ID, string(body)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(fmt.Sprintf(`PRAGMA application_id = %d; PRAGMA user_version = 1`, sqlite.ApplicationID)); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	s := open(t, path, sqlite.Options{})
+	defer s.Close()
+	ctx := context.Background()
+	got, err := s.Pending(ctx, 10, "")
+	if err != nil || len(got) != 1 || len(got[0].Events) != 1 || got[0].Events[0].ID != ev.ID {
+		t.Fatalf("Pending after the migration = %+v, %v; want the one event", got, err)
+	}
+	if err := s.MarkPublished(ctx, ev.Data.UUID, "", got[0].Events); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PendingCount(ctx); err != nil || n != 0 {
+		t.Fatalf("PendingCount after the mark = %d, %v; want 0", n, err)
+	}
+	if n, err := s.PurgePublished(ctx, time.Now().Add(time.Second), 10); err != nil || n != 1 {
+		t.Fatalf("PurgePublished = %d, %v; want 1", n, err)
+	}
+	var version int
+	raw, err = sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != len(sqlite.Migrations) {
+		t.Fatalf("user_version = %d, %v; want %d", version, err, len(sqlite.Migrations))
 	}
 }

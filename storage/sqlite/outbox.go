@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/apppass/apppass"
@@ -48,24 +49,71 @@ func (s *Store) Pending(ctx context.Context, limit int, mine string) ([]apppass.
 // PendingCount implements apppass.Outbox.
 func (s *Store) PendingCount(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.reads.queryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n)
+	err := s.reads.queryRow(ctx, qPendingCount).Scan(&n)
 	return n, wrap(err)
 }
 
-// markPublished deletes ev from the outbox and, once a revoked password
-// has nothing left to announce, the password itself: nothing is kept of a
-// password after its revoked event is out.
-func markPublished(tx *txn, uuid string, ev apppass.Event) error {
-	if _, err := tx.Exec(`DELETE FROM outbox WHERE event_id = ? AND password_uuid = ?`, ev.ID, uuid); err != nil {
-		return err
-	}
-	_, err := tx.Exec(qForget, uuid)
-	return err
+// MarkPublished implements apppass.Outbox: the marks and the end of the
+// claim in one transaction.
+func (s *Store) MarkPublished(ctx context.Context, uuid, owner string, evs []apppass.Event) error {
+	now := ms(time.Now())
+	return s.writer.do(ctx, func(tx *txn) error {
+		for _, ev := range evs {
+			if _, err := tx.Exec(qMarkPublished, now, ev.ID, uuid); err != nil {
+				return err
+			}
+		}
+		return releaseClaim(tx, uuid, owner)
+	})
 }
 
-// MarkPublished implements apppass.Outbox.
-func (s *Store) MarkPublished(ctx context.Context, uuid string, ev apppass.Event) error {
-	return s.writer.do(ctx, func(tx *txn) error { return markPublished(tx, uuid, ev) })
+// PurgePublished implements apppass.Outbox.
+func (s *Store) PurgePublished(ctx context.Context, before time.Time, limit int) (int, error) {
+	var n int
+	err := s.writer.do(ctx, func(tx *txn) error {
+		n = 0
+		rows, err := tx.Query(qPurgePublished, ms(before), limit)
+		if err != nil {
+			return err
+		}
+		var uuids []string
+		for rows.Next() {
+			var uuid string
+			if err := rows.Scan(&uuid); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+			if !slices.Contains(uuids, uuid) {
+				uuids = append(uuids, uuid)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, uuid := range uuids {
+			if _, err := tx.Exec(qForget, uuid); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// RequeuePublished implements apppass.Outbox.
+func (s *Store) RequeuePublished(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.writer.do(ctx, func(tx *txn) error {
+		res, err := tx.Exec(`UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL`)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
 }
 
 // ClaimPending implements apppass.Outbox: the check and the lease in one
@@ -104,14 +152,11 @@ func (s *Store) ClaimPending(ctx context.Context, uuid, owner string, lease time
 }
 
 // ReleaseClaim implements apppass.Outbox.
-func (s *Store) ReleaseClaim(ctx context.Context, uuid, owner string, published *apppass.Event) error {
-	return s.writer.do(ctx, func(tx *txn) error {
-		if published != nil {
-			if err := markPublished(tx, uuid, *published); err != nil {
-				return err
-			}
-		}
-		_, err := tx.Exec(`UPDATE passwords SET claim_owner = NULL, claim_until = NULL WHERE uuid = ? AND claim_owner = ?`, uuid, owner)
-		return err
-	})
+func (s *Store) ReleaseClaim(ctx context.Context, uuid, owner string) error {
+	return s.writer.do(ctx, func(tx *txn) error { return releaseClaim(tx, uuid, owner) })
+}
+
+func releaseClaim(tx *txn, uuid, owner string) error {
+	_, err := tx.Exec(`UPDATE passwords SET claim_owner = NULL, claim_until = NULL WHERE uuid = ? AND claim_owner = ?`, uuid, owner)
+	return err
 }

@@ -21,6 +21,7 @@ func TestQueriesUseIndexes(t *testing.T) {
 		"Expired": qExpired, "IdleExpired": qIdleExpired, "RevokeRow": qRevokeRow, "LoginRow": qLoginRow, "ClaimRow": qClaimRow, "Claim": qClaim, "Forget": qForget,
 		"Export": qExport, "PendingIDs": qPendingIDs, "PendingOf": qPendingOf, "Failures": qFailures,
 		"PurgeFailures": qPurgeFailures, "ClaimWebhooks": qClaimWebhooks,
+		"MarkPublished": qMarkPublished, "PurgePublished": qPurgePublished,
 	}
 	for name, q := range queries {
 		rows, err := s.read.Query(`EXPLAIN QUERY PLAN `+q, placeholders(q)...)

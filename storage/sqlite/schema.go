@@ -46,8 +46,9 @@ CREATE INDEX passwords_owner ON passwords(context_id, user_id, created DESC) WHE
 CREATE INDEX passwords_expires ON passwords(expires) WHERE revoked IS NULL AND expires IS NOT NULL;
 CREATE INDEX passwords_idle ON passwords(idle_deadline) WHERE revoked IS NULL AND idle_deadline IS NOT NULL;
 
--- The transactional outbox: events written with their change, deleted
--- once JetStream acknowledged them. seq is the order they were written.
+-- The transactional outbox: events written with their change, marked
+-- published once JetStream acknowledged them (migration 2) and deleted a
+-- while later. seq is the order they were written.
 CREATE TABLE outbox (
 	seq INTEGER PRIMARY KEY,
 	password_uuid TEXT NOT NULL,
@@ -104,6 +105,14 @@ CREATE TABLE meta (
 	key TEXT PRIMARY KEY,
 	value TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+`,
+	// 2: an event JetStream acknowledged is marked published and kept a
+	// while, not deleted, so that one the broker had not synced yet goes
+	// out again after a crash.
+	`
+ALTER TABLE outbox ADD COLUMN published_at INTEGER;
+CREATE INDEX outbox_pending ON outbox(password_uuid, seq) WHERE published_at IS NULL;
+CREATE INDEX outbox_published ON outbox(published_at) WHERE published_at IS NOT NULL;
 `,
 }
 

@@ -68,6 +68,7 @@ func Run(t *testing.T, h Harness) {
 		{"Outbox", testOutbox},
 		{"PublishOrder", testPublishOrder},
 		{"OutboxLimit", testOutboxLimit},
+		{"PublishedKept", testPublishedKept},
 		{"OutboxClaim", testOutboxClaim},
 		{"OutboxClaimTakeover", testOutboxClaimTakeover},
 		{"OutboxClaimConcurrent", testOutboxClaimConcurrent},
@@ -238,7 +239,7 @@ func pending(t *testing.T, s Backend) map[string][]apppass.Event {
 
 func markPublished(t *testing.T, s Backend, uuid string, ev apppass.Event) {
 	t.Helper()
-	if err := s.MarkPublished(ctx(t), uuid, ev); err != nil {
+	if err := s.MarkPublished(ctx(t), uuid, "", []apppass.Event{ev}); err != nil {
 		t.Fatalf("MarkPublished(%s, %s): %v", uuid, ev.Type, err)
 	}
 }
@@ -854,6 +855,84 @@ func testOutboxLimit(t *testing.T, s Backend) {
 	}
 }
 
+// purge runs PurgePublished for events marked before before.
+func purge(t *testing.T, s Backend, before time.Time, limit int) int {
+	t.Helper()
+	n, err := s.PurgePublished(ctx(t), before, limit)
+	if err != nil {
+		t.Fatalf("PurgePublished: %v", err)
+	}
+	return n
+}
+
+// testPublishedKept: a published event is kept, out of the pending ones,
+// until the purge; RequeuePublished makes the kept ones pending again, in
+// publish order; the purge honours its limit and forgets a revoked
+// password with its last event, not an active one.
+func testPublishedKept(t *testing.T, s Backend) {
+	owner := newUser()
+	a, b := newPassword(owner, "mail", "a", now()), newPassword(owner, "mail", "b", now())
+	aCreated, bCreated := insert(t, s, a, 10), insert(t, s, b, 10)
+	_, aRevoked := revoke(t, s, a)
+	if err := s.MarkPublished(ctx(t), a.UUID, "", []apppass.Event{aCreated, aRevoked}); err != nil {
+		t.Fatalf("MarkPublished: %v", err)
+	}
+	markPublished(t, s, b.UUID, bCreated)
+	if n := pendingCount(t, s); n != 0 {
+		t.Fatalf("PendingCount after marking everything = %d, want 0", n)
+	}
+	if got := purge(t, s, time.Now().Add(-time.Minute), 100); got != 0 {
+		t.Errorf("PurgePublished of events marked a minute ago deleted %d, want 0", got)
+	}
+	if n, err := s.CountPasswords(ctx(t)); err != nil || n != 2 {
+		t.Errorf("CountPasswords before the purge = %d, %v; want 2", n, err)
+	}
+
+	if n, err := s.RequeuePublished(ctx(t)); err != nil || n != 3 {
+		t.Fatalf("RequeuePublished = %d, %v; want 3", n, err)
+	}
+	got := pending(t, s)
+	checkEvents(t, "Pending for a after the requeue", got[a.UUID], aCreated, aRevoked)
+	checkEvents(t, "Pending for b after the requeue", got[b.UUID], bCreated)
+	if n, err := s.RequeuePublished(ctx(t)); err != nil || n != 0 {
+		t.Errorf("RequeuePublished again = %d, %v; want 0", n, err)
+	}
+	if got := purge(t, s, time.Now().Add(time.Minute), 100); got != 0 {
+		t.Errorf("PurgePublished with nothing marked deleted %d, want 0", got)
+	}
+
+	if err := s.MarkPublished(ctx(t), a.UUID, "", []apppass.Event{aCreated, aRevoked}); err != nil {
+		t.Fatalf("MarkPublished: %v", err)
+	}
+	markPublished(t, s, b.UUID, bCreated)
+	deleted := 0
+	for range 10 {
+		n := purge(t, s, time.Now().Add(time.Minute), 1)
+		if n > 2 {
+			t.Fatalf("PurgePublished(limit 1) deleted %d events", n)
+		}
+		if n == 0 {
+			break
+		}
+		deleted += n
+	}
+	if deleted != 3 {
+		t.Errorf("the purges deleted %d events, want 3", deleted)
+	}
+	if n := pendingCount(t, s); n != 0 {
+		t.Errorf("PendingCount after the purge = %d, want 0", n)
+	}
+	if recs := exportAll(t, s); len(recs) != 1 || recs[0].Password.UUID != b.UUID {
+		t.Errorf("after the purge the store keeps %d records, want b only", len(recs))
+	}
+	if l := list(t, s, owner); !slices.Equal(uuids(l), []string{b.UUID}) {
+		t.Errorf("List after the purge = %v, want [%s]", uuids(l), b.UUID)
+	}
+	if n, err := s.RequeuePublished(ctx(t)); err != nil || n != 0 {
+		t.Errorf("RequeuePublished after the purge = %d, %v; want 0", n, err)
+	}
+}
+
 func keys(m map[string][]apppass.Event) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -882,7 +961,11 @@ func wantClaimed(t *testing.T, s Backend, what, uuid, owner string) {
 
 func release(t *testing.T, s Backend, uuid, owner string, published *apppass.Event) {
 	t.Helper()
-	if err := s.ReleaseClaim(ctx(t), uuid, owner, published); err != nil {
+	err := s.ReleaseClaim(ctx(t), uuid, owner)
+	if published != nil {
+		err = s.MarkPublished(ctx(t), uuid, owner, []apppass.Event{*published})
+	}
+	if err != nil {
 		t.Fatalf("ReleaseClaim(%s, %s): %v", uuid, owner, err)
 	}
 }

@@ -45,6 +45,12 @@ func testForgotten(t *testing.T, s Backend) {
 	}
 	markPublished(t, s, p.UUID, created)
 	markPublished(t, s, p.UUID, revoked)
+	if n, err := s.CountPasswords(ctx(t)); err != nil || n != 1 {
+		t.Fatalf("CountPasswords with the revoked event published, not purged = %d, %v; want 1", n, err)
+	}
+	if got := purge(t, s, time.Now().Add(time.Second), 100); got != 2 {
+		t.Fatalf("PurgePublished deleted %d events, want 2", got)
+	}
 	if n, err := s.CountPasswords(ctx(t)); err != nil || n != 0 {
 		t.Fatalf("CountPasswords after the revoked event was published = %d, %v; want 0", n, err)
 	}
@@ -193,8 +199,9 @@ func testTransfer(t *testing.T, src, dst Backend) {
 	checkKind(t, "insert over the limit after an import", inserted(dst.Insert(ctx(t), over, createdEvent(over), 3, nil)), apppass.KindLimit)
 	// The revoked one is forgotten once announced, as in src.
 	markPublished(t, dst, gone.UUID, goneRevoked)
+	purge(t, dst, time.Now().Add(time.Second), 100)
 	if recs := exportAll(t, dst); hasUUID(recs, gone.UUID) {
-		t.Fatal("dst keeps the revoked password after its revoked event was published")
+		t.Fatal("dst keeps the revoked password after its revoked event was published and purged")
 	}
 	ds, err := dst.ClaimWebhooks(ctx(t), retry, retry.Add(time.Minute), "tok2", nil, 10)
 	if err != nil || len(ds) != 1 || ds[0].ID != pendingHook.ID || ds[0].Attempts != 1 || string(ds[0].Body) != string(pendingHook.Body) {
