@@ -18,11 +18,15 @@ import (
 	"github.com/apppass/apppass"
 )
 
-// Relay moves events from the MongoDB outbox to NATS. Events just written
+// Relay moves events from the store's outbox to NATS. Events just written
 // arrive through Notify and Deliver and go out at once; a periodic sweep
-// publishes whatever a NATS outage or a crash left behind. An event leaves
-// the outbox only after JetStream acknowledged it, and JetStream drops
-// repeats by event id, so each event is in the stream exactly once.
+// publishes whatever a NATS outage or a crash left behind. An event stops
+// being pending only after JetStream acknowledged it, and stays in the
+// outbox, marked published, for KeepPublished after that, so one the
+// server acked before it had it on disk goes out again after a crash.
+// JetStream drops repeats by event id within its duplicate window (10
+// minutes), so each event is in the stream once unless a crash and a
+// downtime longer than that fall together.
 //
 // Several relays (one per apppassd replica) may share one outbox. Before it
 // publishes a password's events a relay claims them: a lease on the
