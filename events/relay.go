@@ -45,9 +45,6 @@ type Relay struct {
 	// Events of one password always go to the same worker, which keeps
 	// them in order (created before revoked).
 	shards []chan job
-	// marks are the outbox writes after publishes, which markers do while
-	// the workers go on to their next job.
-	marks chan mark
 
 	// SweepInterval is how often the outbox is swept for leftovers (an
 	// index lookup in either store). It bounds how long another replica's
@@ -99,7 +96,6 @@ func NewRelay(outbox apppass.Outbox, publisher *Publisher, logger *slog.Logger) 
 	for range relayWorkers {
 		r.shards = append(r.shards, make(chan job, 64))
 	}
-	r.marks = make(chan mark, 4*relayWorkers)
 	return r
 }
 
@@ -221,16 +217,19 @@ func (r *Relay) shard(uuid string) chan job {
 
 // Run publishes until ctx is done. Call Flush afterwards to drain.
 func (r *Relay) Run(ctx context.Context) {
+	// The outbox writes after publishes, which markers do while the
+	// workers go on to their next job.
+	marks := make(chan mark, 4*relayWorkers)
 	var markers sync.WaitGroup
 	for range relayMarkers {
 		markers.Go(func() {
-			for m := range r.marks {
+			for m := range marks {
 				_ = r.finish(m.uuid, m.published)
 			}
 		})
 	}
 	defer func() {
-		close(r.marks)
+		close(marks)
 		markers.Wait()
 	}()
 	var wg sync.WaitGroup
@@ -242,7 +241,7 @@ func (r *Relay) Run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case j := <-ch:
-					r.publish(ctx, j, false, seen, true)
+					r.publish(ctx, j, false, seen, marks)
 				}
 			}
 		})
@@ -373,7 +372,7 @@ func (r *Relay) sweep(ctx context.Context, mine string) (int, error) {
 	rand.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 	if !viaWorkers {
 		for _, p := range batch {
-			if err := r.publish(ctx, job{uuid: p.PasswordUUID}, true, nil, false); err != nil && !errors.Is(err, apppass.ErrClaimed) {
+			if err := r.publish(ctx, job{uuid: p.PasswordUUID}, true, nil, nil); err != nil && !errors.Is(err, apppass.ErrClaimed) {
 				return 0, err
 			}
 		}
@@ -412,7 +411,7 @@ func (r *Relay) sweep(ctx context.Context, mine string) (int, error) {
 // last ack. It returns apppass.ErrClaimed when another relay holds the
 // claim. Unless force is set, it does nothing while the relay backs off.
 // seen, if set, are the events the calling worker published lately: they
-// are marked without being sent again. With markLater set, the markers do
+// are marked without being sent again. With marks set, the markers do
 // that write while the caller goes on: a job behind this one (the remove
 // right after an add, waiting in Deliver) waits only for the publishes.
 //
@@ -420,7 +419,7 @@ func (r *Relay) sweep(ctx context.Context, mine string) (int, error) {
 // ack, before the marks, so a remove waiting in Deliver does not wait for
 // the outbox write too (if that write fails, the events go out again and
 // JetStream drops the repeats).
-func (r *Relay) publish(ctx context.Context, j job, force bool, seen *recentEvents, markLater bool) (err error) {
+func (r *Relay) publish(ctx context.Context, j job, force bool, seen *recentEvents, marks chan<- mark) (err error) {
 	uuid, acked := j.uuid, j.done
 	if acked != nil {
 		defer func() {
@@ -487,9 +486,9 @@ func (r *Relay) publish(ctx context.Context, j job, force bool, seen *recentEven
 		acked <- nil
 		acked = nil
 	}
-	if markLater {
+	if marks != nil {
 		select {
-		case r.marks <- mark{uuid: uuid, published: published}:
+		case marks <- mark{uuid: uuid, published: published}:
 			return nil
 		default: // the markers are behind: this worker waits with them
 		}
@@ -511,12 +510,14 @@ type mark struct {
 func (r *Relay) finish(uuid string, published []apppass.Event) error {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	var err error
 	if len(published) == 0 {
-		err = r.outbox.ReleaseClaim(ctx, uuid, r.id)
-	} else {
-		err = r.outbox.MarkPublished(ctx, uuid, r.id, published)
+		err := r.outbox.ReleaseClaim(ctx, uuid, r.id)
+		if err != nil {
+			r.logger.Debug("releasing an outbox claim failed; its lease runs out", "password", uuid, "err", err)
+		}
+		return err
 	}
+	err := r.outbox.MarkPublished(ctx, uuid, r.id, published)
 	if err != nil {
 		r.logger.Warn("marking events published failed; they go out again and JetStream drops the repeats", "password", uuid, "err", err)
 	}
