@@ -950,10 +950,7 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 	// Long enough that the checks of "still kept" cannot be late.
 	const keep = 5 * time.Second
 	e.relay.KeepPublished = keep
-	relayCtx, stopRelay := context.WithCancel(context.Background())
-	relayDone := make(chan struct{})
-	go func() { defer close(relayDone); e.relay.Run(relayCtx) }()
-	t.Cleanup(func() { stopRelay(); <-relayDone })
+	stopRelay := runRelay(t, e.relay)
 
 	owner := apppass.User{ContextID: 5, UserID: 55, Login: "crash@example.org"}
 	c, err := e.svc.Add(ctx(t), owner, apppass.AddRequest{AppScope: "mail", AppName: "phone"})
@@ -981,7 +978,6 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 	// The crash: the relay stops without DropPublished, and NATS comes
 	// back without what it had not synced (here: anything).
 	stopRelay()
-	<-relayDone
 	n.Stop()
 	n = testenv.NATSAt(t, addr, t.TempDir())
 	pub, err := events.Connect(n.URL(), "after-the-crash")
@@ -989,13 +985,13 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pub.Close)
-	again := events.NewRelay(e.store, pub, testenv.Quiet())
-	again.SweepInterval = 100 * time.Millisecond
-	again.KeepPublished = keep
-	againCtx, stopAgain := context.WithCancel(context.Background())
-	againDone := make(chan struct{})
-	go func() { defer close(againDone); again.Run(againCtx) }()
-	t.Cleanup(func() { stopAgain(); <-againDone })
+	restarted := func() *events.Relay {
+		r := events.NewRelay(e.store, pub, testenv.Quiet())
+		r.SweepInterval = 100 * time.Millisecond
+		r.KeepPublished = keep
+		return r
+	}
+	stopAgain := runRelay(t, restarted())
 
 	waitFor(t, "created and revoked in the new stream", deliveryBound, func() bool {
 		nc, err := nats.Connect(n.URL())
@@ -1021,15 +1017,12 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 	// A restart on a server that kept them publishes them again too; it
 	// drops the repeats.
 	stopAgain()
-	<-againDone
-	third := events.NewRelay(e.store, pub, testenv.Quiet())
-	third.SweepInterval = 100 * time.Millisecond
-	third.KeepPublished = keep
-	thirdCtx, stopThird := context.WithCancel(context.Background())
-	thirdDone := make(chan struct{})
-	go func() { defer close(thirdDone); third.Run(thirdCtx) }()
-	t.Cleanup(func() { stopThird(); <-thirdDone })
+	third := restarted()
+	stopThird := runRelay(t, third)
 	waitFor(t, "the revoked password forgotten after KeepPublished", deliveryBound, func() bool { return !kept() })
+	if got := third.Stats().Published; got != 2 {
+		t.Errorf("the second restart published %d events again, want the 2 kept", got)
+	}
 	if got := len(readStream(t, n.URL())); got != 2 {
 		t.Fatalf("after the second restart the stream holds %d messages, want 2", got)
 	}
@@ -1045,7 +1038,6 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 	}
 	e.waitDrained(t, deliveryBound)
 	stopThird()
-	<-thirdDone
 	if !kept() {
 		t.Fatal("the second revoked password was forgotten before KeepPublished")
 	}
@@ -1053,4 +1045,15 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 	if kept() {
 		t.Fatal("DropPublished left the revoked password")
 	}
+}
+
+// runRelay runs r until the returned stop is called (or the test ends)
+// and waits for it to stop.
+func runRelay(t *testing.T, r *events.Relay) (stop func()) {
+	c, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(c) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }

@@ -3,7 +3,6 @@ package mongo
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -105,19 +104,7 @@ func (s *Store) MarkPublished(ctx context.Context, uuid, owner string, evs []app
 // conditional on that time: a relay marking another one meanwhile makes
 // it wait for the next purge.
 func (s *Store) PurgePublished(ctx context.Context, before time.Time, limit int) (int, error) {
-	docs, err := s.withPublished(ctx, bson.D{{Key: "publishedAt", Value: bson.D{{Key: "$lt", Value: before}}}}, limit)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, d := range docs {
-		deleted, err := s.purgePublished(ctx, d)
-		if err != nil {
-			return n, err
-		}
-		n += deleted
-	}
-	return n, nil
+	return s.eachPublished(ctx, bson.D{{Key: "publishedAt", Value: bson.D{{Key: "$lt", Value: before}}}}, limit, s.purgePublished)
 }
 
 func (s *Store) purgePublished(ctx context.Context, d passwordDoc) (int, error) {
@@ -142,40 +129,41 @@ func (s *Store) purgePublished(ctx context.Context, d passwordDoc) (int, error) 
 	return len(d.Published), nil
 }
 
-// withPublished reads up to limit documents matching filter that hold
-// published events (limit 0: all of them).
-func (s *Store) withPublished(ctx context.Context, filter bson.D, limit int) ([]passwordDoc, error) {
+// eachPublished reads up to limit documents matching filter that hold
+// published events (limit 0: all of them), hands each to fn and returns
+// the sum of the events fn counted.
+func (s *Store) eachPublished(ctx context.Context, filter bson.D, limit int, fn func(context.Context, passwordDoc) (int, error)) (int, error) {
 	cur, err := s.passwords.Find(ctx, filter, options.Find().SetLimit(int64(limit)).SetProjection(bson.D{
 		{Key: "published", Value: 1}, {Key: "publishedAt", Value: 1}, {Key: "revoked", Value: 1}, {Key: "pending", Value: 1}}))
 	if err != nil {
-		return nil, wrap(err)
+		return 0, wrap(err)
 	}
 	var docs []passwordDoc
 	if err := cur.All(ctx, &docs); err != nil {
-		return nil, wrap(err)
+		return 0, wrap(err)
 	}
-	return slices.DeleteFunc(docs, func(d passwordDoc) bool { return d.PublishedAt == nil }), nil
+	n := 0
+	for _, d := range docs {
+		if d.PublishedAt == nil {
+			continue
+		}
+		counted, err := fn(ctx, d)
+		if err != nil {
+			return n, err
+		}
+		n += counted
+	}
+	return n, nil
 }
 
 // RequeuePublished implements apppass.Outbox: a document's published
 // events go back into its outbox in one write.
 func (s *Store) RequeuePublished(ctx context.Context) (int64, error) {
-	docs, err := s.withPublished(ctx, bson.D{{Key: "publishedAt", Value: bson.D{{Key: "$exists", Value: true}}}}, 0)
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, d := range docs {
-		requeued, err := s.requeuePublished(ctx, d)
-		if err != nil {
-			return n, err
-		}
-		n += requeued
-	}
-	return n, nil
+	n, err := s.eachPublished(ctx, bson.D{{Key: "publishedAt", Value: bson.D{{Key: "$exists", Value: true}}}}, 0, s.requeuePublished)
+	return int64(n), err
 }
 
-func (s *Store) requeuePublished(ctx context.Context, d passwordDoc) (int64, error) {
+func (s *Store) requeuePublished(ctx context.Context, d passwordDoc) (int, error) {
 	defer s.isolate(passwordsCollection, d.UUID)()
 	set := bson.D{}
 	for id, ev := range d.Published {
@@ -190,7 +178,7 @@ func (s *Store) requeuePublished(ctx context.Context, d passwordDoc) (int64, err
 	if err != nil || res.ModifiedCount == 0 {
 		return 0, wrap(err)
 	}
-	return int64(len(set)), nil
+	return len(set), nil
 }
 
 // ClaimPending implements apppass.Outbox: one conditional update of one
