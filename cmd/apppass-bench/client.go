@@ -45,26 +45,31 @@ func newHTTPClient(conns int) *http.Client {
 }
 
 func (c *httpCaller) call(ctx context.Context, method string, params any, out any) error {
-	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+	raw, err := c.raw(ctx, method, params)
 	if err != nil {
 		return err
 	}
+	return decodeReply(raw, out)
+}
+
+// raw posts one call and returns the answer's body as it came.
+func (c *httpCaller) raw(ctx context.Context, method string, params any) ([]byte, error) {
+	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+	if err != nil {
+		return nil, err
+	}
 	req, err := http.NewRequestWithContext(ctx, "POST", c.url+"/rpc", bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.bearer)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	return decodeReply(raw, out)
+	return io.ReadAll(resp.Body)
 }
 
 func (c *httpCaller) close() {}

@@ -22,6 +22,7 @@ import (
 )
 
 func main() {
+	serveBareIfAsked()
 	duration := flag.Duration("duration", 10*time.Second, "how long each load step runs")
 	conc := flag.String("concurrency", "1,16,64", "concurrent connections (comma-separated list)")
 	transports := flag.String("transport", "http,ws", "for authenticate: http, ws or both")

@@ -79,8 +79,15 @@ func closeAll(cs []caller) {
 	}
 }
 
-// authLoad authenticates logins round-robin from every worker.
-func authLoad(ctx context.Context, t *target, name string, logins []login, o options, random bool) ([]Result, error) {
+// authParams are the params of an authenticate of l.
+func authParams(l login) map[string]any {
+	return map[string]any{"login": l.login, "password": l.password, "protocol": "imap", "ip": "192.0.2.1"}
+}
+
+// authLoad authenticates logins round-robin from every worker. With bare
+// set, each HTTP step is followed by the same load on the bare net/http
+// reference.
+func authLoad(ctx context.Context, t *target, name string, logins []login, o options, random bool, bare *bareServer) ([]Result, error) {
 	var results []Result
 	for _, transport := range o.transports {
 		for _, c := range o.concurrency {
@@ -98,22 +105,29 @@ func authLoad(ctx context.Context, t *target, name string, logins []login, o opt
 					i = mrand.IntN(len(logins))
 				}
 				next[w]++
-				l := logins[i]
 				var res struct{ UUID string }
-				return callers[w].call(ctx, "appPasswords.authenticate",
-					map[string]any{"login": l.login, "password": l.password, "protocol": "imap", "ip": "192.0.2.1"}, &res)
+				return callers[w].call(ctx, "appPasswords.authenticate", authParams(logins[i]), &res)
 			})
 			closeAll(callers)
 			r.Transport = transport
 			r.PeakRSSMB = t.peakRSSMB()
 			results = append(results, r)
+			if bare != nil && transport == "http" {
+				b := bareLoad(ctx, bare, c, o, authParams(logins[0]))
+				if b.PerSecond > 0 {
+					r.Note = fmt.Sprintf("%.2f× the bare server's calls/s, p99 %.2f× its p99", r.PerSecond/b.PerSecond, r.P99ms/b.P99ms)
+					results[len(results)-1] = r
+				}
+				results = append(results, b)
+			}
 		}
 	}
 	return results, nil
 }
 
 // authScenario: "hot" with the cache on, "cold" with it off so every call
-// is a storage lookup (plus the throttle's read).
+// is a storage lookup (plus the throttle's read). Hot authenticate runs
+// beside the bare net/http reference, answering what apppassd answers.
 func authScenario(ctx context.Context, o options, hot bool) ([]Result, error) {
 	ttl, name := "0", "authenticate cold"
 	if hot {
@@ -132,13 +146,26 @@ func authScenario(ctx context.Context, o options, hot bool) ([]Result, error) {
 	if err := warmUp(ctx, t, logins); err != nil {
 		return nil, err
 	}
-	return authLoad(ctx, t, name, logins, o, false)
+	if !hot {
+		return authLoad(ctx, t, name, logins, o, false, nil)
+	}
+	c := &httpCaller{url: t.url, bearer: t.gatewayKey, client: newHTTPClient(1)}
+	reply, err := c.raw(ctx, "appPasswords.authenticate", authParams(logins[0]))
+	if err != nil {
+		return nil, err
+	}
+	bare, err := startBare(reply)
+	if err != nil {
+		return nil, err
+	}
+	defer bare.close()
+	return authLoad(ctx, t, name, logins, o, false, bare)
 }
 
 func warmUp(ctx context.Context, t *target, logins []login) error {
 	c := &httpCaller{url: t.url, bearer: t.gatewayKey, client: newHTTPClient(1)}
 	for _, l := range logins {
-		if err := c.call(ctx, "appPasswords.authenticate", map[string]any{"login": l.login, "password": l.password, "protocol": "imap", "ip": "192.0.2.1"}, nil); err != nil {
+		if err := c.call(ctx, "appPasswords.authenticate", authParams(l), nil); err != nil {
 			return fmt.Errorf("warming up: %w", err)
 		}
 	}
@@ -348,14 +375,14 @@ func scale(ctx context.Context, o options) ([]Result, error) {
 				sample[i] = logins[j]
 			}
 		}
-		rs, err := authLoad(ctx, t, fmt.Sprintf("authenticate cold @%d stored", size), sample, so, true)
+		rs, err := authLoad(ctx, t, fmt.Sprintf("authenticate cold @%d stored", size), sample, so, true, nil)
 		if err != nil {
 			return nil, err
 		}
 		results = append(results, rs...)
 		results = append(results, uiMixLoad(ctx, t, fmt.Sprintf("ui mix @%d stored", size), so)...)
 		if len(logins) > o.scaleLogins {
-			rs, err := authLoad(ctx, t, fmt.Sprintf("auth cold @%d, every login another password", size), logins, so, true)
+			rs, err := authLoad(ctx, t, fmt.Sprintf("auth cold @%d, every login another password", size), logins, so, true, nil)
 			if err != nil {
 				return nil, err
 			}
