@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/apppass/apppass"
 )
@@ -26,38 +28,23 @@ type param struct {
 // value of its declared type.
 func decodeParams(raw json.RawMessage, params ...param) error {
 	raw = bytes.TrimSpace(raw)
-	fields := map[string]json.RawMessage{}
+	var fields map[string]json.RawMessage
 	switch {
 	case len(raw) == 0 || string(raw) == "null" || string(raw) == "[]":
 	case raw[0] == '{':
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		if _, err := dec.Token(); err != nil { // {
-			return apppass.Invalid("params", "must be a JSON object")
-		}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return apppass.Invalid("params", "must be a JSON object")
+		// One Unmarshal is the fast way in; a name given twice shows as
+		// fewer fields than names. Then, for an empty name and for JSON
+		// that is not valid, the token walk says what is wrong.
+		if err := json.Unmarshal(raw, &fields); err != nil || objectNames(raw) != len(fields) || hasKey(fields, "") {
+			fields = map[string]json.RawMessage{}
+			if err := splitObject(raw, fields); err != nil {
+				return err
 			}
-			key := tok.(string)
-			if key == "" {
-				return apppass.Invalid("params", "has a parameter without a name")
-			}
-			var v json.RawMessage
-			if err := dec.Decode(&v); err != nil {
-				return apppass.Invalid(key, "is not valid JSON")
-			}
-			if _, dup := fields[key]; dup {
-				return apppass.Invalid(key, "is given twice")
-			}
-			fields[key] = v
 		}
 	default:
 		return apppass.Invalid("params", "must be a JSON object of named parameters")
 	}
-	known := map[string]bool{}
 	for _, p := range params {
-		known[p.name] = true
 		v, ok := fields[p.name]
 		if !ok {
 			if p.required {
@@ -73,11 +60,80 @@ func decodeParams(raw json.RawMessage, params ...param) error {
 		}
 	}
 	for name := range fields {
-		if !known[name] {
+		if !slices.ContainsFunc(params, func(p param) bool { return p.name == name }) {
 			return apppass.Invalid(name, "is not a parameter of this method")
 		}
 	}
 	return nil
+}
+
+func hasKey(m map[string]json.RawMessage, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+// splitObject reads the JSON object raw into fields name by name,
+// refusing invalid JSON, an empty name and a name given twice.
+func splitObject(raw json.RawMessage, fields map[string]json.RawMessage) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil { // {
+		return apppass.Invalid("params", "must be a JSON object")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return apppass.Invalid("params", "must be a JSON object")
+		}
+		key := tok.(string)
+		if key == "" {
+			return apppass.Invalid("params", "has a parameter without a name")
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return apppass.Invalid(key, "is not valid JSON")
+		}
+		if _, dup := fields[key]; dup {
+			return apppass.Invalid(key, "is given twice")
+		}
+		fields[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // }
+		return apppass.Invalid("params", "must be a JSON object")
+	}
+	return nil
+}
+
+// objectNames counts the names of the valid JSON object raw: the strings
+// at its top level that follow its { or a comma.
+func objectNames(raw []byte) int {
+	names, depth, inString, escaped, expectName := 0, 0, false, false, false
+	for _, c := range raw {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+			if depth == 1 && expectName {
+				names++
+			}
+			expectName = false
+		case c == '{' || c == '[':
+			depth++
+			expectName = depth == 1
+		case c == '}' || c == ']':
+			depth--
+		case c == ',':
+			expectName = depth == 1
+		}
+	}
+	return names
 }
 
 func str(name string, into *string, required bool) param {
@@ -85,8 +141,33 @@ func str(name string, into *string, required bool) param {
 		if len(raw) == 0 || raw[0] != '"' {
 			return apppass.Invalid(name, "must be a string")
 		}
-		return json.Unmarshal(raw, into)
+		return unquote(raw, into)
 	}}
+}
+
+// unquote decodes the JSON string raw into into. A string without escapes
+// in valid UTF-8 (a login, a password) is its bytes between the quotes;
+// anything else goes through encoding/json.
+func unquote(raw json.RawMessage, into *string) error {
+	if n := len(raw); n >= 2 && raw[n-1] == '"' {
+		inner := raw[1 : n-1]
+		if bytes.IndexByte(inner, '\\') < 0 && bytes.IndexByte(inner, '"') < 0 && utf8.Valid(inner) && !hasControl(inner) {
+			*into = string(inner)
+			return nil
+		}
+	}
+	return json.Unmarshal(raw, into)
+}
+
+// hasControl reports whether b holds a byte JSON allows in a string only
+// escaped.
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 func optionalStr(name string, into **string) param {
