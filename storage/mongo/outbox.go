@@ -3,6 +3,7 @@ package mongo
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -78,21 +79,33 @@ func (s *Store) PendingCount(ctx context.Context) (int64, error) {
 // MarkPublished implements apppass.Outbox: each event moves from the
 // outbox to the published ones in one conditional update that only
 // matches while it is in the outbox, so of two relays marking it, one
-// counts it out.
+// counts it out. The last one ends owner's claim in the same update when
+// owner holds it, so the common case is one write per event.
 func (s *Store) MarkPublished(ctx context.Context, uuid, owner string, evs []apppass.Event) error {
 	defer s.isolate(passwordsCollection, uuid)()
 	now := time.Now().UTC()
-	for _, ev := range evs {
+	for i, ev := range evs {
 		field := "outbox." + ev.ID
-		_, err := s.passwords.UpdateOne(ctx,
-			bson.D{{Key: "_id", Value: uuid}, {Key: field, Value: bson.D{{Key: "$exists", Value: true}}}},
-			bson.D{
-				{Key: "$unset", Value: bson.D{{Key: field, Value: ""}}},
-				{Key: "$inc", Value: bson.D{{Key: "pending", Value: -1}}},
-				{Key: "$set", Value: bson.D{{Key: "published." + ev.ID, Value: toEventDoc(ev)}}},
-				{Key: "$max", Value: bson.D{{Key: "publishedAt", Value: now}}},
-			})
-		if err != nil {
+		queued := bson.D{{Key: "_id", Value: uuid}, {Key: field, Value: bson.D{{Key: "$exists", Value: true}}}}
+		update := bson.D{
+			{Key: "$unset", Value: bson.D{{Key: field, Value: ""}}},
+			{Key: "$inc", Value: bson.D{{Key: "pending", Value: -1}}},
+			{Key: "$set", Value: bson.D{{Key: "published." + ev.ID, Value: toEventDoc(ev)}}},
+			{Key: "$max", Value: bson.D{{Key: "publishedAt", Value: now}}},
+		}
+		if i == len(evs)-1 && owner != "" {
+			held := append(slices.Clone(queued), bson.E{Key: "outboxClaim.owner", Value: owner})
+			released := slices.Clone(update)
+			released[0].Value = bson.D{{Key: field, Value: ""}, {Key: "outboxClaim", Value: ""}}
+			res, err := s.passwords.UpdateOne(ctx, held, released)
+			if err != nil {
+				return wrap(err)
+			}
+			if res.MatchedCount == 1 {
+				return nil
+			}
+		}
+		if _, err := s.passwords.UpdateOne(ctx, queued, update); err != nil {
 			return wrap(err)
 		}
 	}
