@@ -2,7 +2,10 @@
 // (apps, passwords, events, callers), secret generation and digests, user
 // tokens, the error table, and the use cases in Service.
 //
-// It imports no database, broker or transport. The adapters depend on it:
-// storage/ implements Store and Outbox on MongoDB, events/ publishes the
-// outbox to NATS JetStream, rpc/ exposes Service over JSON-RPC 2.0.
+// It imports no database, broker or transport (not even net/http). The
+// adapters depend on it and implement the interfaces in ports.go:
+// storage/sqlite and storage/mongo implement Store, events/nats publishes
+// the outbox to NATS JetStream and broadcasts evictions, rpc/ exposes
+// Service over JSON-RPC 2.0 and the gateways' HTTP endpoints.
+// docs/architecture.md draws the whole.
 package apppass

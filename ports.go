@@ -9,7 +9,7 @@ import (
 // This file holds every interface an adapter implements for the domain:
 // the storage ports (storage/sqlite and storage/mongo implement them all,
 // and storage/storetest is the suite that holds them to it), and the two
-// event ports the events package implements.
+// event ports events/nats implements.
 
 // Store is a whole storage backend: what apppassd opens at start.
 type Store interface {
@@ -93,7 +93,7 @@ type Claim struct {
 	Lease time.Duration
 }
 
-// Outbox is the store's side of event delivery, used by events.Relay.
+// Outbox is the store's side of event delivery, used by nats.Relay.
 //
 // Several relays (one per apppassd replica) may drain one outbox. A relay
 // publishes a password's events only while it holds that password's claim,

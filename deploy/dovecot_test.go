@@ -569,7 +569,7 @@ func TestRevocationEndsMailSessions(t *testing.T) {
 			body := fmt.Sprintf(`{"type":"user.deleted","timestamp":%q,"data":{"contextId":%d,"userId":%d}}`,
 				time.Now().UTC().Format(time.RFC3339), u.ContextID, u.UserID)
 			req, _ := http.NewRequest(http.MethodPost, ms.d.URL+"/webhooks/provisioning", strings.NewReader(body))
-			stdwebhook.SetHeaders(req.Header, "msg_"+gatewaytest.RandomHex(8), time.Now(), []byte(body), ms.provisioning)
+			stdwebhook.SetHeaders(req.Header.Set, "msg_"+gatewaytest.RandomHex(8), time.Now(), []byte(body), ms.provisioning)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -1,5 +1,5 @@
 // Package dovecot is a client of Dovecot's doveadm HTTP API: kick a user's
-// sessions, flush the auth cache. events.Doveadm calls it on the events of
+// sessions, flush the auth cache. dovecot.Kicker (kicker.go) calls it on the events of
 // the APPPASSWORDS stream, durably and at least once.
 package dovecot
 

@@ -269,7 +269,7 @@ func FuzzProvisioning(f *testing.F) {
 			return // not a header value a client can send
 		}
 		req := httptest.NewRequest(http.MethodPost, "/webhooks/provisioning", bytes.NewReader(body))
-		stdwebhook.SetHeaders(req.Header, id, time.Now(), body, fx.secret)
+		stdwebhook.SetHeaders(req.Header.Set, id, time.Now(), body, fx.secret)
 		w := fx.serve(req)
 		var out map[string]any
 		if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {

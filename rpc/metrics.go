@@ -14,7 +14,8 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/dovecot"
+	"github.com/apppass/apppass/events/webhook"
 )
 
 // scrapeTimeout bounds each backing-service check made while /metrics is
@@ -33,9 +34,9 @@ type MetricsSources struct {
 	// NATSConnected reports whether the NATS connection is up.
 	NATSConnected func() bool
 	// WebhookDeliveries counts outbound webhook attempts by endpoint and outcome.
-	WebhookDeliveries func() []events.DeliveryCount
+	WebhookDeliveries func() []webhook.DeliveryCount
 	// Doveadm is the state of the Dovecots kicked on revocations.
-	Doveadm func(ctx context.Context) []events.DoveadmStatus
+	Doveadm func(ctx context.Context) []dovecot.TargetStatus
 }
 
 // Metrics are the Prometheus metrics of one apppassd, in a registry of
@@ -220,7 +221,7 @@ func boolGauge(b bool) float64 {
 
 // webhookCollector exports the webhooks' own delivery counts as a counter.
 type webhookCollector struct {
-	counts func() []events.DeliveryCount
+	counts func() []webhook.DeliveryCount
 }
 
 var webhookDesc = prometheus.NewDesc("apppass_webhook_deliveries_total",
@@ -238,7 +239,7 @@ func (c webhookCollector) Collect(ch chan<- prometheus.Metric) {
 // doveadmCollector exports the Dovecots' state: requests by outcome, up,
 // and the events each has not handled yet (read from NATS at scrape).
 type doveadmCollector struct {
-	targets func(ctx context.Context) []events.DoveadmStatus
+	targets func(ctx context.Context) []dovecot.TargetStatus
 }
 
 var (

@@ -16,7 +16,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
+	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/stdwebhook"
@@ -138,12 +139,12 @@ func TestMetrics(t *testing.T) {
 	cache.SetTrusted(true)
 	f.Service.Cache = cache
 	ns := testenv.NATS(t)
-	pub, err := events.Connect(ns.URL(), "metrics-test")
+	pub, err := nats.Connect(ns.URL(), "metrics-test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pub.Close)
-	hooks, err := events.NewWebhooks(store, pub, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{
+	hooks, err := webhook.New(store, pub, webhook.Config{Endpoints: []apppass.WebhookEndpoint{
 		{Name: "crm", URL: "https://crm.example.com/hooks", Secret: stdwebhook.GenerateSecret()},
 	}})
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/stdwebhook"
 )
@@ -476,7 +476,7 @@ func TestOpenRPCRealResponses(t *testing.T) {
 		return s
 	}
 	okRecv, goneRecv, brokenRecv := status(http.StatusOK), status(http.StatusGone), status(http.StatusInternalServerError)
-	f := newEventFixture(t, eventFixtureOptions{webhooks: &events.WebhookConfig{
+	f := newEventFixture(t, eventFixtureOptions{webhooks: &webhook.Config{
 		Endpoints: []apppass.WebhookEndpoint{
 			{Name: "crm", URL: okRecv.URL + "/in", Secret: secret, AllowPrivate: true},
 			{Name: "gone", URL: goneRecv.URL + "/in", Secret: secret, AllowPrivate: true, Events: []string{apppass.EventCreated}},

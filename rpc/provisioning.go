@@ -83,7 +83,7 @@ func (s *Server) serveProvisioning(w http.ResponseWriter, r *http.Request) {
 		tolerance = stdwebhook.DefaultTolerance
 	}
 	verifier := stdwebhook.Verifier{Secrets: p.Secrets, Tolerance: tolerance, Now: p.now}
-	id, err := verifier.Verify(r.Header, body)
+	id, err := verifier.Verify(r.Header.Get, body)
 	if err != nil {
 		msg := err.Error()
 		if errors.Is(err, stdwebhook.ErrStale) {

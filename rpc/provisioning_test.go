@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
+	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/stdwebhook"
@@ -29,21 +31,21 @@ type eventFixture struct {
 	*fixture
 	natsURL string
 	store   apppass.Store
-	pub     *events.Publisher
+	pub     *nats.Publisher
 	secret  stdwebhook.Secret // the provisioning secret
 	msgSeq  atomic.Int64
 }
 
 type eventFixtureOptions struct {
 	revokeOnPasswordChange bool
-	webhooks               *events.WebhookConfig
+	webhooks               *webhook.Config
 }
 
 func newEventFixture(t *testing.T, o eventFixtureOptions) *eventFixture {
 	t.Helper()
 	f := &eventFixture{fixture: &fixture{}, natsURL: testenv.NATS(t).URL(), store: testenv.Store(t)}
 	ctx := evCtx(t)
-	pub, err := events.Connect(f.natsURL, "rpc-test")
+	pub, err := nats.Connect(f.natsURL, "rpc-test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +54,7 @@ func newEventFixture(t *testing.T, o eventFixtureOptions) *eventFixture {
 	if err := pub.EnsureStream(ctx); err != nil {
 		t.Fatal(err)
 	}
-	relay := events.NewRelay(f.store, pub, testenv.Quiet())
+	relay := nats.NewRelay(f.store, pub, testenv.Quiet())
 	runCtx, stop := context.WithCancel(context.Background())
 	relayDone := make(chan struct{})
 	go func() { defer close(relayDone); relay.Run(runCtx) }()
@@ -87,7 +89,7 @@ func newEventFixture(t *testing.T, o eventFixtureOptions) *eventFixture {
 		cfg := *o.webhooks
 		cfg.Logger = testenv.Quiet()
 		cfg.PollInterval = 20 * time.Millisecond
-		wh, err := events.NewWebhooks(f.store, pub, cfg)
+		wh, err := webhook.New(f.store, pub, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +130,7 @@ func (f *eventFixture) signed(t *testing.T, body string, secret stdwebhook.Secre
 	}
 	req.Header.Set("Content-Type", "application/json")
 	id := "msg_" + testenv.RandomHex(8)
-	stdwebhook.SetHeaders(req.Header, id, at, []byte(body), secret)
+	stdwebhook.SetHeaders(req.Header.Set, id, at, []byte(body), secret)
 	return req
 }
 
@@ -189,7 +191,7 @@ func (f *eventFixture) active(t *testing.T, u apppass.User) []string {
 // revokedInStream reads the stream's revoked events: uuid -> reason.
 func (f *eventFixture) revokedInStream(t *testing.T) map[string]string {
 	t.Helper()
-	nc, err := nats.Connect(f.natsURL)
+	nc, err := natsgo.Connect(f.natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}

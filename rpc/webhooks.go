@@ -6,13 +6,13 @@ import (
 	"math"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/dovecot"
 )
 
 // DoveadmAdmin is what admins see of the Dovecots kicked on revocations
-// (implemented by events.Doveadm).
+// (implemented by dovecot.Kicker).
 type DoveadmAdmin interface {
-	Targets(ctx context.Context) []events.DoveadmStatus
+	Targets(ctx context.Context) []dovecot.TargetStatus
 }
 
 // doveadmTargets answers doveadm.targets: every configured Dovecot with
@@ -22,13 +22,13 @@ func doveadmTargets(ctx context.Context, s *Server, _ apppass.Caller, params jso
 		return nil, err
 	}
 	if s.Doveadm == nil {
-		return []events.DoveadmStatus{}, nil
+		return []dovecot.TargetStatus{}, nil
 	}
 	return s.Doveadm.Targets(ctx), nil
 }
 
 // WebhookAdmin is what admins see and do of the outbound webhooks
-// (implemented by events.Webhooks).
+// (implemented by webhook.Webhooks).
 type WebhookAdmin interface {
 	Endpoints(ctx context.Context) ([]apppass.WebhookEndpointStatus, error)
 	Deliveries(ctx context.Context, q apppass.WebhookQuery) ([]apppass.WebhookDelivery, error)

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/stdwebhook"
 )
 
@@ -39,7 +39,7 @@ func TestWebhookAdminRPC(t *testing.T) {
 	var verified, refused atomic.Int32
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if _, err := verifier.Verify(r.Header, body); err != nil {
+		if _, err := verifier.Verify(r.Header.Get, body); err != nil {
 			refused.Add(1)
 			w.WriteHeader(http.StatusBadRequest)
 			return
@@ -48,7 +48,7 @@ func TestWebhookAdminRPC(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	}))
 	t.Cleanup(recv.Close)
-	f := newEventFixture(t, eventFixtureOptions{webhooks: &events.WebhookConfig{
+	f := newEventFixture(t, eventFixtureOptions{webhooks: &webhook.Config{
 		Endpoints: []apppass.WebhookEndpoint{
 			{Name: "crm", URL: recv.URL + "/in", Secret: secret, AllowPrivate: true},
 			// The same receiver, but loopback is not allowed for this one.

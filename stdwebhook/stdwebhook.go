@@ -18,7 +18,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -95,17 +94,19 @@ func mac(secret Secret, id string, timestamp int64, body []byte) []byte {
 	return m.Sum(nil)
 }
 
-// SetHeaders sets the three webhook headers on h for one attempt, signed
-// with every secret given (several during a rotation).
-func SetHeaders(h http.Header, id string, at time.Time, body []byte, secrets ...Secret) {
+// SetHeaders sets the three webhook headers for one attempt through set
+// (an http.Header's Set), signed with every secret given (several during a
+// rotation). Taking the setter keeps net/http out of this package, which
+// the domain imports to check secrets.
+func SetHeaders(set func(key, value string), id string, at time.Time, body []byte, secrets ...Secret) {
 	ts := at.Unix()
 	sigs := make([]string, 0, len(secrets))
 	for _, s := range secrets {
 		sigs = append(sigs, Sign(s, id, ts, body))
 	}
-	h.Set(HeaderID, id)
-	h.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-	h.Set(HeaderSignature, strings.Join(sigs, " "))
+	set(HeaderID, id)
+	set(HeaderTimestamp, strconv.FormatInt(ts, 10))
+	set(HeaderSignature, strings.Join(sigs, " "))
 }
 
 // Verification errors. Every one means: do not trust the request.
@@ -127,12 +128,12 @@ type Verifier struct {
 	Now func() time.Time
 }
 
-// Verify checks the headers of a request against its raw body and returns
-// the webhook-id. It compares signatures in constant time, and it checks
+// Verify checks the headers of a request, read through get (an
+// http.Header's Get), against its raw body and returns the webhook-id. It compares signatures in constant time, and it checks
 // the signature before the timestamp, so an unsigned request learns
 // nothing about the clock.
-func (v *Verifier) Verify(h http.Header, body []byte) (string, error) {
-	id, tsText, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
+func (v *Verifier) Verify(get func(key string) string, body []byte) (string, error) {
+	id, tsText, sigs := get(HeaderID), get(HeaderTimestamp), get(HeaderSignature)
 	if id == "" || tsText == "" || sigs == "" {
 		return "", ErrMissingHeaders
 	}

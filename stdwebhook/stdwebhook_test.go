@@ -35,7 +35,7 @@ func TestSpecVector(t *testing.T) {
 	h.Set(HeaderTimestamp, "1614265330")
 	// Another scheme's entry and a wrong v1 entry come first: one match is enough.
 	h.Set(HeaderSignature, "v1a,aGVsbG8= v1,bm9wZQ== "+vectorSig)
-	id, err := v.Verify(h, []byte(vectorBody))
+	id, err := v.Verify(h.Get, []byte(vectorBody))
 	if err != nil || id != vectorID {
 		t.Fatalf("Verify = %q, %v", id, err)
 	}
@@ -66,10 +66,10 @@ func TestVerifyFailures(t *testing.T) {
 	v := &Verifier{Secrets: []Secret{s}, Now: func() time.Time { return now }}
 	signed := func(id string, at time.Time, b []byte, secrets ...Secret) http.Header {
 		h := http.Header{}
-		SetHeaders(h, id, at, b, secrets...)
+		SetHeaders(h.Set, id, at, b, secrets...)
 		return h
 	}
-	if _, err := v.Verify(signed("msg_1", now, body, other, s), body); err != nil {
+	if _, err := v.Verify(signed("msg_1", now, body, other, s).Get, body); err != nil {
 		t.Fatalf("rotation (two signatures): %v", err)
 	}
 	cases := map[string]struct {
@@ -99,7 +99,7 @@ func TestVerifyFailures(t *testing.T) {
 		want error
 	}{h, body, ErrNoSignature}
 	for name, c := range cases {
-		if _, err := v.Verify(c.h, c.body); !errors.Is(err, c.want) {
+		if _, err := v.Verify(c.h.Get, c.body); !errors.Is(err, c.want) {
 			t.Errorf("%s: err %v, want %v", name, err, c.want)
 		}
 	}

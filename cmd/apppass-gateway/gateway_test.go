@@ -24,10 +24,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
 	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/internal/testenv"
 )
@@ -210,7 +211,7 @@ func TestGateway(t *testing.T) {
 // apppassd would (for a NATS of a test's own).
 func ensureStream(t *testing.T, url string) {
 	t.Helper()
-	pub, err := events.Connect(url, "stream-maker")
+	pub, err := nats.Connect(url, "stream-maker")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func ensureStream(t *testing.T, url string) {
 // waitForStream waits until the APPPASSWORDS stream exists on url.
 func waitForStream(t *testing.T, url string) {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := natsgo.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/consume"
 )
 
 func main() {
@@ -284,7 +284,7 @@ func watchRevocations(ctx context.Context, g *Gateway, url string, logger *slog.
 		nc.Close()
 		return nil, err
 	}
-	handle := func(_ context.Context, ev apppass.Event, _ events.Delivery) error {
+	handle := func(_ context.Context, ev apppass.Event, _ consume.Delivery) error {
 		if ev.Type == apppass.EventRevoked {
 			g.Revoke(ev.Data.UUID, ev.Data.Reason)
 		}
@@ -293,7 +293,7 @@ func watchRevocations(ctx context.Context, g *Gateway, url string, logger *slog.
 	go func() {
 		var lastErr string
 		for ctx.Err() == nil {
-			cons, err := events.Watch(ctx, js, events.ConsumerOptions{Events: events.Revocations, Logger: logger}, handle)
+			cons, err := consume.Watch(ctx, js, consume.Options{Events: consume.Revocations, Logger: logger}, handle)
 			if err != nil {
 				if err.Error() != lastErr {
 					logger.Warn("cannot watch revocations yet; retrying", "err", err)

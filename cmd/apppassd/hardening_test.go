@@ -31,6 +31,8 @@ import (
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/consume"
+	"github.com/apppass/apppass/events/natsserver"
 )
 
 // signToken signs claims with key as apppassd's HS256 user tokens are.
@@ -267,7 +269,7 @@ func TestHardeningSecretsInLogs(t *testing.T) {
 // logs in with password, and returns its address.
 func startAuthNATS(t *testing.T, password string) string {
 	t.Helper()
-	ns, err := events.StartEmbeddedNATS("127.0.0.1:0", t.TempDir(), &events.EmbeddedAuth{ServicePassword: password, GatewayPassword: "gw-" + password})
+	ns, err := natsserver.Start("127.0.0.1:0", t.TempDir(), &natsserver.Auth{ServicePassword: password, GatewayPassword: "gw-" + password})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +340,7 @@ func TestEmbeddedNATSRequiresLogin(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	got := make(chan apppass.Event, 10)
-	c, err := events.Watch(context.Background(), js, events.ConsumerOptions{Durable: "imap-proxy"}, func(_ context.Context, ev apppass.Event, _ events.Delivery) error {
+	c, err := consume.Watch(context.Background(), js, consume.Options{Durable: "imap-proxy"}, func(_ context.Context, ev apppass.Event, _ consume.Delivery) error {
 		got <- ev
 		return nil
 	})

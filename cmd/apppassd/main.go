@@ -27,6 +27,9 @@ import (
 	"github.com/apppass/apppass/config"
 	"github.com/apppass/apppass/dovecot"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
+	"github.com/apppass/apppass/events/natsserver"
+	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/oidc"
 	"github.com/apppass/apppass/rpc"
 	"github.com/apppass/apppass/storage/mongo"
@@ -81,7 +84,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 
 	// NATS: an embedded server unless a URL is configured.
 	natsURL, gatewayNATS := cfg.NATSURL, ""
-	var ns *events.EmbeddedNATS
+	var ns *natsserver.Server
 	if cfg.EmbeddedNATS() {
 		if ns, err = startNATS(cfg); err != nil {
 			return err
@@ -89,7 +92,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		defer ns.Stop()
 		natsURL, gatewayNATS = ns.ServiceURL(), ns.GatewayURL()
 	}
-	publisher, err := events.Connect(natsURL, "apppassd")
+	publisher, err := nats.Connect(natsURL, "apppassd")
 	if err != nil {
 		return err
 	}
@@ -97,9 +100,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	defer publisher.Close()
 	// Webhooks: made before the relay publishes anything, so a consumer
 	// created now starts early enough to see leftovers from the outbox.
-	var hooks *events.Webhooks
+	var hooks *webhook.Webhooks
 	if len(cfg.Webhooks) > 0 {
-		hooks, err = events.NewWebhooks(store, publisher, events.WebhookConfig{
+		hooks, err = webhook.New(store, publisher, webhook.Config{
 			Endpoints: cfg.Webhooks, Timeout: cfg.WebhookTimeout, RetryBase: cfg.WebhookRetryBase,
 			RetryMaxDelay: cfg.WebhookRetryMaxDelay, RetryFor: cfg.WebhookRetryFor,
 			AllowPrivate: cfg.WebhookAllowPrivate, Retention: cfg.WebhookRetention, Logger: logger,
@@ -123,15 +126,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	}()
 	// Dovecot kicks: consumers of their own on the stream, which start at
 	// this start (so events the relay publishes now are theirs too).
-	var kicks *events.Doveadm
+	var kicks *dovecot.Kicker
 	if len(cfg.DoveadmURLs) > 0 {
 		if kicks, err = newDoveadm(cfg, apps, logger); err != nil {
 			return err
 		}
 	}
-	relay := events.NewRelay(store, publisher, logger)
+	relay := nats.NewRelay(store, publisher, logger)
 	if ns != nil {
-		relay.KeepPublished = events.EmbeddedKeepPublished
+		relay.KeepPublished = natsserver.KeepPublished
 	}
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
@@ -160,7 +163,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	}
 	if cfg.AuthCacheTTL > 0 {
 		svc.Cache = apppass.NewAuthCache(cfg.AuthCacheTTL)
-		watcher, err := events.WatchRevocations(natsURL, svc.Cache)
+		watcher, err := nats.WatchRevocations(natsURL, svc.Cache)
 		if err != nil {
 			return err
 		}
@@ -174,7 +177,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 	go func() { svc.LastLogins.Run(relayCtx, 5*time.Second, logger); close(lastLoginsDone) }()
 	go svc.RunSweeper(relayCtx, cfg.SweepInterval, logger)
 	// The outbox's size for /readyz and /metrics, counted once a second.
-	backlog := events.NewBacklog(store.PendingCount, time.Second)
+	backlog := nats.NewBacklog(store.PendingCount, time.Second)
 	go backlog.Run(relayCtx)
 	srv := &rpc.Server{
 		Service: svc,
@@ -308,7 +311,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 // newDoveadm makes the Dovecot kicks of APPPASS_DOVEADM_URLS: only
 // passwords of apps that may log in over IMAP, POP3 or SMTP can have
 // Dovecot sessions.
-func newDoveadm(cfg *config.Config, apps *apppass.Catalogue, logger *slog.Logger) (*events.Doveadm, error) {
+func newDoveadm(cfg *config.Config, apps *apppass.Catalogue, logger *slog.Logger) (*dovecot.Kicker, error) {
 	hc := &http.Client{Timeout: cfg.DoveadmTimeout}
 	var clients []*dovecot.Client
 	for _, u := range cfg.DoveadmURLs {
@@ -322,7 +325,7 @@ func newDoveadm(cfg *config.Config, apps *apppass.Catalogue, logger *slog.Logger
 		app, ok := apps.App(scope)
 		return !ok || slices.ContainsFunc(app.Protocols, func(p string) bool { return p == "imap" || p == "pop3" || p == "smtp" })
 	}
-	return events.NewDoveadm(events.DoveadmConfig{Clients: clients, MailApp: mailApp, Since: time.Now(), Logger: logger})
+	return dovecot.NewKicker(dovecot.KickerConfig{Clients: clients, MailApp: mailApp, Since: time.Now(), Logger: logger})
 }
 
 // keys are the secrets apppassd works with.
@@ -375,7 +378,7 @@ func loadKeys(cfg *config.Config) (*keys, error) {
 // passwords of apppassd's user and of the gateway user are kept in the
 // data dir (generated on first start), and the gateway's URL, as a
 // subscriber uses it, is written there at every start.
-func startNATS(cfg *config.Config) (*events.EmbeddedNATS, error) {
+func startNATS(cfg *config.Config) (*natsserver.Server, error) {
 	service, err := secretFromConfigOrFile("", cfg.DataFile(config.NATSServiceKeyFile), true)
 	if err != nil {
 		return nil, err
@@ -388,8 +391,8 @@ func startNATS(cfg *config.Config) (*events.EmbeddedNATS, error) {
 	for _, u := range cfg.DoveadmURLs {
 		own = append(own, events.DoveadmConsumer(u))
 	}
-	ns, err := events.StartEmbeddedNATS(cfg.EmbeddedNATSListen, cfg.DataFile(config.NATSDir),
-		&events.EmbeddedAuth{ServicePassword: service, GatewayPassword: gateway, OwnConsumers: own})
+	ns, err := natsserver.Start(cfg.EmbeddedNATSListen, cfg.DataFile(config.NATSDir),
+		&natsserver.Auth{ServicePassword: service, GatewayPassword: gateway, OwnConsumers: own})
 	if err != nil {
 		return nil, err
 	}

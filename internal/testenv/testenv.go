@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/natsserver"
 	"github.com/apppass/apppass/storage/ferretdb"
 	"github.com/apppass/apppass/storage/mongo"
 	"github.com/apppass/apppass/storage/sqlite"
@@ -75,14 +75,14 @@ func MongoStoreAt(t testing.TB, uri, db string) *mongo.Store {
 
 // NATS starts an embedded nats-server with JetStream on a free loopback
 // port, stopped at the end of the test.
-func NATS(t testing.TB) *events.EmbeddedNATS {
+func NATS(t testing.TB) *natsserver.Server {
 	return NATSAt(t, "127.0.0.1:0", t.TempDir())
 }
 
 // NATSAt starts an embedded nats-server on listen storing in dir; restart
 // one with the same address and dir to simulate an outage.
-func NATSAt(t testing.TB, listen, dir string) *events.EmbeddedNATS {
-	n, err := events.StartEmbeddedNATS(listen, dir, nil)
+func NATSAt(t testing.TB, listen, dir string) *natsserver.Server {
+	n, err := natsserver.Start(listen, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

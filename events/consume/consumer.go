@@ -1,4 +1,4 @@
-package events
+package consume
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/events"
 )
 
 // This file is the consumer side, for gateway authors: Watch delivers
@@ -34,9 +35,9 @@ const (
 // Subjects returns the stream subjects the selection filters on.
 func (s Selection) Subjects() []string {
 	if s == AllEvents {
-		return []string{StreamSubjects}
+		return []string{events.StreamSubjects}
 	}
-	return []string{RevokedSubjects}
+	return []string{events.RevokedSubjects}
 }
 
 // Start is where a new consumer starts reading the stream. The zero value
@@ -72,9 +73,9 @@ func (s Start) String() string {
 	return "new"
 }
 
-// ConsumerOptions configure Watch. The zero value watches revocations on
+// Options configure Watch. The zero value watches revocations on
 // an ordered consumer, from now on.
-type ConsumerOptions struct {
+type Options struct {
 	// Events selects revocations (the default) or all events.
 	Events Selection
 	// Subjects, when set, replaces the subjects of Events, e.g.
@@ -217,9 +218,9 @@ var ErrMalformedEvent = errors.New("malformed app password event")
 // a warning, never redelivered.
 //
 // Delivery stops when ctx is done or Stop is called.
-func Watch(ctx context.Context, js jetstream.JetStream, opts ConsumerOptions, handle Handler) (*Consumer, error) {
+func Watch(ctx context.Context, js jetstream.JetStream, opts Options, handle Handler) (*Consumer, error) {
 	if handle == nil {
-		return nil, errors.New("events.Watch: nil handler")
+		return nil, errors.New("Watch: nil handler")
 	}
 	opts.setDefaults()
 	subjects := opts.Subjects
@@ -230,7 +231,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ConsumerOptions, ha
 	defer cancelSetup()
 	stream, err := js.Stream(setupCtx, opts.Stream)
 	if err != nil {
-		return nil, fmt.Errorf("events.Watch: stream %s: %w", opts.Stream, err)
+		return nil, fmt.Errorf("Watch: stream %s: %w", opts.Stream, err)
 	}
 
 	var cons jetstream.Consumer
@@ -240,7 +241,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ConsumerOptions, ha
 		cons, err = orderedConsumer(setupCtx, stream, opts, subjects)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("events.Watch: %w", err)
+		return nil, fmt.Errorf("Watch: %w", err)
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -267,7 +268,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ConsumerOptions, ha
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { reportErr(err) }))
 		if err != nil {
 			cancel()
-			return nil, fmt.Errorf("events.Watch: consuming: %w", err)
+			return nil, fmt.Errorf("Watch: consuming: %w", err)
 		}
 		c.cc = cc
 		ended = cc.Closed()
@@ -290,7 +291,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ConsumerOptions, ha
 // Stop lets the request in flight run out; once it has (the server's
 // timeout status arrives after everything it sent for the request), the
 // server holds no request of this process and sends it nothing more.
-func (c *Consumer) pullDurable(cons jetstream.Consumer, opts ConsumerOptions, handle Handler, reportErr func(error)) {
+func (c *Consumer) pullDurable(cons jetstream.Consumer, opts Options, handle Handler, reportErr func(error)) {
 	defer close(c.pulled)
 	retry := 50 * time.Millisecond
 	for {
@@ -329,9 +330,9 @@ func (c *Consumer) pullDurable(cons jetstream.Consumer, opts ConsumerOptions, ha
 	}
 }
 
-func (o *ConsumerOptions) setDefaults() {
+func (o *Options) setDefaults() {
 	if o.Stream == "" {
-		o.Stream = StreamName
+		o.Stream = events.StreamName
 	}
 	if o.AckWait <= 0 {
 		o.AckWait = defaultAckWait
@@ -353,7 +354,7 @@ func (o *ConsumerOptions) setDefaults() {
 // durableConsumer creates the named consumer, or updates it keeping its
 // start position (which the server does not let change, and which no
 // longer matters once it has acknowledged events).
-func durableConsumer(ctx context.Context, stream jetstream.Stream, opts ConsumerOptions, subjects []string) (jetstream.Consumer, error) {
+func durableConsumer(ctx context.Context, stream jetstream.Stream, opts Options, subjects []string) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       opts.Durable,
 		Description:   "apppass events consumer",
@@ -394,7 +395,7 @@ func durableConsumer(ctx context.Context, stream jetstream.Stream, opts Consumer
 // pinned to a sequence, so that when the client recreates the consumer
 // after a reconnect before any event arrived, events stored meanwhile
 // are not skipped.
-func orderedConsumer(ctx context.Context, stream jetstream.Stream, opts ConsumerOptions, subjects []string) (jetstream.Consumer, error) {
+func orderedConsumer(ctx context.Context, stream jetstream.Stream, opts Options, subjects []string) (jetstream.Consumer, error) {
 	start := opts.Start
 	if start == (Start{}) {
 		info, err := stream.Info(ctx)
@@ -435,7 +436,7 @@ func DecodeEvent(body []byte) (apppass.Event, error) {
 }
 
 // deliver runs on the client's delivery goroutine, one message at a time.
-func (c *Consumer) deliver(m jetstream.Msg, opts ConsumerOptions, handle Handler) {
+func (c *Consumer) deliver(m jetstream.Msg, opts Options, handle Handler) {
 	c.mu.Lock()
 	if c.stopped || c.ctx.Err() != nil {
 		c.mu.Unlock()
@@ -535,7 +536,7 @@ func (c *Consumer) call(handle Handler, ev apppass.Event, d Delivery) (err error
 	return handle(c.ctx, ev, d)
 }
 
-func retryDelay(opts ConsumerOptions, attempt int) time.Duration {
+func retryDelay(opts Options, attempt int) time.Duration {
 	d := opts.RetryDelay
 	for i := 1; i < attempt && d < opts.MaxRetryDelay; i++ {
 		d *= 2

@@ -1,4 +1,4 @@
-package events
+package nats
 
 import (
 	"context"
@@ -76,8 +76,10 @@ type Relay struct {
 	conflicts atomic.Uint64
 }
 
+// RelayWorkers is how many events a relay publishes at once.
+const RelayWorkers = 256
+
 const (
-	relayWorkers   = 256
 	relayMarkers   = 32
 	publishTimeout = 3 * time.Second
 	maxBackoff     = 5 * time.Second
@@ -93,7 +95,7 @@ const (
 func NewRelay(outbox apppass.Outbox, publisher *Publisher, logger *slog.Logger) *Relay {
 	r := &Relay{outbox: outbox, publisher: publisher, logger: logger, id: newRelayID(),
 		SweepInterval: time.Second, ClaimLease: defaultLease, PendingLogInterval: 30 * time.Second}
-	for range relayWorkers {
+	for range RelayWorkers {
 		r.shards = append(r.shards, make(chan job, 64))
 	}
 	return r
@@ -219,7 +221,7 @@ func (r *Relay) shard(uuid string) chan job {
 func (r *Relay) Run(ctx context.Context) {
 	// The outbox writes after publishes, which markers do while the
 	// workers go on to their next job.
-	marks := make(chan mark, 4*relayWorkers)
+	marks := make(chan mark, 4*RelayWorkers)
 	var markers sync.WaitGroup
 	for range relayMarkers {
 		markers.Go(func() {

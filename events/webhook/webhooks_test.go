@@ -1,4 +1,4 @@
-package events_test
+package webhook_test
 
 import (
 	"context"
@@ -14,11 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
+	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/stdwebhook"
 )
@@ -60,7 +62,7 @@ func newHookReceiver(t *testing.T, status func(n int) int) *hookReceiver {
 	r.verifier = &stdwebhook.Verifier{Secrets: []stdwebhook.Secret{key}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
-		_, verr := r.verifier.Verify(req.Header, body)
+		_, verr := r.verifier.Verify(req.Header.Get, body)
 		if req.Method != http.MethodPost || req.Header.Get("Content-Type") != "application/json" {
 			verr = io.ErrUnexpectedEOF // any error: the request is not what we send
 		}
@@ -96,24 +98,24 @@ func (r *hookReceiver) endpoint(name string, events ...string) apppass.WebhookEn
 type whEnv struct {
 	natsURL string
 	store   apppass.Store
-	pub     *events.Publisher
+	pub     *nats.Publisher
 	svc     *apppass.Service
-	hooks   *events.Webhooks
+	hooks   *webhook.Webhooks
 	stop    func()
 }
 
 // newWhEnv wires a service, its relay and webhooks to a real store and a
 // real NATS, and runs them until the end of the test.
-func newWhEnv(t *testing.T, cfg events.WebhookConfig) *whEnv {
+func newWhEnv(t *testing.T, cfg webhook.Config) *whEnv {
 	t.Helper()
 	e := &whEnv{natsURL: testenv.NATS(t).URL(), store: testenv.Store(t)}
-	pub, err := events.Connect(e.natsURL, "webhooks-test")
+	pub, err := nats.Connect(e.natsURL, "webhooks-test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pub.Close)
 	e.pub = pub
-	relay := events.NewRelay(e.store, pub, testenv.Quiet())
+	relay := nats.NewRelay(e.store, pub, testenv.Quiet())
 	apps, err := apppass.NewCatalogue(apppass.BuiltinApps("localhost"))
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +139,7 @@ func newWhEnv(t *testing.T, cfg events.WebhookConfig) *whEnv {
 }
 
 // startHooks runs a Webhooks until the test ends or e.stop is called.
-func (e *whEnv) startHooks(t *testing.T, cfg events.WebhookConfig) *events.Webhooks {
+func (e *whEnv) startHooks(t *testing.T, cfg webhook.Config) *webhook.Webhooks {
 	t.Helper()
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 20 * time.Millisecond
@@ -150,7 +152,7 @@ func (e *whEnv) startHooks(t *testing.T, cfg events.WebhookConfig) *events.Webho
 		cfg.Timeout = 5 * time.Second
 	}
 	cfg.Logger = testenv.Quiet()
-	wh, err := events.NewWebhooks(e.store, e.pub, cfg)
+	wh, err := webhook.New(e.store, e.pub, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +210,7 @@ func (e *whEnv) deliveries(t *testing.T, q apppass.WebhookQuery) []apppass.Webho
 // whStreamBodies reads every message of the stream: event id -> payload.
 func whStreamBodies(t *testing.T, natsURL string) map[string][]byte {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsgo.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +242,7 @@ func whStreamBodies(t *testing.T, natsURL string) map[string][]byte {
 func TestWebhookDelivered(t *testing.T) {
 	all := newHookReceiver(t, nil)
 	revokedOnly := newHookReceiver(t, func(int) int { return http.StatusOK })
-	e := newWhEnv(t, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{
+	e := newWhEnv(t, webhook.Config{Endpoints: []apppass.WebhookEndpoint{
 		all.endpoint("all"), revokedOnly.endpoint("revocations", apppass.EventRevoked),
 	}})
 	uuid := e.addAndRemove(t)
@@ -305,7 +307,7 @@ func TestWebhookRetry(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	e := newWhEnv(t, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{r.endpoint("flaky", apppass.EventRevoked)}})
+	e := newWhEnv(t, webhook.Config{Endpoints: []apppass.WebhookEndpoint{r.endpoint("flaky", apppass.EventRevoked)}})
 	e.addAndRemove(t)
 	whWait(t, "delivered after retries", func() bool {
 		ds := e.deliveries(t, apppass.WebhookQuery{State: apppass.DeliveryDelivered})
@@ -339,7 +341,7 @@ func TestWebhookGone(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	e := newWhEnv(t, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{r.endpoint("gone", apppass.EventRevoked)}})
+	e := newWhEnv(t, webhook.Config{Endpoints: []apppass.WebhookEndpoint{r.endpoint("gone", apppass.EventRevoked)}})
 	e.addAndRemove(t)
 	whWait(t, "disabled", func() bool {
 		eps, err := e.hooks.Endpoints(whCtx(t))
@@ -381,7 +383,7 @@ func TestWebhookRedirectNotFollowed(t *testing.T) {
 	target := newHookReceiver(t, nil)
 	r := newHookReceiver(t, func(int) int { return http.StatusTemporaryRedirect })
 	r.header.Set("Location", target.URL)
-	e := newWhEnv(t, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{r.endpoint("moved", apppass.EventRevoked)}})
+	e := newWhEnv(t, webhook.Config{Endpoints: []apppass.WebhookEndpoint{r.endpoint("moved", apppass.EventRevoked)}})
 	e.addAndRemove(t)
 	whWait(t, "two attempts", func() bool { return len(r.got()) >= 2 })
 	if n := len(target.got()); n != 0 {
@@ -407,7 +409,7 @@ func TestWebhookRefusesInternalTargets(t *testing.T) {
 	byName := r.endpoint("internal-by-name", apppass.EventRevoked)
 	byName.AllowPrivate = false
 	byName.URL = strings.Replace(r.URL, "127.0.0.1", "localhost", 1)
-	e := newWhEnv(t, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{ep, byName}})
+	e := newWhEnv(t, webhook.Config{Endpoints: []apppass.WebhookEndpoint{ep, byName}})
 	e.addAndRemove(t)
 	whWait(t, "attempts refused", func() bool {
 		ds := e.deliveries(t, apppass.WebhookQuery{})
@@ -430,7 +432,7 @@ func TestInternalAddress(t *testing.T) {
 		"fe80::1": true, "fd00::1": true, "::ffff:127.0.0.1": true, "::ffff:10.0.0.1": true, "64:ff9b::a00:1": true,
 		"93.184.216.34": false, "8.8.8.8": false, "2606:4700:4700::1111": false, "::ffff:8.8.8.8": false,
 	} {
-		if got := events.InternalAddress(netip.MustParseAddr(addr)); got != internal {
+		if got := webhook.InternalAddress(netip.MustParseAddr(addr)); got != internal {
 			t.Errorf("InternalAddress(%s) = %v, want %v", addr, got, internal)
 		}
 	}
@@ -451,7 +453,7 @@ func TestWebhookGivesUp(t *testing.T) {
 	slowEP := slow.endpoint("slow", apppass.EventRevoked)
 	slowEP.URL = slowSrv.URL
 	broken := newHookReceiver(t, func(int) int { return http.StatusServiceUnavailable })
-	e := newWhEnv(t, events.WebhookConfig{
+	e := newWhEnv(t, webhook.Config{
 		Endpoints: []apppass.WebhookEndpoint{broken.endpoint("broken", apppass.EventRevoked), slowEP},
 		Timeout:   150 * time.Millisecond, RetryFor: 700 * time.Millisecond,
 	})
@@ -484,7 +486,7 @@ func TestWebhookGivesUp(t *testing.T) {
 // each once.
 func TestWebhookSurvivesRestart(t *testing.T) {
 	r := newHookReceiver(t, nil)
-	cfg := events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{r.endpoint("r", apppass.EventRevoked)}}
+	cfg := webhook.Config{Endpoints: []apppass.WebhookEndpoint{r.endpoint("r", apppass.EventRevoked)}}
 	e := newWhEnv(t, cfg)
 	e.addAndRemove(t)
 	whWait(t, "the first delivered", func() bool { return len(r.got()) == 1 })
@@ -524,7 +526,7 @@ func TestWebhookStopLetsAnAttemptFinish(t *testing.T) {
 		}
 		return http.StatusNoContent
 	})
-	cfg := events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{r.endpoint("r", apppass.EventRevoked)}}
+	cfg := webhook.Config{Endpoints: []apppass.WebhookEndpoint{r.endpoint("r", apppass.EventRevoked)}}
 	e = newWhEnv(t, cfg)
 	e.addAndRemove(t)
 	select {
@@ -554,11 +556,11 @@ func TestWebhookConfigRefused(t *testing.T) {
 	} {
 		ep := good
 		mut(&ep)
-		if _, err := events.NewWebhooks(nil, nil, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{ep}}); err == nil {
+		if _, err := webhook.New(nil, nil, webhook.Config{Endpoints: []apppass.WebhookEndpoint{ep}}); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if _, err := events.NewWebhooks(nil, nil, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{good, good}}); err == nil {
+	if _, err := webhook.New(nil, nil, webhook.Config{Endpoints: []apppass.WebhookEndpoint{good, good}}); err == nil {
 		t.Error("the same name twice: accepted")
 	}
 }

@@ -1,4 +1,7 @@
-package events
+// Package webhook delivers the stream's events to the configured webhook
+// endpoints, signed the Standard Webhooks way, retried with back-off, and
+// never to internal addresses unless an endpoint allows it (ssrf.go).
+package webhook
 
 import (
 	"bytes"
@@ -25,15 +28,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
 	"github.com/apppass/apppass/stdwebhook"
 )
 
-// WebhookConsumer is the default name of the durable JetStream consumer
-// that feeds the webhook queue. All replicas share it.
-const WebhookConsumer = "apppass-webhooks"
-
-// WebhookConfig configures outbound webhooks. Zero values take the defaults.
-type WebhookConfig struct {
+// Config configures outbound webhooks. Zero values take the defaults.
+type Config struct {
 	Endpoints []apppass.WebhookEndpoint
 	// Timeout bounds one request, connecting included (default 10s).
 	Timeout time.Duration
@@ -55,12 +56,12 @@ type WebhookConfig struct {
 	PollInterval time.Duration
 	// Workers is how many requests may be in flight at once (default 4).
 	Workers int
-	// Consumer names the durable JetStream consumer (default WebhookConsumer).
+	// Consumer names the durable JetStream consumer (default events.WebhookConsumer).
 	Consumer string
 	Logger   *slog.Logger
 }
 
-func (c *WebhookConfig) defaults() {
+func (c *Config) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -76,7 +77,7 @@ func (c *WebhookConfig) defaults() {
 		c.Workers = 4
 	}
 	if c.Consumer == "" {
-		c.Consumer = WebhookConsumer
+		c.Consumer = events.WebhookConsumer
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -95,8 +96,8 @@ func (c *WebhookConfig) defaults() {
 // full jitter until RetryFor has passed. A 410 Gone disables the endpoint.
 type Webhooks struct {
 	store     apppass.WebhookStore
-	publisher *Publisher
-	cfg       WebhookConfig
+	publisher *nats.Publisher
+	cfg       Config
 	endpoints []*endpoint
 	byName    map[string]*endpoint
 	logger    *slog.Logger
@@ -121,8 +122,8 @@ type endpoint struct {
 	client *http.Client
 }
 
-// NewWebhooks validates the endpoints and returns the webhooks; call Run.
-func NewWebhooks(store apppass.WebhookStore, publisher *Publisher, cfg WebhookConfig) (*Webhooks, error) {
+// New validates the endpoints and returns the webhooks; call Run.
+func New(store apppass.WebhookStore, publisher *nats.Publisher, cfg Config) (*Webhooks, error) {
 	cfg.defaults()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -260,20 +261,20 @@ func (w *Webhooks) consumerConfig() jetstream.ConsumerConfig {
 
 func (w *Webhooks) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	if !w.publisher.Connected() {
-		return nil, ErrNotConnected
+		return nil, nats.ErrNotConnected
 	}
 	if err := w.publisher.EnsureStream(ctx); err != nil {
 		return nil, err
 	}
-	js := w.publisher.js
-	c, err := js.Consumer(ctx, StreamName, w.cfg.Consumer)
+	js := w.publisher.JetStream()
+	c, err := js.Consumer(ctx, events.StreamName, w.cfg.Consumer)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		w.publisher.streamReady.Store(false) // deleted under us: create it again
+		w.publisher.StreamLost() // deleted under us: create it again
 	}
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		c, err = js.CreateConsumer(ctx, StreamName, w.consumerConfig())
+		c, err = js.CreateConsumer(ctx, events.StreamName, w.consumerConfig())
 		if errors.Is(err, jetstream.ErrConsumerExists) {
-			c, err = js.Consumer(ctx, StreamName, w.cfg.Consumer) // another replica was first
+			c, err = js.Consumer(ctx, events.StreamName, w.cfg.Consumer) // another replica was first
 		}
 	}
 	if err != nil {
@@ -515,7 +516,7 @@ func (w *Webhooks) send(ctx context.Context, ep *endpoint, d apppass.WebhookDeli
 	req.Header.Set("User-Agent", "apppassd-webhooks")
 	// webhook-id is the event's id: the same on every retry and for
 	// every endpoint, and the same as the stream's Nats-Msg-Id.
-	stdwebhook.SetHeaders(req.Header, d.EventID, now, d.Body, ep.secret)
+	stdwebhook.SetHeaders(req.Header.Set, d.EventID, now, d.Body, ep.secret)
 	resp, err := ep.client.Do(req)
 	if err != nil {
 		return 0, 0, err

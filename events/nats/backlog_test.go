@@ -1,4 +1,4 @@
-package events_test
+package nats_test
 
 import (
 	"context"
@@ -7,18 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
 )
 
 // TestBacklog: readers get the last count, however many read, and the
 // count is taken again in the background.
 func TestBacklog(t *testing.T) {
 	var counted, value atomic.Int64
-	b := events.NewBacklog(func(context.Context) (int64, error) {
+	b := nats.NewBacklog(func(context.Context) (int64, error) {
 		counted.Add(1)
 		return value.Load(), nil
 	}, 20*time.Millisecond)
-	if _, err := b.Pending(context.Background()); !errors.Is(err, events.ErrNotCounted) {
+	if _, err := b.Pending(context.Background()); !errors.Is(err, nats.ErrNotCounted) {
 		t.Fatalf("Pending before the first count = %v, want ErrNotCounted", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,4 +1,7 @@
-package events
+// Package natsserver runs a nats-server with JetStream inside apppassd:
+// the NATS of the one-machine default, with apppassd's and the gateways'
+// users and what each may do.
+package natsserver
 
 import (
 	"errors"
@@ -12,22 +15,24 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/apppass/apppass/events"
 )
 
-// EmbeddedNATS is a nats-server with JetStream running inside this process,
+// Server is a nats-server with JetStream running inside this process,
 // the NATS of the single-machine default. Gateways and `nats sub` reach it
 // on its listen address like any NATS server.
-type EmbeddedNATS struct {
-	Server   *server.Server
-	auth     *EmbeddedAuth
+type Server struct {
+	srv      *server.Server
+	auth     *Auth
 	storeDir string
 }
 
-// EmbeddedAuth are the users of an embedded server that requires
+// Auth are the users of an embedded server that requires
 // authentication (apppassd's does: anyone who could publish on
 // apppasswords.> could forge revocations, and have them signed and sent
 // as genuine webhooks).
-type EmbeddedAuth struct {
+type Auth struct {
 	// ServicePassword is apppassd's own user's ("apppassd"), which may do
 	// anything.
 	ServicePassword string
@@ -35,7 +40,7 @@ type EmbeddedAuth struct {
 	// run consumers on the stream (GatewayPermissions), and publish none.
 	GatewayPassword string
 	// OwnConsumers are apppassd's durable consumers besides the webhook
-	// one (DoveadmConsumer of each Dovecot), which the gateway user may not
+	// one (events.DoveadmConsumer of each Dovecot), which the gateway user may not
 	// touch.
 	OwnConsumers []string
 }
@@ -55,42 +60,42 @@ const (
 // server.
 func GatewayPermissions(own ...string) *server.Permissions {
 	api := "$JS.API.CONSUMER."
-	deny := []string{StreamSubjects, EvictSubject}
-	for _, c := range append([]string{WebhookConsumer}, own...) {
+	deny := []string{events.StreamSubjects, events.EvictSubject}
+	for _, c := range append([]string{events.WebhookConsumer}, own...) {
 		deny = append(deny,
-			api+"*."+StreamName+"."+c, api+"*."+StreamName+"."+c+".>",
-			api+"DURABLE.CREATE."+StreamName+"."+c,
-			api+"MSG.NEXT."+StreamName+"."+c,
-			"$JS.ACK."+StreamName+"."+c+".>")
+			api+"*."+events.StreamName+"."+c, api+"*."+events.StreamName+"."+c+".>",
+			api+"DURABLE.CREATE."+events.StreamName+"."+c,
+			api+"MSG.NEXT."+events.StreamName+"."+c,
+			"$JS.ACK."+events.StreamName+"."+c+".>")
 	}
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{
 			Allow: []string{
 				"$JS.API.INFO",
-				"$JS.API.STREAM.INFO." + StreamName,
-				api + "CREATE." + StreamName, api + "CREATE." + StreamName + ".>",
-				api + "DURABLE.CREATE." + StreamName + ".>",
-				api + "INFO." + StreamName + ".>",
-				api + "DELETE." + StreamName + ".>",
-				api + "MSG.NEXT." + StreamName + ".>",
-				api + "NAMES." + StreamName, api + "LIST." + StreamName,
-				"$JS.ACK." + StreamName + ".>",
+				"$JS.API.STREAM.INFO." + events.StreamName,
+				api + "CREATE." + events.StreamName, api + "CREATE." + events.StreamName + ".>",
+				api + "DURABLE.CREATE." + events.StreamName + ".>",
+				api + "INFO." + events.StreamName + ".>",
+				api + "DELETE." + events.StreamName + ".>",
+				api + "MSG.NEXT." + events.StreamName + ".>",
+				api + "NAMES." + events.StreamName, api + "LIST." + events.StreamName,
+				"$JS.ACK." + events.StreamName + ".>",
 			},
 			Deny: deny,
 		},
 		Subscribe: &server.SubjectPermission{
-			Allow: []string{StreamSubjects, EvictSubject, "_INBOX.>"},
+			Allow: []string{events.StreamSubjects, events.EvictSubject, "_INBOX.>"},
 		},
 	}
 }
 
-// StartEmbeddedNATS starts a server on listen ("host:port", port 0 for any
+// Start starts a server on listen ("host:port", port 0 for any
 // free one) that stores JetStream data under storeDir and syncs it to disk
-// every EmbeddedSyncInterval, not at every ack: a relay keeps an acked
-// event in its outbox for EmbeddedKeepPublished, so one a crash took from
+// every SyncInterval, not at every ack: a relay keeps an acked
+// event in its outbox for KeepPublished, so one a crash took from
 // the server goes out again. With auth set, every client must log in as
 // one of its users.
-func StartEmbeddedNATS(listen, storeDir string, auth *EmbeddedAuth) (*EmbeddedNATS, error) {
+func Start(listen, storeDir string, auth *Auth) (*Server, error) {
 	host, portText, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS listen address %q: %w", listen, err)
@@ -111,32 +116,32 @@ func StartEmbeddedNATS(listen, storeDir string, auth *EmbeddedAuth) (*EmbeddedNA
 		s.Shutdown()
 		return nil, fmt.Errorf("embedded NATS did not start listening on %s (is the port taken?)", listen)
 	}
-	return &EmbeddedNATS{Server: s, auth: auth, storeDir: storeDir}, nil
+	return &Server{srv: s, auth: auth, storeDir: storeDir}, nil
 }
 
-// EmbeddedSyncInterval is how often the embedded server syncs its store.
+// SyncInterval is how often the embedded server syncs its store.
 // Syncing at every ack (SyncAlways) costs a disk sync per event, one at a
 // time: about 14 times fewer publishes per second (BENCHMARKS.md,
 // BenchmarkEmbeddedPublish), and a remove waits for the syncs of every
 // event queued before its own.
-const EmbeddedSyncInterval = time.Second
+const SyncInterval = time.Second
 
-// EmbeddedKeepPublished is how long a relay publishing to the embedded
+// KeepPublished is how long a relay publishing to the embedded
 // server keeps an acked event (Relay.KeepPublished): the server writes it
-// out within moments and syncs every block at most EmbeddedSyncInterval
+// out within moments and syncs every block at most SyncInterval
 // after its last sync; twice that and a second more is the margin for a
 // sync the machine's load delays.
-const EmbeddedKeepPublished = 2*EmbeddedSyncInterval + time.Second
+const KeepPublished = 2*SyncInterval + time.Second
 
 // embeddedOptions configure the embedded server.
-func embeddedOptions(host string, port int, storeDir string, auth *EmbeddedAuth) *server.Options {
+func embeddedOptions(host string, port int, storeDir string, auth *Auth) *server.Options {
 	opts := &server.Options{
 		ServerName:   "apppass-embedded",
 		Host:         host,
 		Port:         port,
 		JetStream:    true,
 		StoreDir:     storeDir,
-		SyncInterval: EmbeddedSyncInterval,
+		SyncInterval: SyncInterval,
 		NoSigs:       true,
 		NoLog:        true,
 	}
@@ -150,10 +155,10 @@ func embeddedOptions(host string, port int, storeDir string, auth *EmbeddedAuth)
 }
 
 // URL is the client URL of the server, without credentials.
-func (e *EmbeddedNATS) URL() string { return e.Server.ClientURL() }
+func (e *Server) URL() string { return e.srv.ClientURL() }
 
 // ServiceURL is the URL apppassd connects with (URL without auth).
-func (e *EmbeddedNATS) ServiceURL() string {
+func (e *Server) ServiceURL() string {
 	if e.auth == nil {
 		return e.URL()
 	}
@@ -162,7 +167,7 @@ func (e *EmbeddedNATS) ServiceURL() string {
 
 // GatewayURL is the URL a gateway or `nats sub` connects with (URL
 // without auth).
-func (e *EmbeddedNATS) GatewayURL() string {
+func (e *Server) GatewayURL() string {
 	if e.auth == nil {
 		return e.URL()
 	}
@@ -179,20 +184,20 @@ func withUser(rawURL, user, password string) string {
 }
 
 // Stop shuts the server down and waits for it.
-func (e *EmbeddedNATS) Stop() { _ = e.StopSynced() }
+func (e *Server) Stop() { _ = e.StopSynced() }
 
 // StopSynced stops the server and syncs its store to disk; an error says
 // the store may not be all on disk.
-func (e *EmbeddedNATS) StopSynced() error {
-	e.Server.Shutdown()
-	e.Server.WaitForShutdown()
+func (e *Server) StopSynced() error {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
 	return e.syncStore()
 }
 
 // syncStore syncs every file of the stopped server's store: its shutdown
 // writes out what it holds but does not sync it, and the events it has
 // are about to leave the outbox for good (Relay.DropPublished).
-func (e *EmbeddedNATS) syncStore() error {
+func (e *Server) syncStore() error {
 	return filepath.WalkDir(e.storeDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {

@@ -1,4 +1,4 @@
-package events
+package natsserver
 
 import (
 	"context"
@@ -10,12 +10,13 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/apppass/apppass"
+	natspub "github.com/apppass/apppass/events/nats"
 )
 
 // BenchmarkEmbeddedPublish measures what syncing at every ack
 // (SyncAlways) would cost the embedded server: publishes acked per second
 // by the stream, from as many publishers at once as the relay runs, with
-// the embedded server's options ("sync=1s", EmbeddedSyncInterval) and with
+// the embedded server's options ("sync=1s", SyncInterval) and with
 // SyncAlways beside it ("sync=always"). The numbers are in BENCHMARKS.md.
 func BenchmarkEmbeddedPublish(b *testing.B) {
 	for _, always := range []bool{true, false} {
@@ -35,7 +36,7 @@ func BenchmarkEmbeddedPublish(b *testing.B) {
 			if !s.ReadyForConnections(10 * time.Second) {
 				b.Fatal("nats-server did not start")
 			}
-			pub, err := Connect(s.ClientURL(), "bench")
+			pub, err := natspub.Connect(s.ClientURL(), "bench")
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -47,7 +48,7 @@ func BenchmarkEmbeddedPublish(b *testing.B) {
 			if err := pub.EnsureStream(ctx); err != nil {
 				b.Fatal(err)
 			}
-			b.SetParallelism(relayWorkers / 2) // × GOMAXPROCS (2 here)
+			b.SetParallelism(natspub.RelayWorkers / 2) // × GOMAXPROCS (2 here)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				id := make([]byte, 12)

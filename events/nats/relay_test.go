@@ -1,4 +1,4 @@
-package events_test
+package nats_test
 
 import (
 	"bytes"
@@ -18,11 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
+	"github.com/apppass/apppass/events/natsserver"
 	"github.com/apppass/apppass/internal/testenv"
 )
 
@@ -34,8 +36,8 @@ const (
 
 type env struct {
 	store   apppass.Store
-	pub     *events.Publisher
-	relay   *events.Relay
+	pub     *nats.Publisher
+	relay   *nats.Relay
 	svc     *apppass.Service
 	digests *apppass.Digester
 }
@@ -45,12 +47,12 @@ type env struct {
 func newEnv(t *testing.T, natsURL string) *env {
 	t.Helper()
 	store := testenv.Store(t)
-	pub, err := events.Connect(natsURL, "test")
+	pub, err := nats.Connect(natsURL, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pub.Close)
-	relay := events.NewRelay(store, pub, testenv.Quiet())
+	relay := nats.NewRelay(store, pub, testenv.Quiet())
 	relay.SweepInterval = 100 * time.Millisecond
 	apps, err := apppass.NewCatalogue(apppass.BuiltinApps("localhost"))
 	if err != nil {
@@ -148,7 +150,7 @@ func toReceived(t *testing.T, m jetstream.Msg) received {
 // subscribe opens an ordered consumer on the whole stream, which must exist.
 func subscribe(t *testing.T, natsURL string) <-chan received {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsgo.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +195,7 @@ func next(t *testing.T, ch <-chan received) received {
 // readStream returns every message in the stream, in stream order.
 func readStream(t *testing.T, natsURL string) []received {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsgo.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +230,7 @@ func readStream(t *testing.T, natsURL string) []received {
 		for m := range batch.Messages() {
 			out = append(out, toReceived(t, m))
 		}
-		if err := batch.Error(); err != nil && err != nats.ErrTimeout {
+		if err := batch.Error(); err != nil && err != natsgo.ErrTimeout {
 			t.Fatalf("fetching from the stream: %v", err)
 		}
 	}
@@ -555,14 +557,14 @@ func TestFlush(t *testing.T) {
 func TestRelayRecreatesLostStream(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		lose func(t *testing.T, n *events.EmbeddedNATS, addr string) string // returns the new URL
+		lose func(t *testing.T, n *natsserver.Server, addr string) string // returns the new URL
 	}{
-		{"NATSRestartedEmpty", func(t *testing.T, n *events.EmbeddedNATS, addr string) string {
+		{"NATSRestartedEmpty", func(t *testing.T, n *natsserver.Server, addr string) string {
 			n.Stop()
 			return testenv.NATSAt(t, addr, t.TempDir()).URL()
 		}},
-		{"StreamDeleted", func(t *testing.T, n *events.EmbeddedNATS, _ string) string {
-			nc, err := nats.Connect(n.URL())
+		{"StreamDeleted", func(t *testing.T, n *natsserver.Server, _ string) string {
+			nc, err := natsgo.Connect(n.URL())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -608,7 +610,7 @@ func TestRelayRecreatesLostStream(t *testing.T) {
 
 // relayFanout hands every event to several relays at once, as if each had
 // written it: the harshest contention two replicas can produce.
-type relayFanout []*events.Relay
+type relayFanout []*nats.Relay
 
 // Claim takes no lease with the write: the relays race for every claim.
 func (f relayFanout) Claim() *apppass.Claim { return nil }
@@ -635,13 +637,13 @@ func (f relayFanout) Deliver(ctx context.Context, p apppass.PendingEvents) error
 
 // startTestRelay runs a relay over outbox, publishing through its own
 // connection, until the end of the test.
-func startTestRelay(t *testing.T, outbox apppass.Outbox, natsURL string) *events.Relay {
+func startTestRelay(t *testing.T, outbox apppass.Outbox, natsURL string) *nats.Relay {
 	t.Helper()
-	pub, err := events.Connect(natsURL, "test-relay")
+	pub, err := nats.Connect(natsURL, "test-relay")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := events.NewRelay(outbox, pub, testenv.Quiet())
+	r := nats.NewRelay(outbox, pub, testenv.Quiet())
 	r.SweepInterval = 50 * time.Millisecond
 	c, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -980,13 +982,13 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 	stopRelay()
 	n.Stop()
 	n = testenv.NATSAt(t, addr, t.TempDir())
-	pub, err := events.Connect(n.URL(), "after-the-crash")
+	pub, err := nats.Connect(n.URL(), "after-the-crash")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pub.Close)
-	restarted := func() *events.Relay {
-		r := events.NewRelay(e.store, pub, testenv.Quiet())
+	restarted := func() *nats.Relay {
+		r := nats.NewRelay(e.store, pub, testenv.Quiet())
 		r.SweepInterval = 100 * time.Millisecond
 		r.KeepPublished = keep
 		return r
@@ -994,7 +996,7 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 	stopAgain := runRelay(t, restarted())
 
 	waitFor(t, "created and revoked in the new stream", deliveryBound, func() bool {
-		nc, err := nats.Connect(n.URL())
+		nc, err := natsgo.Connect(n.URL())
 		if err != nil {
 			return false
 		}
@@ -1049,7 +1051,7 @@ func TestRelayRepublishesKeptEventsAfterACrash(t *testing.T) {
 
 // runRelay runs r until the returned stop is called (or the test ends)
 // and waits for it to stop.
-func runRelay(t *testing.T, r *events.Relay) (stop func()) {
+func runRelay(t *testing.T, r *nats.Relay) (stop func()) {
 	c, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(c) }()

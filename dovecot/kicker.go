@@ -1,9 +1,7 @@
-package events
+package dovecot
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"sync"
@@ -12,13 +10,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/dovecot"
+	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/consume"
 )
 
-// Subjects the Doveadm reads: revocations (kick) and creations (flush the
+// Subjects the Kicker reads: revocations (kick) and creations (flush the
 // auth cache, so that a cached "wrong password" does not outlive the
 // password's creation).
-var kickSubjects = []string{"apppasswords.created.>", RevokedSubjects}
+var kickSubjects = []string{"apppasswords.created.>", events.RevokedSubjects}
 
 // Outcomes of a doveadm request, as counted and shown.
 const (
@@ -28,10 +27,10 @@ const (
 	DoveadmFailed       = "failed"
 )
 
-// DoveadmConfig configures a Doveadm.
-type DoveadmConfig struct {
+// KickerConfig configures a Kicker.
+type KickerConfig struct {
 	// Clients are the Dovecots to call, one durable consumer each.
-	Clients []*dovecot.Client
+	Clients []*Client
 	// MailApp reports whether an app scope may log in over IMAP, POP3 or
 	// SMTP: only those passwords can have Dovecot sessions. Unknown
 	// scopes must count as mail (a catalogue may have dropped the app).
@@ -45,7 +44,7 @@ type DoveadmConfig struct {
 	Logger                    *slog.Logger
 }
 
-// Doveadm calls each Dovecot's doveadm API on the events of the stream:
+// Kicker calls each Dovecot's doveadm API on the events of the stream:
 // on a revoked mail password it kicks the user's sessions and flushes
 // the user's auth cache entries; on a created one it flushes them.
 //
@@ -55,8 +54,8 @@ type DoveadmConfig struct {
 // with back-off until Dovecot answers, across restarts of apppassd and
 // NATS (at least once: kicking twice, or a user without sessions, is
 // harmless).
-type Doveadm struct {
-	cfg     DoveadmConfig
+type Kicker struct {
+	cfg     KickerConfig
 	targets []*doveadmTarget
 
 	mu sync.Mutex
@@ -65,11 +64,11 @@ type Doveadm struct {
 
 // doveadmTarget is one Dovecot and what is known of its state.
 type doveadmTarget struct {
-	client  *dovecot.Client
+	client  *Client
 	durable string
 
 	mu        sync.Mutex
-	consumer  *Consumer
+	consumer  *consume.Consumer
 	failing   bool
 	lastError string
 	lastOK    time.Time
@@ -77,16 +76,8 @@ type doveadmTarget struct {
 	counts    map[string]uint64
 }
 
-// DoveadmConsumer is the durable consumer's name for the Dovecot at
-// baseURL (as dovecot.ParseBaseURL returns it): stable across restarts, and
-// another one for another URL.
-func DoveadmConsumer(baseURL string) string {
-	sum := sha256.Sum256([]byte(baseURL))
-	return "apppass-doveadm-" + hex.EncodeToString(sum[:6])
-}
-
-// NewDoveadm checks cfg and returns a Doveadm; Run starts it.
-func NewDoveadm(cfg DoveadmConfig) (*Doveadm, error) {
+// NewKicker checks cfg and returns a Kicker; Run starts it.
+func NewKicker(cfg KickerConfig) (*Kicker, error) {
 	if len(cfg.Clients) == 0 {
 		return nil, errors.New("doveadm: no URL")
 	}
@@ -96,14 +87,14 @@ func NewDoveadm(cfg DoveadmConfig) (*Doveadm, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	k := &Doveadm{cfg: cfg}
+	k := &Kicker{cfg: cfg}
 	seen := map[string]bool{}
 	for _, c := range cfg.Clients {
 		if seen[c.Name()] {
 			return nil, errors.New("doveadm: " + c.Name() + " is listed twice")
 		}
 		seen[c.Name()] = true
-		k.targets = append(k.targets, &doveadmTarget{client: c, durable: DoveadmConsumer(c.Name()), counts: map[string]uint64{}})
+		k.targets = append(k.targets, &doveadmTarget{client: c, durable: events.DoveadmConsumer(c.Name()), counts: map[string]uint64{}})
 	}
 	return k, nil
 }
@@ -111,7 +102,7 @@ func NewDoveadm(cfg DoveadmConfig) (*Doveadm, error) {
 // Run consumes the stream for every Dovecot until ctx is done, then
 // stops the consumers (an attempt in flight finishes first). A consumer
 // that cannot be created yet (NATS away, no stream) is retried.
-func (k *Doveadm) Run(ctx context.Context, js jetstream.JetStream) {
+func (k *Kicker) Run(ctx context.Context, js jetstream.JetStream) {
 	k.mu.Lock()
 	k.js = js
 	k.mu.Unlock()
@@ -122,15 +113,15 @@ func (k *Doveadm) Run(ctx context.Context, js jetstream.JetStream) {
 	wg.Wait()
 }
 
-func (k *Doveadm) runTarget(ctx context.Context, js jetstream.JetStream, t *doveadmTarget) {
+func (k *Kicker) runTarget(ctx context.Context, js jetstream.JetStream, t *doveadmTarget) {
 	log := k.cfg.Logger.With("doveadm", t.client.Name())
 	retry := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		c, err := Watch(ctx, js, ConsumerOptions{
-			Subjects: kickSubjects, Durable: t.durable, Start: StartAtTime(k.cfg.Since),
+		c, err := consume.Watch(ctx, js, consume.Options{
+			Subjects: kickSubjects, Durable: t.durable, Start: consume.StartAtTime(k.cfg.Since),
 			RetryDelay: k.cfg.RetryDelay, MaxRetryDelay: k.cfg.MaxRetryDelay,
 			HandlerLogsErrors: true, Logger: log,
-		}, func(ctx context.Context, ev apppass.Event, _ Delivery) error {
+		}, func(ctx context.Context, ev apppass.Event, _ consume.Delivery) error {
 			return k.handle(ctx, log, t, ev)
 		})
 		if err != nil {
@@ -160,7 +151,7 @@ func (k *Doveadm) runTarget(ctx context.Context, js jetstream.JetStream, t *dove
 }
 
 // handle acts on one event for one Dovecot.
-func (k *Doveadm) handle(ctx context.Context, log *slog.Logger, t *doveadmTarget, ev apppass.Event) error {
+func (k *Kicker) handle(ctx context.Context, log *slog.Logger, t *doveadmTarget, ev apppass.Event) error {
 	if ev.Data.Login == "" || !k.cfg.MailApp(ev.Data.AppScope) {
 		return nil // no Dovecot session can use it
 	}
@@ -208,16 +199,16 @@ func doveadmOutcome(err error) string {
 	switch {
 	case err == nil:
 		return DoveadmOK
-	case errors.Is(err, dovecot.ErrUnreachable):
+	case errors.Is(err, ErrUnreachable):
 		return DoveadmUnreachable
-	case errors.Is(err, dovecot.ErrUnauthorized):
+	case errors.Is(err, ErrUnauthorized):
 		return DoveadmUnauthorized
 	}
 	return DoveadmFailed
 }
 
 // TargetStatus is what the admin API and CLI show of one Dovecot.
-type DoveadmStatus struct {
+type TargetStatus struct {
 	URL      string `json:"url"`
 	Consumer string `json:"consumer"`
 	// State is "ok" (the last request succeeded, or none was needed yet)
@@ -234,14 +225,14 @@ type DoveadmStatus struct {
 }
 
 // Targets returns every Dovecot's status, in the configured order.
-func (k *Doveadm) Targets(ctx context.Context) []DoveadmStatus {
+func (k *Kicker) Targets(ctx context.Context) []TargetStatus {
 	k.mu.Lock()
 	js := k.js
 	k.mu.Unlock()
-	out := make([]DoveadmStatus, 0, len(k.targets))
+	out := make([]TargetStatus, 0, len(k.targets))
 	for _, t := range k.targets {
 		t.mu.Lock()
-		s := DoveadmStatus{URL: t.client.Name(), Consumer: t.durable, State: "ok", LastError: t.lastError,
+		s := TargetStatus{URL: t.client.Name(), Consumer: t.durable, State: "ok", LastError: t.lastError,
 			Pending: -1, Requests: map[string]uint64{}, Consuming: t.consumer != nil}
 		if t.failing {
 			s.State = "failing"
@@ -272,7 +263,7 @@ func (k *Doveadm) Targets(ctx context.Context) []DoveadmStatus {
 func consumerPending(ctx context.Context, js jetstream.JetStream, durable string) int64 {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	c, err := js.Consumer(ctx, StreamName, durable)
+	c, err := js.Consumer(ctx, events.StreamName, durable)
 	if err != nil {
 		return -1
 	}

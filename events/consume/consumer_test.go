@@ -1,4 +1,4 @@
-package events_test
+package consume_test
 
 import (
 	"bytes"
@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/consume"
+	"github.com/apppass/apppass/events/nats"
 	"github.com/apppass/apppass/internal/testenv"
 )
 
@@ -24,14 +26,14 @@ import (
 // Publisher and a client connection for consumers.
 type consumerEnv struct {
 	url string
-	pub *events.Publisher
+	pub *nats.Publisher
 	js  jetstream.JetStream
-	nc  *nats.Conn
+	nc  *natsgo.Conn
 }
 
 func newConsumerEnv(t *testing.T, url string) *consumerEnv {
 	t.Helper()
-	pub, err := events.Connect(url, "consumer-test-publisher")
+	pub, err := nats.Connect(url, "consumer-test-publisher")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +46,7 @@ func newConsumerEnv(t *testing.T, url string) *consumerEnv {
 	if err := pub.EnsureStream(ctx); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := natsgo.Connect(url, natsgo.MaxReconnects(-1), natsgo.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,17 +92,17 @@ func (e *consumerEnv) lastSeq(t *testing.T) uint64 {
 
 type handled struct {
 	ev apppass.Event
-	d  events.Delivery
+	d  consume.Delivery
 }
 
 // collector is a handler that records what it gets.
 type collector struct {
 	mu   sync.Mutex
 	got  []handled
-	fail func(apppass.Event, events.Delivery) error // optional
+	fail func(apppass.Event, consume.Delivery) error // optional
 }
 
-func (c *collector) handle(_ context.Context, ev apppass.Event, d events.Delivery) error {
+func (c *collector) handle(_ context.Context, ev apppass.Event, d consume.Delivery) error {
 	if c.fail != nil {
 		if err := c.fail(ev, d); err != nil {
 			c.mu.Lock()
@@ -163,12 +165,12 @@ func wantIDs(t *testing.T, what string, got []handled, want ...apppass.Event) {
 	}
 }
 
-func watch(t *testing.T, js jetstream.JetStream, opts events.ConsumerOptions, c *collector) *events.Consumer {
+func watch(t *testing.T, js jetstream.JetStream, opts consume.Options, c *collector) *consume.Consumer {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testenv.Quiet()
 	}
-	cons, err := events.Watch(context.Background(), js, opts, c.handle)
+	cons, err := consume.Watch(context.Background(), js, opts, c.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +195,7 @@ func TestConsumerReplay(t *testing.T) {
 
 	t.Run("all events from the start", func(t *testing.T) {
 		c := &collector{}
-		watch(t, env.js, events.ConsumerOptions{Events: events.AllEvents, Start: events.StartAll()}, c)
+		watch(t, env.js, consume.Options{Events: consume.AllEvents, Start: consume.StartAll()}, c)
 		got := c.waitN(t, 6)
 		wantIDs(t, "all", got, c1, r1, c2, u2, r2, c3)
 		for i, h := range got {
@@ -207,7 +209,7 @@ func TestConsumerReplay(t *testing.T) {
 	})
 	t.Run("revocations from the start", func(t *testing.T) {
 		c := &collector{}
-		watch(t, env.js, events.ConsumerOptions{Start: events.StartAll()}, c)
+		watch(t, env.js, consume.Options{Start: consume.StartAll()}, c)
 		got := c.waitN(t, 2)
 		c.quiet(t, 2, 100*time.Millisecond)
 		wantIDs(t, "revocations", got, r1, r2)
@@ -217,12 +219,12 @@ func TestConsumerReplay(t *testing.T) {
 	})
 	t.Run("from a sequence", func(t *testing.T) {
 		c := &collector{}
-		watch(t, env.js, events.ConsumerOptions{Events: events.AllEvents, Start: events.StartAtSequence(4)}, c)
+		watch(t, env.js, consume.Options{Events: consume.AllEvents, Start: consume.StartAtSequence(4)}, c)
 		wantIDs(t, "from 4", c.waitN(t, 3), u2, r2, c3)
 	})
 	t.Run("durable from a sequence", func(t *testing.T) {
 		c := &collector{}
-		watch(t, env.js, events.ConsumerOptions{Events: events.AllEvents, Start: events.StartAtSequence(3), Durable: "replay-seq"}, c)
+		watch(t, env.js, consume.Options{Events: consume.AllEvents, Start: consume.StartAtSequence(3), Durable: "replay-seq"}, c)
 		got := c.waitN(t, 4)
 		wantIDs(t, "durable from 3", got, c2, u2, r2, c3)
 		if got[0].d.Durable != "replay-seq" {
@@ -231,18 +233,18 @@ func TestConsumerReplay(t *testing.T) {
 	})
 	t.Run("from a time", func(t *testing.T) {
 		c := &collector{}
-		watch(t, env.js, events.ConsumerOptions{Events: events.AllEvents, Start: events.StartAtTime(since)}, c)
+		watch(t, env.js, consume.Options{Events: consume.AllEvents, Start: consume.StartAtTime(since)}, c)
 		wantIDs(t, "since", c.waitN(t, 2), r2, c3)
 		d := &collector{}
-		watch(t, env.js, events.ConsumerOptions{Start: events.StartAtTime(since), Durable: "replay-time"}, d)
+		watch(t, env.js, consume.Options{Start: consume.StartAtTime(since), Durable: "replay-time"}, d)
 		got := d.waitN(t, 1)
 		d.quiet(t, 1, 100*time.Millisecond)
 		wantIDs(t, "durable revocations since", got, r2)
 	})
 	t.Run("new only", func(t *testing.T) {
 		ordered, durable := &collector{}, &collector{}
-		watch(t, env.js, events.ConsumerOptions{}, ordered)
-		watch(t, env.js, events.ConsumerOptions{Durable: "replay-new"}, durable)
+		watch(t, env.js, consume.Options{}, ordered)
+		watch(t, env.js, consume.Options{Durable: "replay-new"}, durable)
 		r3 := env.publish(t, apppass.EventRevoked, "p3")
 		wantIDs(t, "ordered new", ordered.waitN(t, 1), r3)
 		wantIDs(t, "durable new", durable.waitN(t, 1), r3)
@@ -250,13 +252,13 @@ func TestConsumerReplay(t *testing.T) {
 	})
 	t.Run("subjects", func(t *testing.T) {
 		c := &collector{}
-		watch(t, env.js, events.ConsumerOptions{Subjects: []string{"apppasswords.created.>"}, Start: events.StartAll()}, c)
+		watch(t, env.js, consume.Options{Subjects: []string{"apppasswords.created.>"}, Start: consume.StartAll()}, c)
 		got := c.waitN(t, 3)
 		c.quiet(t, 3, 50*time.Millisecond)
 		wantIDs(t, "created", got, c1, c2, c3)
 	})
 	t.Run("missing stream", func(t *testing.T) {
-		_, err := events.Watch(context.Background(), env.js, events.ConsumerOptions{Stream: "NOPE"}, (&collector{}).handle)
+		_, err := consume.Watch(context.Background(), env.js, consume.Options{Stream: "NOPE"}, (&collector{}).handle)
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			t.Fatalf("Watch on a missing stream: %v", err)
 		}
@@ -279,7 +281,7 @@ func TestConsumerDurableResumes(t *testing.T) {
 	a := env.publish(t, apppass.EventRevoked, "a")
 	b := env.publish(t, apppass.EventRevoked, "b")
 	first := &collector{}
-	cons := watch(t, env.js, events.ConsumerOptions{Durable: "gateway-1", Start: events.StartAll()}, first)
+	cons := watch(t, env.js, consume.Options{Durable: "gateway-1", Start: consume.StartAll()}, first)
 	wantIDs(t, "first run", first.waitN(t, 2), a, b)
 	cons.Stop()
 	select {
@@ -300,7 +302,7 @@ func TestConsumerDurableResumes(t *testing.T) {
 	second := &collector{}
 	var heard sync.Once
 	outage := make(chan struct{})
-	watch(t, env.js, events.ConsumerOptions{Durable: "gateway-1", Start: events.StartAll(),
+	watch(t, env.js, consume.Options{Durable: "gateway-1", Start: consume.StartAll(),
 		OnError: func(error) { heard.Do(func() { close(outage) }) }}, second)
 	second.waitN(t, 2)
 
@@ -350,14 +352,14 @@ func TestConsumerRedeliversOnHandlerError(t *testing.T) {
 			bad := env.publish(t, apppass.EventRevoked, "bad-"+name)
 			good := env.publish(t, apppass.EventRevoked, "good-"+name)
 			failures := 0
-			c := &collector{fail: func(ev apppass.Event, d events.Delivery) error {
+			c := &collector{fail: func(ev apppass.Event, d consume.Delivery) error {
 				if ev.ID == bad.ID && failures < 2 {
 					failures++
 					return errors.New("gateway busy")
 				}
 				return nil
 			}}
-			watch(t, env.js, events.ConsumerOptions{Durable: durable, Start: events.StartAtSequence(from), RetryDelay: 50 * time.Millisecond}, c)
+			watch(t, env.js, consume.Options{Durable: durable, Start: consume.StartAtSequence(from), RetryDelay: 50 * time.Millisecond}, c)
 			got := c.waitN(t, 4)
 			c.quiet(t, 4, 300*time.Millisecond)
 			var attempts []int
@@ -415,7 +417,7 @@ func TestConsumerSkipsMalformedEvents(t *testing.T) {
 		logs := &logBuffer{}
 		logger := slog.New(slog.NewTextHandler(logs, nil))
 		c := &collector{}
-		watch(t, env.js, events.ConsumerOptions{Durable: durable, Start: events.StartAll(), AckWait: 300 * time.Millisecond, Logger: logger}, c)
+		watch(t, env.js, consume.Options{Durable: durable, Start: consume.StartAll(), AckWait: 300 * time.Millisecond, Logger: logger}, c)
 		got := c.waitN(t, 2)
 		c.quiet(t, 2, time.Second) // > AckWait: anything unacknowledged would be back
 		wantIDs(t, "valid events", got, before, after)
@@ -440,7 +442,7 @@ func TestConsumerStopsWithItsContext(t *testing.T) {
 	env := newConsumerEnv(t, testenv.NATS(t).URL())
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &collector{}
-	cons, err := events.Watch(ctx, env.js, events.ConsumerOptions{Durable: "ctx"}, c.handle)
+	cons, err := consume.Watch(ctx, env.js, consume.Options{Durable: "ctx"}, c.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +465,7 @@ func TestConsumerStopsWithItsContext(t *testing.T) {
 // it once Stop returned.
 func TestConsumerHandsOverWhilePublishing(t *testing.T) {
 	env := newConsumerEnv(t, testenv.NATS(t).URL())
-	opts := events.ConsumerOptions{Durable: "handover", Start: events.StartNew(), MaxDeliver: 1}
+	opts := consume.Options{Durable: "handover", Start: consume.StartNew(), MaxDeliver: 1}
 	c := &collector{}
 	cons := watch(t, env.js, opts, c)
 

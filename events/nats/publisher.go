@@ -1,7 +1,8 @@
-// Package events announces app password changes on NATS JetStream: the
-// Publisher sends events, the Relay drains the MongoDB outbox into it, and
-// an embedded nats-server serves the single-machine default.
-package events
+// Package nats announces app password changes on NATS JetStream: the
+// Publisher sends events and waits for the stream's ack, the Relay drains
+// the store's outbox into it, the Backlog counts what waits, and the
+// RevocationWatcher keeps every replica's authenticate cache honest.
+package nats
 
 import (
 	"cmp"
@@ -12,16 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
-)
-
-// StreamName and StreamSubjects define the JetStream stream events go to.
-const (
-	StreamName     = "APPPASSWORDS"
-	StreamSubjects = "apppasswords.>"
+	"github.com/apppass/apppass/events"
 )
 
 // ErrNotConnected is returned while NATS cannot be reached.
@@ -30,7 +26,7 @@ var ErrNotConnected = errors.New("NATS is not connected")
 // Publisher publishes events to JetStream and waits for the stream's ack,
 // so a published event is stored, not merely sent.
 type Publisher struct {
-	nc          *nats.Conn
+	nc          *natsgo.Conn
 	js          jetstream.JetStream
 	streamReady atomic.Bool
 	// StreamMaxAge is how long the stream keeps an event, when apppassd
@@ -45,18 +41,8 @@ const DefaultStreamMaxAge = 7 * 24 * time.Hour
 // Connect connects to url. It succeeds even when NATS is down: the client
 // keeps reconnecting, and events wait in the outbox meanwhile.
 func Connect(url, name string) (*Publisher, error) {
-	nc, err := nats.Connect(url,
-		nats.Name(name),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		// Don't buffer publishes while disconnected: the outbox is our buffer.
-		nats.ReconnectBufSize(-1),
-		// Notice a silent network partition within seconds: until then the
-		// relay takes leases on events it cannot publish.
-		nats.PingInterval(5*time.Second),
-		nats.MaxPingsOutstanding(2),
-	)
+	// Don't buffer publishes while disconnected: the outbox is our buffer.
+	nc, err := events.Dial(url, name, nil, natsgo.ReconnectBufSize(-1))
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %s", apppass.RedactURL(url), apppass.RedactIn(err.Error(), url))
 	}
@@ -69,7 +55,7 @@ func Connect(url, name string) (*Publisher, error) {
 }
 
 // Connected reports whether the client is connected right now.
-func (p *Publisher) Connected() bool { return p.nc.Status() == nats.CONNECTED }
+func (p *Publisher) Connected() bool { return p.nc.Status() == natsgo.CONNECTED }
 
 // Close closes the connection.
 func (p *Publisher) Close() { p.nc.Close() }
@@ -87,12 +73,12 @@ func (p *Publisher) EnsureStream(ctx context.Context) error {
 	if !p.Connected() {
 		return ErrNotConnected
 	}
-	_, err := p.js.Stream(ctx, StreamName)
+	_, err := p.js.Stream(ctx, events.StreamName)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = p.js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:        StreamName,
+			Name:        events.StreamName,
 			Description: "app password created and revoked events",
-			Subjects:    []string{StreamSubjects},
+			Subjects:    []string{events.StreamSubjects},
 			Storage:     jetstream.FileStorage,
 			MaxAge:      cmp.Or(p.StreamMaxAge, DefaultStreamMaxAge),
 			// JetStream drops a message whose Nats-Msg-Id it saw within this
@@ -104,11 +90,15 @@ func (p *Publisher) EnsureStream(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("ensuring JetStream stream %s: %w", StreamName, err)
+		return fmt.Errorf("ensuring JetStream stream %s: %w", events.StreamName, err)
 	}
 	p.streamReady.Store(true)
 	return nil
 }
+
+// StreamLost tells the publisher the stream is gone (a consumer of it was
+// told so), so the next publish ensures it again.
+func (p *Publisher) StreamLost() { p.streamReady.Store(false) }
 
 // Publish sends ev with its id as Nats-Msg-Id and waits for the ack.
 func (p *Publisher) Publish(ctx context.Context, ev apppass.Event) error {

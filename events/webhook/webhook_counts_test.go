@@ -1,4 +1,4 @@
-package events_test
+package webhook_test
 
 import (
 	"net/http"
@@ -6,12 +6,12 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/webhook"
 )
 
 // counts turns DeliveryCounts into endpoint -> outcome -> n, checking that
 // every configured endpoint (and the unconfigured bucket) has every outcome.
-func deliveryCounts(t *testing.T, wh *events.Webhooks, endpoints ...string) map[string]map[string]uint64 {
+func deliveryCounts(t *testing.T, wh *webhook.Webhooks, endpoints ...string) map[string]map[string]uint64 {
 	t.Helper()
 	out := map[string]map[string]uint64{}
 	for _, c := range wh.DeliveryCounts() {
@@ -20,13 +20,13 @@ func deliveryCounts(t *testing.T, wh *events.Webhooks, endpoints ...string) map[
 		}
 		out[c.Endpoint][c.Outcome] = c.N
 	}
-	for _, name := range append(endpoints, events.UnconfiguredEndpoint) {
+	for _, name := range append(endpoints, webhook.UnconfiguredEndpoint) {
 		if len(out[name]) != 4 {
 			t.Fatalf("counts of %q: %v, want the four outcomes", name, out[name])
 		}
 	}
 	if len(out) != len(endpoints)+1 {
-		t.Fatalf("counts name endpoints %v, want %v and %s", out, endpoints, events.UnconfiguredEndpoint)
+		t.Fatalf("counts name endpoints %v, want %v and %s", out, endpoints, webhook.UnconfiguredEndpoint)
 	}
 	return out
 }
@@ -41,7 +41,7 @@ func TestWebhookDeliveryCounts(t *testing.T) {
 		return http.StatusOK
 	})
 	gone := newHookReceiver(t, func(int) int { return http.StatusGone })
-	e := newWhEnv(t, events.WebhookConfig{Endpoints: []apppass.WebhookEndpoint{
+	e := newWhEnv(t, webhook.Config{Endpoints: []apppass.WebhookEndpoint{
 		flaky.endpoint("flaky", apppass.EventRevoked), gone.endpoint("gone", apppass.EventRevoked),
 	}})
 	if c := deliveryCounts(t, e.hooks, "flaky", "gone"); c["flaky"]["delivered"]+c["gone"]["gone"] != 0 {
@@ -50,13 +50,13 @@ func TestWebhookDeliveryCounts(t *testing.T) {
 	e.addAndRemove(t)
 	whWait(t, "delivered to flaky and gone disabled", func() bool {
 		c := deliveryCounts(t, e.hooks, "flaky", "gone")
-		return c["flaky"][events.DeliveryOutcomeDelivered] == 1 && c["gone"][events.DeliveryOutcomeGone] == 1
+		return c["flaky"][webhook.DeliveryOutcomeDelivered] == 1 && c["gone"][webhook.DeliveryOutcomeGone] == 1
 	})
 	c := deliveryCounts(t, e.hooks, "flaky", "gone")
 	want := map[string]map[string]uint64{
-		"flaky":                     {"delivered": 1, "retry": 1, "failed": 0, "gone": 0},
-		"gone":                      {"delivered": 0, "retry": 0, "failed": 0, "gone": 1},
-		events.UnconfiguredEndpoint: {"delivered": 0, "retry": 0, "failed": 0, "gone": 0},
+		"flaky":                      {"delivered": 1, "retry": 1, "failed": 0, "gone": 0},
+		"gone":                       {"delivered": 0, "retry": 0, "failed": 0, "gone": 1},
+		webhook.UnconfiguredEndpoint: {"delivered": 0, "retry": 0, "failed": 0, "gone": 0},
 	}
 	for ep, outcomes := range want {
 		for o, n := range outcomes {
@@ -71,7 +71,7 @@ func TestWebhookDeliveryCounts(t *testing.T) {
 // counts as failed, the ones before it as retries.
 func TestWebhookDeliveryCountsFailed(t *testing.T) {
 	broken := newHookReceiver(t, func(int) int { return http.StatusServiceUnavailable })
-	e := newWhEnv(t, events.WebhookConfig{
+	e := newWhEnv(t, webhook.Config{
 		Endpoints: []apppass.WebhookEndpoint{broken.endpoint("broken", apppass.EventRevoked)},
 		RetryFor:  300 * time.Millisecond,
 	})

@@ -1,4 +1,4 @@
-package events
+package nats
 
 import (
 	"context"
@@ -6,57 +6,34 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/events"
 )
-
-// RevokedSubjects are the subjects every replica listens on to evict
-// revoked passwords from its authenticate cache.
-const RevokedSubjects = "apppasswords.revoked.>"
-
-// EvictSubject carries a bare uuid from the replica that revoked it to all
-// others, on plain NATS: it does not wait for the outbox relay (whose claim
-// another replica may hold), so remove can return only after every
-// connected replica has been told.
-const EvictSubject = "apppass.cache.evict"
 
 // RevocationWatcher keeps an AuthCache honest across replicas: it evicts
 // each password another replica revokes, and it makes the cache untrusted
 // while its NATS subscription is down (revocations would be missed), and
 // emptied when the subscription is back.
 type RevocationWatcher struct {
-	nc *nats.Conn
+	nc *natsgo.Conn
 }
 
 // WatchRevocations subscribes to revoked events on url and feeds cache.
 // It uses a plain NATS subscription: evictions must be as fast as the
 // message, and after any gap the cache starts empty anyway.
 func WatchRevocations(url string, cache *apppass.AuthCache) (*RevocationWatcher, error) {
-	nc, err := nats.Connect(url,
-		nats.Name("apppassd-revocations"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		// Notice a silent network partition within seconds, not minutes.
-		nats.PingInterval(5*time.Second),
-		nats.MaxPingsOutstanding(2),
-		nats.DisconnectErrHandler(func(*nats.Conn, error) { cache.SetTrusted(false) }),
-		nats.ClosedHandler(func(*nats.Conn) { cache.SetTrusted(false) }),
-		// nats.go resubscribes before calling this, so from here on no
-		// revocation is missed.
-		nats.ReconnectHandler(func(nc *nats.Conn) { cache.SetTrusted(true) }),
-		nats.ConnectHandler(func(nc *nats.Conn) { cache.SetTrusted(true) }),
-	)
+	nc, err := events.Dial(url, "apppassd-revocations", func(up bool, _ error) { cache.SetTrusted(up) })
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS for revocations: %s", apppass.RedactIn(err.Error(), url))
 	}
-	_, err = nc.Subscribe(EvictSubject, func(m *nats.Msg) { cache.EvictUUID(string(m.Data)) })
+	_, err = nc.Subscribe(events.EvictSubject, func(m *natsgo.Msg) { cache.EvictUUID(string(m.Data)) })
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
-	_, err = nc.Subscribe(RevokedSubjects, func(m *nats.Msg) {
+	_, err = nc.Subscribe(events.RevokedSubjects, func(m *natsgo.Msg) {
 		var ev struct {
 			Data struct {
 				UUID string `json:"uuid"`
@@ -88,7 +65,7 @@ func (w *RevocationWatcher) BroadcastEviction(ctx context.Context, uuid string) 
 	if !w.nc.IsConnected() {
 		return ErrNotConnected // don't queue it for a reconnect: caches are emptied then anyway
 	}
-	if err := w.nc.Publish(EvictSubject, []byte(uuid)); err != nil {
+	if err := w.nc.Publish(events.EvictSubject, []byte(uuid)); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, evictFlushTimeout)
