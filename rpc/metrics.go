@@ -3,9 +3,12 @@ package rpc
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +51,24 @@ type Metrics struct {
 	calls    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	auth     *prometheus.CounterVec
+
+	// The series of the three, kept once resolved: WithLabelValues
+	// hashes and checks the values and takes a lock on every call.
+	callSeries     seriesCache[callKey, prometheus.Counter]
+	durationSeries seriesCache[string, prometheus.Observer]
+	authSeries     seriesCache[authKey, prometheus.Counter]
 }
+
+// callKey is the labels of apppass_rpc_calls_total: the method label and
+// ok, or the JSON-RPC error code.
+type callKey struct {
+	method string
+	ok     bool
+	code   int64
+}
+
+// authKey is the labels of apppass_authenticate_total.
+type authKey struct{ protocol, outcome string }
 
 // Outcomes of a login attempt, the "outcome" label of apppass_authenticate_total.
 const (
@@ -87,6 +107,15 @@ func NewMetrics(src MetricsSources) *Metrics {
 		}, []string{"protocol", "outcome"}),
 	}
 	reg.MustRegister(m.calls, m.duration, m.auth)
+	m.callSeries.resolve = func(k callKey) prometheus.Counter {
+		code := codeOK
+		if !k.ok {
+			code = strconv.FormatInt(k.code, 10)
+		}
+		return m.calls.WithLabelValues(k.method, code)
+	}
+	m.durationSeries.resolve = func(method string) prometheus.Observer { return m.duration.WithLabelValues(method) }
+	m.authSeries.resolve = func(k authKey) prometheus.Counter { return m.auth.WithLabelValues(k.protocol, k.outcome) }
 	if c := src.Cache; c != nil {
 		reg.MustRegister(
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -150,13 +179,12 @@ func (m *Metrics) observeCall(name string, rpcErr *jsonrpc2.Error, took time.Dur
 	if m == nil {
 		return
 	}
-	code := codeOK
+	k := callKey{method: methodLabel(name), ok: rpcErr == nil}
 	if rpcErr != nil {
-		code = strconv.FormatInt(rpcErr.Code, 10)
+		k.code = rpcErr.Code
 	}
-	name = methodLabel(name)
-	m.calls.WithLabelValues(name, code).Inc()
-	m.duration.WithLabelValues(name).Observe(took.Seconds())
+	m.callSeries.get(k).Inc()
+	m.durationSeries.get(k.method).Observe(took.Seconds())
 }
 
 // observeLogin counts one login attempt. err is what Authenticate (or the
@@ -175,7 +203,41 @@ func (m *Metrics) observeLoginOutcome(protocol, outcome string) {
 	if !apppass.KnownProtocol(protocol) {
 		protocol = protocolOther
 	}
-	m.auth.WithLabelValues(protocol, outcome).Inc()
+	m.authSeries.get(authKey{protocol, outcome}).Inc()
+}
+
+// seriesCache maps label values to the series resolve returns for them,
+// resolving each once. Reads take no lock: the map is replaced, never
+// changed, when a series is added, which happens a bounded number of
+// times because every label has a bounded set of values.
+type seriesCache[K comparable, S any] struct {
+	resolve func(K) S
+	mu      sync.Mutex // held while adding
+	series  atomic.Pointer[map[K]S]
+}
+
+func (c *seriesCache[K, S]) get(k K) S {
+	if m := c.series.Load(); m != nil {
+		if s, ok := (*m)[k]; ok {
+			return s
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.series.Load()
+	if old != nil {
+		if s, ok := (*old)[k]; ok {
+			return s
+		}
+	}
+	s := c.resolve(k)
+	next := map[K]S{}
+	if old != nil {
+		next = maps.Clone(*old)
+	}
+	next[k] = s
+	c.series.Store(&next)
+	return s
 }
 
 func loginOutcome(err error) string {

@@ -3,15 +3,17 @@ package rpc
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -43,10 +45,17 @@ func validRequestID(id string) bool {
 	return true
 }
 
+// newRequestID returns 32 lowercase hex digits from math/rand/v2's
+// generator (ChaCha8, seeded by the runtime, no system call and no lock):
+// an id only has to be unique and not guessable in advance, it guards
+// nothing, and crypto/rand cost a system call per request.
 func newRequestID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	var raw [16]byte
+	binary.LittleEndian.PutUint64(raw[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(raw[8:], rand.Uint64())
+	var id [32]byte
+	hex.Encode(id[:], raw[:])
+	return string(id[:])
 }
 
 type loggerKey struct{}
@@ -65,24 +74,86 @@ func (s *Server) logger(ctx context.Context) *slog.Logger {
 	return s.Logger
 }
 
+// requestState is what the middleware keeps for one request, in one
+// allocation: the context carrying its logger, the logger, and the
+// writer remembering the status.
+type requestState struct {
+	context.Context
+	log    *slog.Logger
+	lazy   lazyRequestHandler
+	sw     statusWriter
+	idHead [1]string // the X-Request-Id header's value
+}
+
+// Value answers loggerKey with the request's logger, as withLogger's
+// context would, and asks the parent for anything else (so the
+// connection's cancellation is found as usual).
+func (st *requestState) Value(key any) any {
+	if key == (loggerKey{}) {
+		return st.log
+	}
+	return st.Context.Value(key)
+}
+
+// lazyRequestHandler is the handler of a request's logger: the server's
+// handler with the request id added, as Logger.With("request_id", id)
+// makes, but made only when a line is actually written. At the default
+// level most requests write none, and With formats the id at once.
+type lazyRequestHandler struct {
+	base slog.Handler
+	id   string
+	once sync.Once
+	with slog.Handler
+}
+
+func (h *lazyRequestHandler) handler() slog.Handler {
+	h.once.Do(func() { h.with = h.base.WithAttrs([]slog.Attr{slog.String("request_id", h.id)}) })
+	return h.with
+}
+
+func (h *lazyRequestHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.base.Enabled(ctx, l)
+}
+
+func (h *lazyRequestHandler) Handle(ctx context.Context, r slog.Record) error {
+	return h.handler().Handle(ctx, r)
+}
+
+func (h *lazyRequestHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return h.handler().WithAttrs(attrs)
+}
+
+func (h *lazyRequestHandler) WithGroup(name string) slog.Handler {
+	return h.handler().WithGroup(name)
+}
+
 // withRequestContext wraps every route: it gives the request an id and a
 // logger carrying it, answers CORS, and logs the request at debug once
 // answered. Only the path is logged: a query string may carry a token
 // (?access_token= on the WebSocket).
 func (s *Server) withRequestContext(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
+		ctx := r.Context()
+		debug := s.Logger.Enabled(ctx, slog.LevelDebug)
+		var start time.Time
+		if debug {
+			start = time.Now()
+		}
 		id := r.Header.Get(RequestIDHeader)
 		if !validRequestID(id) {
 			id = newRequestID()
 		}
-		w.Header().Set(RequestIDHeader, id)
-		log := s.Logger.With("request_id", id)
-		r = r.WithContext(withLogger(r.Context(), log))
-		sw := &statusWriter{ResponseWriter: w}
-		s.serveCORS(sw, r, next)
-		log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", sw.statusCode(),
-			"took", time.Since(start))
+		st := &requestState{Context: ctx, idHead: [1]string{id}}
+		w.Header()[RequestIDHeader] = st.idHead[:]
+		st.lazy.base, st.lazy.id = s.Logger.Handler(), id
+		st.log = slog.New(&st.lazy)
+		st.sw.ResponseWriter = w
+		r = r.WithContext(st)
+		s.serveCORS(&st.sw, r, next)
+		if debug {
+			st.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", st.sw.statusCode(),
+				"took", time.Since(start))
+		}
 	})
 }
 

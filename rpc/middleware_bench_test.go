@@ -1,0 +1,81 @@
+package rpc_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/rpc"
+)
+
+// discardWriter is a ResponseWriter that keeps only the status and the
+// headers (emptied per request), so a benchmark counts what the handler
+// allocates, not what a recorder does.
+type discardWriter struct {
+	h      http.Header
+	status int
+	n      int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) WriteHeader(code int)        { w.status = code }
+func (w *discardWriter) Write(b []byte) (int, error) { w.n += len(b); return len(b), nil }
+
+// rewindBody is a request body read again from its start for each request.
+type rewindBody struct{ bytes.Reader }
+
+func (*rewindBody) Close() error { return nil }
+
+// BenchmarkHotAuthenticate drives apppassd's whole HTTP handler
+// (middleware, JSON-RPC, the gateway key, the cache, the metrics) with the
+// bench's hot authenticate, in process: a password answered from the
+// cache, logs at info as apppassd's default. -benchmem counts what one
+// call allocates on the server side, net/http's own reading and writing
+// aside.
+func BenchmarkHotAuthenticate(b *testing.B) {
+	f := newFixture(b, fixtureOptions{})
+	f.Service.Now = time.Now
+	f.Service.Cache = apppass.NewAuthCache(5 * time.Minute)
+	f.Service.Cache.SetTrusted(true)
+	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{Cache: f.Service.Cache})
+	h := f.Server.Handler()
+	created, err := f.Service.Add(context.Background(), alice, apppass.AddRequest{AppScope: "mail", AppName: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"appPasswords.authenticate","params":{"login":"` + alice.Login +
+		`","password":"` + created.Password + `","protocol":"imap","ip":"192.0.2.1"}}`)
+	rb := &rewindBody{}
+	req, err := http.NewRequest(http.MethodPost, "http://apppass/rpc", rb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+gatewaySecret)
+	req.Header.Set("Content-Type", "application/json")
+	req.ContentLength = int64(len(body))
+	w := &discardWriter{h: http.Header{}}
+	serve := func() {
+		rb.Reset(body)
+		clear(w.h)
+		w.status, w.n = 0, 0
+		h.ServeHTTP(w, req)
+	}
+	serve() // the first login records it and fills the cache
+	serve()
+	if w.status != http.StatusOK || w.n == 0 {
+		b.Fatalf("authenticate: HTTP %d, %d bytes", w.status, w.n)
+	}
+	if hits, _ := f.Service.Cache.Stats(); hits == 0 {
+		b.Fatal("the second login was not answered from the cache")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		serve()
+	}
+	if w.status != http.StatusOK {
+		b.Fatalf("authenticate: HTTP %d", w.status)
+	}
+}
