@@ -92,7 +92,11 @@ func (s *Service) Authenticate(ctx context.Context, a LoginAttempt) (*Authentica
 			return nil, Invalid("ip", "must be an IP address")
 		}
 		ip = ip.Unmap()
-		a.IP = ip.String()
+		// An address is stored as netip writes it; most come that way.
+		var canonical [64]byte
+		if b := ip.AppendTo(canonical[:0]); string(b) != a.IP {
+			a.IP = string(b)
+		}
 	}
 	now := s.now()
 	loginKey := LoginKey(a.Login)
@@ -108,10 +112,13 @@ func (s *Service) Authenticate(ctx context.Context, a LoginAttempt) (*Authentica
 	if s.Cache != nil && wellFormed {
 		p, cached = s.Cache.get(digest, now)
 	}
-	keys := keysFor(loginKey, a.IP)
+	// The throttle's keys are made when it is consulted or told of a
+	// failure: not for a cached password that is accepted.
+	var keys throttleKeys
 	pairFailed := false
 	if !cached {
 		if s.Throttle != nil {
+			keys = keysFor(loginKey, a.IP)
 			var release func()
 			var err error
 			if pairFailed, release, err = s.Throttle.check(ctx, keys, now); err != nil {
@@ -140,6 +147,9 @@ func (s *Service) Authenticate(ctx context.Context, a LoginAttempt) (*Authentica
 	allowed, _ := s.Apps.AppsAllowedOn(a.Protocol)
 	if p.UUID == "" || LoginKey(p.Owner.Login) != loginKey || !slices.Contains(allowed, p.AppScope) || !p.allows(ip, now) {
 		if s.Throttle != nil {
+			if cached {
+				keys = keysFor(loginKey, a.IP)
+			}
 			if err := s.Throttle.failed(ctx, keys, now); err != nil {
 				return nil, err
 			}

@@ -32,14 +32,15 @@ func (*rewindBody) Close() error { return nil }
 // BenchmarkHotAuthenticate drives apppassd's whole HTTP handler
 // (middleware, JSON-RPC, the gateway key, the cache, the metrics) with the
 // bench's hot authenticate, in process: a password answered from the
-// cache, logs at info as apppassd's default. -benchmem counts what one
-// call allocates on the server side, net/http's own reading and writing
-// aside.
+// cache, with apppassd's default throttle, metrics and logs at info.
+// -benchmem counts what one call allocates on the server side, net/http's
+// own reading and writing aside.
 func BenchmarkHotAuthenticate(b *testing.B) {
 	f := newFixture(b, fixtureOptions{})
 	f.Service.Now = time.Now
 	f.Service.Cache = apppass.NewAuthCache(5 * time.Minute)
 	f.Service.Cache.SetTrusted(true)
+	f.Service.Throttle = &apppass.Throttle{Store: f.Store, Policy: apppass.DefaultThrottlePolicy}
 	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{Cache: f.Service.Cache})
 	h := f.Server.Handler()
 	created, err := f.Service.Add(context.Background(), alice, apppass.AddRequest{AppScope: "mail", AppName: "bench"})
