@@ -46,9 +46,9 @@ func validRequestID(id string) bool {
 }
 
 // newRequestID returns 32 lowercase hex digits from math/rand/v2's
-// generator (ChaCha8, seeded by the runtime, no system call and no lock):
-// an id only has to be unique and not guessable in advance, it guards
-// nothing, and crypto/rand cost a system call per request.
+// generator (ChaCha8, one per thread, seeded by the runtime from the
+// system): an id has to be unique and not guessable in advance, but it
+// guards nothing, so it needs no crypto/rand.
 func newRequestID() string {
 	var raw [16]byte
 	binary.LittleEndian.PutUint64(raw[:8], rand.Uint64())
@@ -75,24 +75,13 @@ func (s *Server) logger(ctx context.Context) *slog.Logger {
 }
 
 // requestState is what the middleware keeps for one request, in one
-// allocation: the context carrying its logger, the logger, and the
-// writer remembering the status.
+// allocation: the request's logger, its handler, and the writer
+// remembering the status.
 type requestState struct {
-	context.Context
 	log    *slog.Logger
 	lazy   lazyRequestHandler
 	sw     statusWriter
 	idHead [1]string // the X-Request-Id header's value
-}
-
-// Value answers loggerKey with the request's logger, as withLogger's
-// context would, and asks the parent for anything else (so the
-// connection's cancellation is found as usual).
-func (st *requestState) Value(key any) any {
-	if key == (loggerKey{}) {
-		return st.log
-	}
-	return st.Context.Value(key)
 }
 
 // lazyRequestHandler is the handler of a request's logger: the server's
@@ -143,12 +132,12 @@ func (s *Server) withRequestContext(next http.Handler) http.Handler {
 		if !validRequestID(id) {
 			id = newRequestID()
 		}
-		st := &requestState{Context: ctx, idHead: [1]string{id}}
+		st := &requestState{idHead: [1]string{id}}
 		w.Header()[RequestIDHeader] = st.idHead[:]
 		st.lazy.base, st.lazy.id = s.Logger.Handler(), id
 		st.log = slog.New(&st.lazy)
 		st.sw.ResponseWriter = w
-		r = r.WithContext(st)
+		r = r.WithContext(withLogger(ctx, st.log))
 		s.serveCORS(&st.sw, r, next)
 		if debug {
 			st.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", st.sw.statusCode(),

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
 )
 
@@ -36,25 +37,37 @@ func (*rewindBody) Close() error { return nil }
 // -benchmem counts what one call allocates on the server side, net/http's
 // own reading and writing aside.
 func BenchmarkHotAuthenticate(b *testing.B) {
-	f := newFixture(b, fixtureOptions{})
-	f.Service.Now = time.Now
-	f.Service.Cache = apppass.NewAuthCache(5 * time.Minute)
-	f.Service.Cache.SetTrusted(true)
-	f.Service.Throttle = &apppass.Throttle{Store: f.Store, Policy: apppass.DefaultThrottlePolicy}
-	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{Cache: f.Service.Cache})
-	h := f.Server.Handler()
-	created, err := f.Service.Add(context.Background(), alice, apppass.AddRequest{AppScope: "mail", AppName: "bench"})
+	store := testenv.Store(b)
+	apps, err := apppass.NewCatalogue(apppass.BuiltinApps("localhost"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"appPasswords.authenticate","params":{"login":"` + alice.Login +
+	digester, err := apppass.NewDigester(bytes.Repeat([]byte("p"), 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache := apppass.NewAuthCache(5 * time.Minute)
+	cache.SetTrusted(true)
+	svc := &apppass.Service{Store: store, Apps: apps, Digester: digester, MaxPerUser: 50, Cache: cache,
+		Throttle: &apppass.Throttle{Store: store, Policy: apppass.DefaultThrottlePolicy}}
+	const gatewayKey = "bench-gateway-key-0123456789"
+	srv := &rpc.Server{Service: svc, Logger: testenv.Quiet(),
+		Auth:    &rpc.Authenticator{ServiceKeys: []apppass.ServiceKey{{Name: "gw", Role: apppass.RoleGateway, Secret: gatewayKey}}},
+		Metrics: rpc.NewMetrics(rpc.MetricsSources{Cache: cache})}
+	h := srv.Handler()
+	user := apppass.User{ContextID: 1, UserID: 5, Login: "alice@example.com"}
+	created, err := svc.Add(context.Background(), user, apppass.AddRequest{AppScope: "mail", AppName: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"appPasswords.authenticate","params":{"login":"` + user.Login +
 		`","password":"` + created.Password + `","protocol":"imap","ip":"192.0.2.1"}}`)
 	rb := &rewindBody{}
 	req, err := http.NewRequest(http.MethodPost, "http://apppass/rpc", rb)
 	if err != nil {
 		b.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+gatewaySecret)
+	req.Header.Set("Authorization", "Bearer "+gatewayKey)
 	req.Header.Set("Content-Type", "application/json")
 	req.ContentLength = int64(len(body))
 	w := &discardWriter{h: http.Header{}}
@@ -69,7 +82,7 @@ func BenchmarkHotAuthenticate(b *testing.B) {
 	if w.status != http.StatusOK || w.n == 0 {
 		b.Fatalf("authenticate: HTTP %d, %d bytes", w.status, w.n)
 	}
-	if hits, _ := f.Service.Cache.Stats(); hits == 0 {
+	if hits, _ := cache.Stats(); hits == 0 {
 		b.Fatal("the second login was not answered from the cache")
 	}
 	b.ReportAllocs()
