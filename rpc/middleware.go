@@ -75,13 +75,25 @@ func (s *Server) logger(ctx context.Context) *slog.Logger {
 }
 
 // requestState is what the middleware keeps for one request, in one
-// allocation: the request's logger, its handler, and the writer
-// remembering the status.
+// allocation: the request's logger and its handler, the writer that
+// remembers the status, and the X-Request-Id header's value.
 type requestState struct {
-	log    *slog.Logger
+	log    slog.Logger
 	lazy   lazyRequestHandler
 	sw     statusWriter
-	idHead [1]string // the X-Request-Id header's value
+	idHead [1]string
+}
+
+// newRequestState starts the state of the request with id answered on w,
+// and sends the id back. It is a function of its own so that the Logger
+// is built inside the state: the middleware's closure is compiled as part
+// of Handler, too big a function to inline slog.New into.
+func newRequestState(base *slog.Logger, w http.ResponseWriter, id string) *requestState {
+	st := &requestState{lazy: lazyRequestHandler{base: base.Handler(), id: id}, idHead: [1]string{id}}
+	st.log = *slog.New(&st.lazy)
+	st.sw.ResponseWriter = w
+	w.Header()[RequestIDHeader] = st.idHead[:]
+	return st
 }
 
 // lazyRequestHandler is the handler of a request's logger: the server's
@@ -132,12 +144,8 @@ func (s *Server) withRequestContext(next http.Handler) http.Handler {
 		if !validRequestID(id) {
 			id = newRequestID()
 		}
-		st := &requestState{idHead: [1]string{id}}
-		w.Header()[RequestIDHeader] = st.idHead[:]
-		st.lazy.base, st.lazy.id = s.Logger.Handler(), id
-		st.log = slog.New(&st.lazy)
-		st.sw.ResponseWriter = w
-		r = r.WithContext(withLogger(ctx, st.log))
+		st := newRequestState(s.Logger, w, id)
+		r = r.WithContext(withLogger(ctx, &st.log))
 		s.serveCORS(&st.sw, r, next)
 		if debug {
 			st.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", st.sw.statusCode(),
