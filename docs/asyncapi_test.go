@@ -2,6 +2,7 @@ package docs_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"go/ast"
@@ -9,6 +10,8 @@ import (
 	"go/token"
 	"io"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,8 +19,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 
@@ -25,6 +32,8 @@ import (
 	"github.com/apppass/apppass/config"
 	"github.com/apppass/apppass/docs"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/internal/testenv"
+	"github.com/apppass/apppass/stdwebhook"
 )
 
 const (
@@ -386,10 +395,10 @@ func TestAsyncAPIDocument(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nats := object(t, doc, "#/servers/nats")
-	vars := nats["variables"].(map[string]any)
+	server := object(t, doc, "#/servers/nats")
+	vars := server["variables"].(map[string]any)
 	host := strings.NewReplacer("{host}", str(vars["host"].(map[string]any)["default"]),
-		"{port}", str(vars["port"].(map[string]any)["default"])).Replace(str(nats["host"]))
+		"{port}", str(vars["port"].(map[string]any)["default"])).Replace(str(server["host"]))
 	if host != cfg.EmbeddedNATSListen {
 		t.Errorf("servers.nats is %s by default; the embedded server listens on %s", host, cfg.EmbeddedNATSListen)
 	}
@@ -465,4 +474,349 @@ func jsonFields(typ reflect.Type) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestAsyncAPIEvents runs the real thing: a service on the SQLite store,
+// its outbox relay publishing to an embedded nats-server, the revocation
+// watcher and the webhook dispatcher, wired as apppassd wires them. It
+// causes every kind of event and every revocation reason, takes
+// everything apppassd sends under its subject prefixes and to a webhook
+// endpoint, and checks each message against its channel's messages: its
+// subject must match a channel's address (parameters included), its
+// headers and payload exactly one message of that channel. Every message
+// of the document must have been seen, so it cannot describe one that
+// does not exist. The stream must be the one described.
+func TestAsyncAPIEvents(t *testing.T) {
+	doc := document(t)
+	chans := channels(t, doc)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cfg, err := config.Load(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	natsURL := testenv.NATS(t).URL()
+	store := testenv.Store(t)
+	pub, err := events.Connect(natsURL, "asyncapi-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	pub.StreamMaxAge = cfg.StreamMaxAge
+	if err := pub.EnsureStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Everything sent under the prefixes apppassd uses, not only the
+	// documented subjects, so an undocumented subject shows up.
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	msgs := make(chan *nats.Msg, 1024)
+	for _, subject := range []string{"apppasswords.>", "apppass.>"} {
+		if _, err := nc.ChanSubscribe(subject, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	type delivery struct {
+		header http.Header
+		body   []byte
+	}
+	hooks := make(chan delivery, 1024)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		hooks <- delivery{r.Header.Clone(), body}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(receiver.Close)
+	secret := stdwebhook.GenerateSecret()
+	wh, err := events.NewWebhooks(store, pub, events.WebhookConfig{
+		Endpoints:    []apppass.WebhookEndpoint{{Name: "receiver", URL: receiver.URL + "/hooks/apppass", Secret: secret, AllowPrivate: true}},
+		PollInterval: 20 * time.Millisecond, Logger: testenv.Quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := events.NewRelay(store, pub, testenv.Quiet())
+	runCtx, stop := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	running.Go(func() { relay.Run(runCtx) })
+	running.Go(func() { wh.Run(runCtx) })
+	t.Cleanup(func() { stop(); running.Wait() })
+
+	apps, err := apppass.NewCatalogue(apppass.BuiltinApps("localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	digester, err := apppass.NewDigester([]byte(strings.Repeat("p", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clockOffset atomic.Int64
+	svc := &apppass.Service{Store: store, Apps: apps, Digester: digester, Events: relay, MaxPerUser: 50,
+		Cache: apppass.NewAuthCache(time.Minute),
+		Now:   func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }}
+	watcher, err := events.WatchRevocations(natsURL, svc.Cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(watcher.Close)
+	svc.Evictions = watcher
+
+	// Every event there is, and every reason a revocation has.
+	alice := apppass.User{ContextID: 1, UserID: 3, Login: "alice@example.com"}
+	bob := apppass.User{ContextID: 2, UserID: 5, Login: "bob@example.org"}
+	wantEvents, wantEvictions := 0, 0
+	add := func(owner apppass.User, req apppass.AddRequest) *apppass.Created {
+		t.Helper()
+		req.AppScope, req.AppName = "mail", "My phone"
+		c, err := svc.Add(ctx, owner, req)
+		if err != nil {
+			t.Fatalf("add: %v", err)
+		}
+		wantEvents++
+		return c
+	}
+	revoked := func(n int, err error) {
+		t.Helper()
+		if err != nil || n != 1 {
+			t.Fatalf("revoked %d, %v; want 1", n, err)
+		}
+		wantEvents++
+		wantEvictions++
+	}
+	login := func(c *apppass.Created, ip string) {
+		t.Helper()
+		if _, err := svc.Authenticate(ctx, apppass.LoginAttempt{Login: c.Login, Password: c.Password, Protocol: "imap",
+			IP: ip, Device: "iPhone", UserAgent: "Mail/17.0"}); err != nil {
+			t.Fatalf("authenticate: %v", err)
+		}
+		wantEvents++
+	}
+
+	phone := add(alice, apppass.AddRequest{})
+	login(phone, "192.0.2.1") // first use
+	login(phone, "192.0.2.2") // from a new IP
+	revoked(1, svc.Remove(ctx, alice, phone.UUID, apppass.ReasonUser))
+	revoked(1, svc.Remove(ctx, alice, add(alice, apppass.AddRequest{}).UUID, apppass.ReasonAdmin))
+	expires, idle := time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "1h"
+	add(alice, apppass.AddRequest{Expires: &expires})
+	add(alice, apppass.AddRequest{IdleExpiry: &idle})
+	clockOffset.Store(int64(2 * time.Hour))
+	n, err := svc.SweepExpired(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("swept %d, %v; want the expired and the idle one", n, err)
+	}
+	wantEvents, wantEvictions = wantEvents+2, wantEvictions+2
+	add(alice, apppass.AddRequest{})
+	revoked(svc.RemoveAll(ctx, alice, nil, apppass.ReasonUserDeleted))
+	add(alice, apppass.AddRequest{})
+	revoked(svc.RemoveAll(ctx, alice, nil, apppass.ReasonPasswordChanged))
+	add(bob, apppass.AddRequest{})
+	revoked(svc.RemoveContext(ctx, bob.ContextID, apppass.ReasonContextDeleted))
+
+	seen := map[string]int{} // by message pointer
+	published := map[string][]byte{}
+	reasons, revokedUUIDs, evicted := map[string]bool{}, map[string]bool{}, []string{}
+	var webhooks []delivery
+	deadline := time.After(20 * time.Second)
+	for len(published) < wantEvents || len(evicted) < wantEvictions || len(webhooks) < wantEvents {
+		select {
+		case m := <-msgs:
+			ch := channelOf(t, chans, m.Subject)
+			if ch == nil {
+				continue
+			}
+			headers := map[string]any{}
+			for k, v := range m.Header {
+				if len(v) != 1 {
+					t.Errorf("%s: header %s has %d values", m.Subject, k, len(v))
+				}
+				headers[k] = v[0]
+			}
+			ptr, payload := matchMessage(t, ch, m.Subject, headers, m.Data)
+			if ptr == "" {
+				continue
+			}
+			seen[ptr]++
+			ev, isEvent := payload.(map[string]any)
+			if !isEvent {
+				evicted = append(evicted, payload.(string))
+				continue
+			}
+			for p, location := range ch.params {
+				token := ch.address.FindStringSubmatch(m.Subject)[ch.address.SubexpIndex(p)]
+				if got := fmt.Sprint(lookup(t, payload, strings.TrimPrefix(location, "$message.payload"))); got != token {
+					t.Errorf("%s: parameter %s is %q in the subject, %q at %s", m.Subject, p, token, got, location)
+				}
+			}
+			id := str(ev["id"])
+			if headers["Nats-Msg-Id"] != id {
+				t.Errorf("%s: Nats-Msg-Id %v, event id %s", m.Subject, headers["Nats-Msg-Id"], id)
+			}
+			if _, dup := published[id]; dup {
+				t.Errorf("event %s published twice", id)
+			}
+			published[id] = m.Data
+			if data := ev["data"].(map[string]any); ev["type"] == apppass.EventRevoked {
+				reasons[str(data["reason"])] = true
+				revokedUUIDs[str(data["uuid"])] = true
+			}
+		case d := <-hooks:
+			webhooks = append(webhooks, d)
+		case <-deadline:
+			t.Fatalf("after 20s: %d of %d events, %d of %d evictions, %d of %d webhook deliveries",
+				len(published), wantEvents, len(evicted), wantEvictions, len(webhooks), wantEvents)
+		}
+	}
+
+	// The webhook deliveries: the events exactly as published, signed.
+	var hookChannels []*channel
+	for _, ch := range chans {
+		if ch.address == nil {
+			hookChannels = append(hookChannels, ch)
+		}
+	}
+	if len(hookChannels) != 1 {
+		t.Fatalf("%d channels without an address; the webhook channel is the one", len(hookChannels))
+	}
+	hook := hookChannels[0]
+	parsed, err := stdwebhook.ParseSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := &stdwebhook.Verifier{Secrets: []stdwebhook.Secret{parsed}}
+	delivered := map[string]bool{}
+	for _, d := range webhooks {
+		headers := map[string]any{}
+		for _, m := range hook.messages {
+			for name := range object(t, doc, resolve(t, doc, m.ptr+"/headers")+"/properties") {
+				if v := d.header.Values(name); len(v) == 1 {
+					headers[name] = v[0]
+				} else if len(v) > 1 {
+					t.Errorf("webhook: header %s has %d values", name, len(v))
+				}
+			}
+		}
+		ptr, payload := matchMessage(t, hook, "webhook", headers, d.body)
+		if ptr == "" {
+			continue
+		}
+		seen[ptr]++
+		id := str(payload.(map[string]any)["id"])
+		if !bytes.Equal(d.body, published[id]) {
+			t.Errorf("webhook %s: the body is not the published event:\n%s\n%s", id, d.body, published[id])
+		}
+		if got, err := verifier.Verify(d.header, d.body); err != nil || got != id {
+			t.Errorf("webhook %s: signature: %q, %v", id, got, err)
+		}
+		if delivered[id] {
+			t.Errorf("webhook %s delivered twice", id)
+		}
+		delivered[id] = true
+	}
+
+	for _, uuid := range evicted {
+		if !revokedUUIDs[uuid] {
+			t.Errorf("evicted %s, which no revoked event names", uuid)
+		}
+	}
+	if len(evicted) != len(revokedUUIDs) {
+		t.Errorf("%d evictions for %d revoked passwords", len(evicted), len(revokedUUIDs))
+	}
+	for name, ch := range chans {
+		for ptr := range ch.messages {
+			if seen[ptr] == 0 {
+				t.Errorf("channel %s: message %s was never sent", name, ptr)
+			}
+		}
+	}
+	for _, r := range object(t, doc, "#/components/schemas/reason")["enum"].([]any) {
+		if !reasons[r.(string)] {
+			t.Errorf("no revocation had reason %s", r)
+		}
+	}
+
+	// The stream is the one described.
+	stream, err := pub.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := info.Config
+	storage, _ := json.Marshal(c.Storage)
+	retention, _ := json.Marshal(c.Retention)
+	actual := map[string]any{
+		"name": c.Name, "description": c.Description, "subjects": c.Subjects,
+		"storage": strings.Trim(string(storage), `"`), "retention": strings.Trim(string(retention), `"`),
+		"maxAgeSeconds": int64(c.MaxAge.Seconds()), "duplicateWindowSeconds": int64(c.Duplicates.Seconds()),
+	}
+	described, _ := json.Marshal(object(t, doc, "#/servers/nats")["x-jetstream-stream"])
+	actualJSON, _ := json.Marshal(actual)
+	if !bytes.Equal(described, actualJSON) { // json.Marshal sorts map keys
+		t.Errorf("the stream is\n%s\nthe document says\n%s", actualJSON, described)
+	}
+}
+
+// channelOf returns the one channel whose address subject matches, failing
+// the test (and returning nil) when none or several do.
+func channelOf(t *testing.T, chans map[string]*channel, subject string) *channel {
+	t.Helper()
+	var found []*channel
+	for _, ch := range chans {
+		if ch.address != nil && ch.address.MatchString(subject) {
+			found = append(found, ch)
+		}
+	}
+	if len(found) != 1 {
+		t.Errorf("subject %s matches %d channel addresses", subject, len(found))
+		return nil
+	}
+	return found[0]
+}
+
+// matchMessage decodes body by the channel's content type and returns the
+// one message of ch that the headers and payload are valid against, with
+// the payload; it fails the test, returning "", when none or several are.
+func matchMessage(t *testing.T, ch *channel, what string, headers map[string]any, body []byte) (string, any) {
+	t.Helper()
+	var matched []string
+	var payload any
+	var errs []string
+	for _, ptr := range slices.Sorted(maps.Keys(ch.messages)) {
+		m := ch.messages[ptr]
+		switch m.contentType {
+		case "application/json":
+			payload = unmarshal(t, body)
+		case "text/plain":
+			payload = string(body)
+		default:
+			t.Fatalf("%s: content type %q", ptr, m.contentType)
+		}
+		err := m.payload.Validate(payload)
+		if err == nil && m.headers != nil {
+			err = m.headers.Validate(headers)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", ptr, err))
+			continue
+		}
+		matched = append(matched, ptr)
+	}
+	if len(matched) != 1 {
+		t.Errorf("%s: headers %v and payload %s are valid against %d messages of channel %s %v\n%s",
+			what, headers, body, len(matched), ch.name, matched, strings.Join(errs, "\n"))
+		return "", nil
+	}
+	return matched[0], payload
 }
