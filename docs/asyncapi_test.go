@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 
@@ -32,6 +32,8 @@ import (
 	"github.com/apppass/apppass/config"
 	"github.com/apppass/apppass/docs"
 	"github.com/apppass/apppass/events"
+	"github.com/apppass/apppass/events/nats"
+	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/stdwebhook"
 )
@@ -498,7 +500,7 @@ func TestAsyncAPIEvents(t *testing.T) {
 
 	natsURL := testenv.NATS(t).URL()
 	store := testenv.Store(t)
-	pub, err := events.Connect(natsURL, "asyncapi-test")
+	pub, err := nats.Connect(natsURL, "asyncapi-test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,12 +512,12 @@ func TestAsyncAPIEvents(t *testing.T) {
 
 	// Everything sent under the prefixes apppassd uses, not only the
 	// documented subjects, so an undocumented subject shows up.
-	nc, err := nats.Connect(natsURL)
+	nc, err := natsgo.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	msgs := make(chan *nats.Msg, 1024)
+	msgs := make(chan *natsgo.Msg, 1024)
 	for _, subject := range []string{"apppasswords.>", "apppass.>"} {
 		if _, err := nc.ChanSubscribe(subject, msgs); err != nil {
 			t.Fatal(err)
@@ -537,14 +539,14 @@ func TestAsyncAPIEvents(t *testing.T) {
 	}))
 	t.Cleanup(receiver.Close)
 	secret := stdwebhook.GenerateSecret()
-	wh, err := events.NewWebhooks(store, pub, events.WebhookConfig{
+	wh, err := webhook.New(store, pub, webhook.Config{
 		Endpoints:    []apppass.WebhookEndpoint{{Name: "receiver", URL: receiver.URL + "/hooks/apppass", Secret: secret, AllowPrivate: true}},
 		PollInterval: 20 * time.Millisecond, Logger: testenv.Quiet(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	relay := events.NewRelay(store, pub, testenv.Quiet())
+	relay := nats.NewRelay(store, pub, testenv.Quiet())
 	runCtx, stop := context.WithCancel(context.Background())
 	var running sync.WaitGroup
 	running.Go(func() { relay.Run(runCtx) })
@@ -563,7 +565,7 @@ func TestAsyncAPIEvents(t *testing.T) {
 	svc := &apppass.Service{Store: store, Apps: apps, Digester: digester, Events: relay, MaxPerUser: 50,
 		Cache: apppass.NewAuthCache(time.Minute),
 		Now:   func() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }}
-	watcher, err := events.WatchRevocations(natsURL, svc.Cache)
+	watcher, err := nats.WatchRevocations(natsURL, svc.Cache)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -714,7 +716,7 @@ func TestAsyncAPIEvents(t *testing.T) {
 		if !bytes.Equal(d.body, published[id]) {
 			t.Errorf("webhook %s: the body is not the published event:\n%s\n%s", id, d.body, published[id])
 		}
-		if got, err := verifier.Verify(d.header, d.body); err != nil || got != id {
+		if got, err := verifier.Verify(d.header.Get, d.body); err != nil || got != id {
 			t.Errorf("webhook %s: signature: %q, %v", id, got, err)
 		}
 		if delivered[id] {
