@@ -101,27 +101,16 @@ func (c *Config) ServeUI() bool {
 // EmbeddedStore reports whether the store is the embedded SQLite file.
 func (c *Config) EmbeddedStore() bool { return c.MongoURI == "" }
 
-// Files apppassd keeps in its data dir. The CLI and the bench read the
-// keys from there too.
-const (
-	PepperFile       = "pepper"         // the digest key, generated on the embedded default
-	UserTokenKeyFile = "user-token.key" // the HS256 user-token key, likewise
-	GatewayKeyFile   = "gateway.key"    // the demo gateway key
-	AdminKeyFile     = "admin.key"      // the demo admin key
-	StoreFile        = "apppass.db"     // the embedded store (and its -wal, -shm and .lock)
-	NATSDir          = "nats"           // the embedded NATS server's JetStream files
-	// The embedded NATS server's logins: apppassd's own password, the
-	// gateway user's, and the URL a gateway subscribes with.
-	NATSServiceKeyFile = "nats-apppassd.key"
-	NATSGatewayKeyFile = "nats-gateway.key"
-	NATSGatewayURLFile = "nats-gateway.url"
-)
-
-// DataFile is the path of a file in the data dir.
+// DataFile is the path of a file in the data dir (one of package
+// datadir's names).
 func (c *Config) DataFile(name string) string { return filepath.Join(c.DataDir, name) }
 
 // EmbeddedNATS reports whether NATS is the embedded server.
 func (c *Config) EmbeddedNATS() bool { return c.NATSURL == "" }
+
+// UsesDataDir reports whether apppassd keeps anything in the data dir: the
+// embedded store's file or the embedded NATS server's.
+func (c *Config) UsesDataDir() bool { return c.EmbeddedStore() || c.EmbeddedNATS() }
 
 // settings is apppassd's table.
 var settings = []setting[Config]{
