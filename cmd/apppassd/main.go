@@ -97,7 +97,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 		d.loadSettings, // the catalogue, the data dir, the keys
 		d.openStore,
 		d.startEvents, // NATS, the stream, webhooks, Dovecot kicks
-		d.startJobs,   // the outbox relay and what consumes the stream
+		d.dropStaleReady,
+		d.startJobs, // the outbox relay and what consumes the stream
 		d.startService,
 		d.newRPCServer,
 		d.startPprof,
@@ -118,8 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, stdout 
 }
 
 // loadSettings reads the app catalogue, makes the data dir when something
-// is kept there (removing a ready file a killed apppassd left behind), and
-// loads the keys.
+// is kept there, and loads the keys.
 func (d *daemon) loadSettings(context.Context) error {
 	var err error
 	if d.apps, err = d.cfg.Catalogue(); err != nil {
@@ -129,12 +129,19 @@ func (d *daemon) loadSettings(context.Context) error {
 		if err := os.MkdirAll(d.cfg.DataDir, 0o700); err != nil {
 			return fmt.Errorf("creating the data dir: %w", err)
 		}
-		if err := datadir.RemoveReady(d.cfg.DataDir); err != nil {
-			return err
-		}
 	}
 	d.keys, err = loadKeys(d.cfg)
 	return err
+}
+
+// dropStaleReady removes a ready file a killed apppassd left behind. It
+// waits until the store and NATS are open: had another apppassd this data
+// dir, they would have refused, and its ready file is not ours to remove.
+func (d *daemon) dropStaleReady(context.Context) error {
+	if !d.cfg.UsesDataDir() {
+		return nil
+	}
+	return datadir.RemoveReady(d.cfg.DataDir)
 }
 
 // shutdown stops apppassd without losing an event: calls in flight finish,

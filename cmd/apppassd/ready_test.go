@@ -95,8 +95,9 @@ func TestReadyFile(t *testing.T) {
 	}
 	nc.Close()
 
-	// Killed, it leaves the file behind; the next start removes it before
-	// anything else, here a start that fails: its port is taken.
+	// Killed, it leaves the file behind; the next start removes it once
+	// the data dir is its own, even a start that fails then: its port is
+	// taken.
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 	if _, err := os.Stat(path); err != nil {
