@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
 )
 
 // oneErrorLine fails unless stderr is exactly one line naming the command
@@ -114,13 +115,13 @@ func TestAdminMissingKeys(t *testing.T) {
 		args []string
 		want string
 	}{
-		{withUser("list"), "no admin key: set APPPASS_ADMIN_KEY or APPPASS_ADMIN_KEY_FILE (" + filepath.Join(dir, "admin.key") + " not found"},
+		{withUser("list"), "no admin key: set APPPASS_ADMIN_KEY or APPPASS_ADMIN_KEY_FILE (" + filepath.Join(dir, datadir.AdminKeyFile) + " not found"},
 		{withUser("add", "--app", "mail", "--name", "x"), "no admin key"},
 		{withUser("remove", "some-uuid"), "no admin key"},
 		{withUser("remove-all"), "no admin key"},
 		{[]string{"apps"}, "no admin key"},
 		{[]string{"authenticate", "--login", "a", "--protocol", "imap"}, "no gateway key or admin key: set APPPASS_GATEWAY_KEY or APPPASS_GATEWAY_KEY_FILE or APPPASS_ADMIN_KEY"},
-		{withUser("token"), "no user-token key: set APPPASS_USER_TOKEN_KEY (" + filepath.Join(dir, "user-token.key") + " not found"},
+		{withUser("token"), "no user-token key: set APPPASS_USER_TOKEN_KEY (" + filepath.Join(dir, datadir.UserTokenKeyFile) + " not found"},
 	} {
 		f := &fakeSystem{env: map[string]string{"APPPASS_DATA_DIR": dir}, stdin: []byte("abcd-efgh-ijkl-mnop\n")}
 		if code := run(tc.args, f.system()); code != exitUnreachable {
@@ -138,7 +139,7 @@ func TestAdminMissingKeys(t *testing.T) {
 	if code := run(withUser("list"), f.system()); code != exitUnreachable || !strings.Contains(f.stderr.String(), "APPPASS_ADMIN_KEY_FILE") {
 		t.Fatalf("missing key file: exit %d %q", code, f.stderr.String())
 	}
-	if err := os.Mkdir(filepath.Join(dir, "admin.key"), 0o700); err != nil {
+	if err := os.Mkdir(filepath.Join(dir, datadir.AdminKeyFile), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	f = &fakeSystem{env: map[string]string{"APPPASS_DATA_DIR": dir}}
@@ -160,7 +161,7 @@ func TestAdminMissingKeys(t *testing.T) {
 func TestToken(t *testing.T) {
 	key := strings.Repeat("k", 40)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "user-token.key"), []byte(key+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, datadir.UserTokenKeyFile), []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tokens, err := apppass.NewUserTokens([]byte(key))

@@ -96,27 +96,9 @@ func runCheckpassword(sys *system, c *command, args []string) int {
 		return exitNoLookups
 	}
 
-	in, err := sys.input()
-	if err != nil {
-		logf("no credentials on file descriptor 3 (%v): run me as Dovecot's checkpassword passdb", err)
-		return exitProtocol
-	}
-	raw, err := readInput(in)
-	in.Close()
-	defer clear(raw)
-	if err != nil {
-		logf("%v", err)
-		return exitProtocol
-	}
-	login, password, err := parseInput(raw)
-	if err != nil {
-		logf("%v", err)
-		return exitProtocol
-	}
-	protocol, err := protocolFor(sys.getenv("SERVICE"))
-	if err != nil {
-		logf("%v", err)
-		return exitProtocol
+	login, password, protocol, code := readCredentials(sys, logf)
+	if code != exitOK {
+		return code
 	}
 	if login == "" || password == "" {
 		return exitRefused
@@ -152,15 +134,47 @@ func runCheckpassword(sys *system, c *command, args []string) int {
 		logf("the sidecar answered an unusable login or uuid")
 		return exitTempFail
 	}
+	return runReply(sys, reply, res.Login, res.UUID, logf)
+}
 
+// readCredentials reads login and password from file descriptor 3 and the
+// protocol from SERVICE; a code other than exitOK says why it cannot.
+func readCredentials(sys *system, logf func(string, ...any)) (login, password, protocol string, code int) {
+	in, err := sys.input()
+	if err != nil {
+		logf("no credentials on file descriptor 3 (%v): run me as Dovecot's checkpassword passdb", err)
+		return "", "", "", exitProtocol
+	}
+	raw, err := readInput(in)
+	in.Close()
+	defer clear(raw)
+	if err != nil {
+		logf("%v", err)
+		return "", "", "", exitProtocol
+	}
+	if login, password, err = parseInput(raw); err != nil {
+		logf("%v", err)
+		return "", "", "", exitProtocol
+	}
+	if protocol, err = protocolFor(sys.getenv("SERVICE")); err != nil {
+		logf("%v", err)
+		return "", "", "", exitProtocol
+	}
+	return login, password, protocol, exitOK
+}
+
+// runReply replaces this process with the reply program, which hands login
+// and uuid to Dovecot; it returns only if it cannot.
+func runReply(sys *system, reply []string, login, uuid string, logf func(string, ...any)) int {
 	path := reply[0]
 	if !strings.Contains(path, "/") {
+		var err error
 		if path, err = exec.LookPath(path); err != nil {
 			logf("reply program: %v", err)
 			return exitTempFail
 		}
 	}
-	err = sys.exec(path, reply, replyEnv(sys.environ(), res.Login, res.UUID))
+	err := sys.exec(path, reply, replyEnv(sys.environ(), login, uuid))
 	logf("running the reply program %s: %v", path, err)
 	return exitTempFail
 }

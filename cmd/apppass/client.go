@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/apppass/apppass/config/datadir"
 )
 
 // defaultURL is where apppassd listens by default.
@@ -60,8 +62,8 @@ var gatewayKey = bearerSource{env: "APPPASS_GATEWAY_KEY", fileEnv: "APPPASS_GATE
 // adminKey is the bearer of the admin subcommands; demoGatewayKey is
 // authenticate's first choice.
 var (
-	adminKey       = bearerSource{env: "APPPASS_ADMIN_KEY", fileEnv: "APPPASS_ADMIN_KEY_FILE", dataFile: "admin.key", what: "admin key"}
-	demoGatewayKey = bearerSource{env: "APPPASS_GATEWAY_KEY", fileEnv: "APPPASS_GATEWAY_KEY_FILE", dataFile: "gateway.key", what: "gateway key"}
+	adminKey       = bearerSource{env: "APPPASS_ADMIN_KEY", fileEnv: "APPPASS_ADMIN_KEY_FILE", dataFile: datadir.AdminKeyFile, what: "admin key"}
+	demoGatewayKey = bearerSource{env: "APPPASS_GATEWAY_KEY", fileEnv: "APPPASS_GATEWAY_KEY_FILE", dataFile: datadir.GatewayKeyFile, what: "gateway key"}
 )
 
 // keyError is a credential apppass could not find or read: a configuration

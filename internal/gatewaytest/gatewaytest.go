@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
 )
 
 // RequireEnv names the variable that turns a missing nginx or Dovecot
@@ -325,7 +326,7 @@ func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 // with: the gateway user's, which apppassd writes in its data dir.
 func (d *Daemon) NATSURL(t testing.TB) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(d.DataDir, "nats-gateway.url"))
+	raw, err := os.ReadFile(filepath.Join(d.DataDir, datadir.NATSGatewayURLFile))
 	if err != nil {
 		t.Fatalf("the embedded NATS's gateway URL: %v", err)
 	}
@@ -337,7 +338,7 @@ func (d *Daemon) NATSURL(t testing.TB) string {
 // does).
 func (d *Daemon) UserToken(t testing.TB, user apppass.User, ttl time.Duration) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(d.DataDir, "user-token.key"))
+	raw, err := os.ReadFile(filepath.Join(d.DataDir, datadir.UserTokenKeyFile))
 	if err != nil {
 		t.Fatalf("the user-token key: %v", err)
 	}
