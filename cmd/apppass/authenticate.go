@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/apppass/apppass/rpc/client"
+	"github.com/apppass/apppass/rpc/errcode"
 )
 
 var authenticateCommand = &command{
@@ -69,8 +72,8 @@ func runAuthenticate(sys *system, c *command, args []string) int {
 	}
 	var raw json.RawMessage
 	if err := s.call(context.Background(), "appPasswords.authenticate", params, &raw); err != nil {
-		var re *rpcError
-		if errors.As(err, &re) && re.Code == codeRejected {
+		var re *client.Error
+		if errors.As(err, &re) && re.Code == errcode.Rejected {
 			fmt.Fprintf(sys.stderr, "apppass %s: refused: not a valid app password of %q for %s (%d)\n", c.name, *login, *protocol, re.Code)
 			return exitFailed
 		}

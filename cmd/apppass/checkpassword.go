@@ -12,6 +12,9 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+
+	"github.com/apppass/apppass/rpc/client"
+	"github.com/apppass/apppass/rpc/errcode"
 )
 
 // Exit codes of the checkpassword protocol, as Dovecot reads them
@@ -137,12 +140,12 @@ func runCheckpassword(sys *system, c *command, args []string) int {
 	}
 	err = s.call(context.Background(), "appPasswords.authenticate", params, &res)
 	if code := exitCodeFor(err); code != exitOK {
-		var re *rpcError
+		var re *client.Error
 		switch {
-		case errors.As(err, &re) && re.Code == codeRejected:
+		case errors.As(err, &re) && re.Code == errcode.Rejected:
 			// An ordinary refusal; Dovecot logs it itself.
-		case errors.As(err, &re) && re.Code == codeLimit:
-			logf("login of %q throttled by the sidecar (retry after %d s)", login, re.retryAfter())
+		case errors.As(err, &re) && re.Code == errcode.Limit:
+			logf("login of %q throttled by the sidecar (retry after %d s)", login, int(re.RetryAfter().Seconds()))
 		default:
 			logf("login of %q: %v", login, err)
 		}
@@ -170,12 +173,12 @@ func exitCodeFor(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	var re *rpcError
+	var re *client.Error
 	if errors.As(err, &re) {
 		switch re.Code {
-		case codeRejected, codeLimit:
+		case errcode.Rejected, errcode.Limit:
 			return exitRefused
-		case codeInvalidParams:
+		case errcode.InvalidParams:
 			// Not a password this protocol can take (say SERVICE=sieve, or
 			// a login longer than any real one): refused, and logged.
 			return exitRefused
