@@ -106,22 +106,7 @@ func (b *basicAuth) authenticate(ctx context.Context, a attempt) (identity, erro
 type rpcAuth struct{ rpc *client.Client }
 
 func (r *rpcAuth) authenticate(ctx context.Context, a attempt) (identity, error) {
-	params := map[string]any{"login": a.Login, "password": a.Password, "protocol": a.Protocol}
-	if a.IP != "" {
-		params["ip"] = a.IP
-	}
-	if a.UserAgent != "" {
-		params["userAgent"] = a.UserAgent
-	}
-	var res struct {
-		UUID      string     `json:"uuid"`
-		ContextID int64      `json:"contextId"`
-		UserID    int64      `json:"userId"`
-		Login     string     `json:"login"`
-		Scopes    []string   `json:"scopes"`
-		Expires   *time.Time `json:"expires"`
-	}
-	err := r.rpc.Call(ctx, "appPasswords.authenticate", params, &res)
+	res, err := r.rpc.Authenticate(ctx, apppass.LoginAttempt{Login: a.Login, Password: a.Password, Protocol: a.Protocol, IP: a.IP, UserAgent: a.UserAgent})
 	var answered *client.Error
 	switch {
 	case errors.Is(err, apppass.ErrRejected):

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/rpc/client"
 	"github.com/apppass/apppass/rpc/errcode"
 )
@@ -130,15 +130,11 @@ func runCheckpassword(sys *system, c *command, args []string) int {
 		return exitProtocol
 	}
 
-	params := map[string]any{"login": login, "password": password, "protocol": protocol}
+	a := apppass.LoginAttempt{Login: login, Password: password, Protocol: protocol}
 	if ip, err := netip.ParseAddr(sys.getenv("TCPREMOTEIP")); err == nil {
-		params["ip"] = ip.Unmap().String()
+		a.IP = ip.Unmap().String()
 	}
-	var res struct {
-		UUID  string `json:"uuid"`
-		Login string `json:"login"`
-	}
-	err = s.call(context.Background(), "appPasswords.authenticate", params, &res)
+	res, err := s.authenticate(a)
 	if code := exitCodeFor(err); code != exitOK {
 		var re *client.Error
 		switch {

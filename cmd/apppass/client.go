@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/rpc/client"
 )
 
@@ -173,8 +174,19 @@ func endpointFromEnv(getenv func(string) string) (*sidecar, error) {
 func (s *sidecar) call(ctx context.Context, method string, params, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	c := client.Client{URL: s.endpoint, Bearer: s.bearer, HTTP: s.client()}
-	return c.Call(ctx, method, params, out)
+	return s.rpc().Call(ctx, method, params, out)
+}
+
+// authenticate calls appPasswords.authenticate within the timeout; a
+// refusal errors.Is apppass.ErrRejected.
+func (s *sidecar) authenticate(a apppass.LoginAttempt) (*apppass.Authenticated, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.rpc().Authenticate(ctx, a)
+}
+
+func (s *sidecar) rpc() *client.Client {
+	return &client.Client{URL: s.endpoint, Bearer: s.bearer, HTTP: s.client()}
 }
 
 // client is the HTTP client of every request to the sidecar: a connection

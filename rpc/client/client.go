@@ -74,6 +74,27 @@ func (c *Client) Raw(ctx context.Context, method string, params any) ([]byte, er
 	return c.call(ctx, method, params, nil)
 }
 
+// authenticateParams are the params of appPasswords.authenticate.
+type authenticateParams struct {
+	Login     string `json:"login"`
+	Password  string `json:"password"`
+	Protocol  string `json:"protocol"`
+	IP        string `json:"ip,omitempty"`
+	Device    string `json:"device,omitempty"`
+	UserAgent string `json:"userAgent,omitempty"`
+}
+
+// Authenticate calls appPasswords.authenticate, a gateway's one call: a
+// refusal is an error that errors.Is apppass.ErrRejected.
+func (c *Client) Authenticate(ctx context.Context, a apppass.LoginAttempt) (*apppass.Authenticated, error) {
+	var res apppass.Authenticated
+	err := c.Call(ctx, "appPasswords.authenticate", authenticateParams(a), &res)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
 func (c *Client) call(ctx context.Context, method string, params, out any) ([]byte, error) {
 	body, err := MarshalRequest(httpID, method, params)
 	if err != nil {

@@ -341,3 +341,38 @@ func TestDecodeReply(t *testing.T) {
 		t.Errorf("MarshalRequest = %s, %v", req, err)
 	}
 }
+
+// TestAuthenticate: the attempt goes as the method's params (the empty
+// ones left out), the answer comes back as apppass.Authenticated.
+func TestAuthenticate(t *testing.T) {
+	var params atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Method string
+			Params json.RawMessage
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		params.Store(req.Method + " " + string(req.Params))
+		if strings.Contains(string(req.Params), "wrong") {
+			_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"error":{"code":-32010,"message":"app password not accepted"}}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"uuid":"u-1","contextId":1,"userId":3,"login":"demo@example.com","appScope":"mail","scopes":["imap","smtp"],"expires":"2027-01-02T03:04:05Z"}}`)
+	}))
+	defer srv.Close()
+	c := client.Client{URL: srv.URL, Bearer: "gateway-key"}
+	got, err := c.Authenticate(context.Background(), apppass.LoginAttempt{Login: "demo@example.com", Password: secret, Protocol: "imap", IP: "192.0.2.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `appPasswords.authenticate {"login":"demo@example.com","password":"` + secret + `","protocol":"imap","ip":"192.0.2.1"}`; params.Load() != want {
+		t.Errorf("sent %s\nwant %s", params.Load(), want)
+	}
+	if got.UUID != "u-1" || got.ContextID != 1 || got.UserID != 3 || got.Login != "demo@example.com" || got.AppScope != "mail" ||
+		strings.Join(got.Scopes, ",") != "imap,smtp" || got.Expires == nil || !got.Expires.Equal(time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)) {
+		t.Errorf("%+v", got)
+	}
+	if got, err := c.Authenticate(context.Background(), apppass.LoginAttempt{Login: "demo@example.com", Password: "wrong", Protocol: "imap"}); got != nil || !errors.Is(err, apppass.ErrRejected) {
+		t.Errorf("refused: %+v, %v", got, err)
+	}
+}
