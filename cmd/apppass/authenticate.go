@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/rpc/client"
 	"github.com/apppass/apppass/rpc/errcode"
 )
@@ -83,14 +84,7 @@ func runAuthenticate(sys *system, c *command, args []string) int {
 		fmt.Fprintf(sys.stdout, "%s\n", raw)
 		return exitSuccess
 	}
-	var r struct {
-		UUID      string   `json:"uuid"`
-		ContextID int64    `json:"contextId"`
-		UserID    int64    `json:"userId"`
-		Login     string   `json:"login"`
-		AppScope  string   `json:"appScope"`
-		Scopes    []string `json:"scopes"`
-	}
+	var r apppass.Authenticated
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return fail(sys, c, fmt.Errorf("appPasswords.authenticate: unexpected result: %w", err))
 	}
