@@ -15,6 +15,8 @@ import (
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/config/datadir"
+	"github.com/apppass/apppass/rpc/client"
+	"github.com/apppass/apppass/rpc/errcode"
 )
 
 // oneErrorLine fails unless stderr is exactly one line naming the command
@@ -259,13 +261,13 @@ func TestExitCode(t *testing.T) {
 		want int
 	}{
 		{nil, 0},
-		{&rpcError{Code: codeRejected}, 1},
-		{&rpcError{Code: -32004}, 1},
-		{&rpcError{Code: codeInvalidParams}, 1},
-		{&rpcError{Code: codeLimit}, 1},
-		{&rpcError{Code: codeUnavailable}, 1},
-		{&rpcError{Code: codeUnauthenticated}, 3},
-		{&rpcError{Code: codeForbidden}, 3},
+		{&client.Error{Code: errcode.Rejected}, 1},
+		{&client.Error{Code: -32004}, 1},
+		{&client.Error{Code: errcode.InvalidParams}, 1},
+		{&client.Error{Code: errcode.Limit}, 1},
+		{&client.Error{Code: errcode.Unavailable}, 1},
+		{&client.Error{Code: errcode.Unauthenticated}, 3},
+		{&client.Error{Code: errcode.Forbidden}, 3},
 		{&keyError{"no admin key"}, 3},
 		{errors.Join(errConfig, errors.New("APPPASS_URL")), 2},
 		{errors.New("calling http://127.0.0.1:1/rpc: connection refused"), 3},
@@ -274,7 +276,7 @@ func TestExitCode(t *testing.T) {
 			t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
-	if got := describe(&rpcError{Code: codeLimit, Message: "too many failed logins", Data: []byte(`{"retryAfter":7}`)}); got != "too many failed logins (-32029): retry after 7 s" {
+	if got := describe(&client.Error{Code: errcode.Limit, Message: "too many failed logins", Data: []byte(`{"retryAfter":7}`)}); got != "too many failed logins (-32029): retry after 7 s" {
 		t.Errorf("describe: %q", got)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +11,10 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/rpc/client"
+	"github.com/apppass/apppass/rpc/errcode"
 )
 
 // Exit codes of the checkpassword protocol, as Dovecot reads them
@@ -109,22 +112,18 @@ func runCheckpassword(sys *system, c *command, args []string) int {
 		return exitProtocol
 	}
 
-	params := map[string]any{"login": login, "password": password, "protocol": protocol}
+	a := apppass.LoginAttempt{Login: login, Password: password, Protocol: protocol}
 	if ip, err := netip.ParseAddr(sys.getenv("TCPREMOTEIP")); err == nil {
-		params["ip"] = ip.Unmap().String()
+		a.IP = ip.Unmap().String()
 	}
-	var res struct {
-		UUID  string `json:"uuid"`
-		Login string `json:"login"`
-	}
-	err = s.call(context.Background(), "appPasswords.authenticate", params, &res)
+	res, err := s.authenticate(a)
 	if code := exitCodeFor(err); code != exitOK {
-		var re *rpcError
+		var re *client.Error
 		switch {
-		case errors.As(err, &re) && re.Code == codeRejected:
+		case errors.As(err, &re) && re.Code == errcode.Rejected:
 			// An ordinary refusal; Dovecot logs it itself.
-		case errors.As(err, &re) && re.Code == codeLimit:
-			logf("login of %q throttled by the sidecar (retry after %d s)", login, re.retryAfter())
+		case errors.As(err, &re) && re.Code == errcode.Limit:
+			logf("login of %q throttled by the sidecar (retry after %d s)", login, int(re.RetryAfter().Seconds()))
 		default:
 			logf("login of %q: %v", login, err)
 		}
@@ -184,12 +183,12 @@ func exitCodeFor(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	var re *rpcError
+	var re *client.Error
 	if errors.As(err, &re) {
 		switch re.Code {
-		case codeRejected, codeLimit:
+		case errcode.Rejected, errcode.Limit:
 			return exitRefused
-		case codeInvalidParams:
+		case errcode.InvalidParams:
 			// Not a password this protocol can take (say SERVICE=sieve, or
 			// a login longer than any real one): refused, and logged.
 			return exitRefused
