@@ -28,6 +28,7 @@ func TestEachBinaryLinksOnlyWhatItUses(t *testing.T) {
 	}{
 		{".", []string{"net/http", natsServer, natsClient, ferretDB, mongo, sqlite}},
 		{"./events/consume", []string{natsServer, ferretDB, mongo, sqlite}},
+		{"./rpc/client", []string{natsServer, natsClient, ferretDB, mongo, sqlite}},
 		{"./config", []string{natsServer, ferretDB, mongo, sqlite}},
 		{"./cmd/apppass", []string{natsServer, ferretDB}},
 		{"./cmd/apppass-gateway", []string{natsServer, ferretDB, mongo, sqlite}},

@@ -1,11 +1,13 @@
-// Package config reads apppassd's settings from a config file, the
-// environment and command-line flags (in rising precedence), validates them,
-// and documents every one in --help.
+// Package config reads the settings of apppassd and apppass-gateway from
+// the environment and command-line flags (and, for apppassd, a config
+// file; in rising precedence: file, environment, flags), validates them,
+// and documents every one in --help. Each binary's settings are one table
+// (settings in config.go, gatewaySettings in gateway.go) read by one
+// loader (table.go).
 package config
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -99,36 +101,19 @@ func (c *Config) ServeUI() bool {
 // EmbeddedStore reports whether the store is the embedded SQLite file.
 func (c *Config) EmbeddedStore() bool { return c.MongoURI == "" }
 
-// Files apppassd keeps in its data dir. The CLI and the bench read the
-// keys from there too.
-const (
-	PepperFile       = "pepper"         // the digest key, generated on the embedded default
-	UserTokenKeyFile = "user-token.key" // the HS256 user-token key, likewise
-	GatewayKeyFile   = "gateway.key"    // the demo gateway key
-	AdminKeyFile     = "admin.key"      // the demo admin key
-	StoreFile        = "apppass.db"     // the embedded store (and its -wal, -shm and .lock)
-	NATSDir          = "nats"           // the embedded NATS server's JetStream files
-	// The embedded NATS server's logins: apppassd's own password, the
-	// gateway user's, and the URL a gateway subscribes with.
-	NATSServiceKeyFile = "nats-apppassd.key"
-	NATSGatewayKeyFile = "nats-gateway.key"
-	NATSGatewayURLFile = "nats-gateway.url"
-)
-
-// DataFile is the path of a file in the data dir.
+// DataFile is the path of a file in the data dir (one of package
+// datadir's names).
 func (c *Config) DataFile(name string) string { return filepath.Join(c.DataDir, name) }
 
 // EmbeddedNATS reports whether NATS is the embedded server.
 func (c *Config) EmbeddedNATS() bool { return c.NATSURL == "" }
 
-// setting describes one configuration value: its variable, flag, default
-// and help. The table below is the single list --help and README follow.
-type setting struct {
-	env, flag, def, help string
-	apply                func(c *Config, v string) error
-}
+// UsesDataDir reports whether apppassd keeps anything in the data dir: the
+// embedded store's file or the embedded NATS server's.
+func (c *Config) UsesDataDir() bool { return c.EmbeddedStore() || c.EmbeddedNATS() }
 
-var settings = []setting{
+// settings is apppassd's table.
+var settings = []setting[Config]{
 	{"APPPASS_CONFIG", "config", "", "optional YAML or JSON file of settings, keyed by variable or flag name", nil},
 	{"APPPASS_LISTEN", "listen", "127.0.0.1:8080", "HTTP address for /rpc, /healthz and /readyz", func(c *Config, v string) error {
 		c.Listen = v
@@ -218,10 +203,7 @@ var settings = []setting{
 	}},
 	{"APPPASS_BASIC_REALM", "basic-realm", "App password", "realm of the HTTP Basic challenge on /auth/basic", func(c *Config, v string) error {
 		c.BasicRealm = v
-		if strings.ContainsAny(v, "\"\\\r\n") {
-			return errors.New("must not contain quotes, backslashes or line breaks")
-		}
-		return nil
+		return checkRealm(v)
 	}},
 	{"APPPASS_PPROF_LISTEN", "pprof-listen", "", "if set, serve Go's /debug/pprof profiles on this (loopback!) address", func(c *Config, v string) error {
 		c.PprofListen = v
@@ -367,65 +349,17 @@ var settings = []setting{
 	}},
 }
 
-// Load builds the configuration from args (without the program name) and
-// the environment. It returns flag.ErrHelp after printing --help to out.
-func Load(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
-	fs := flag.NewFlagSet("apppassd", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fromFlags := map[string]*string{}
-	for _, s := range settings {
-		fromFlags[s.flag] = fs.String(s.flag, s.def, s.help+" ($"+s.env+")")
-	}
-	fs.Usage = func() {
-		fmt.Fprintf(out, "apppassd: the app-password sidecar.\n\nEvery setting is a flag and an environment variable; flags win over the\nenvironment, which wins over the config file.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("config: unexpected argument %q (see --help)", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+// daemon is apppassd's table with its --help.
+var daemon = table[Config]{program: "apppassd", settings: settings,
+	usage: "apppassd: the app-password sidecar.\n\nEvery setting is a flag and an environment variable; flags win over the\nenvironment, which wins over the config file.\n\n"}
 
-	// The value of each setting: flag if given, else environment, else file, else default.
-	values := map[string]string{}
-	for _, s := range settings {
-		if v := getenv(s.env); v != "" {
-			values[s.env] = v
-		}
-		if set[s.flag] {
-			values[s.env] = *fromFlags[s.flag]
-		}
-	}
-	if path := values["APPPASS_CONFIG"]; path != "" {
-		fileValues, err := readFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("config: APPPASS_CONFIG (--config): %v", err)
-		}
-		for k, v := range fileValues {
-			if _, ok := values[k]; !ok {
-				values[k] = v
-			}
-		}
-	}
-	c := &Config{}
-	for _, s := range settings {
-		v, ok := values[s.env]
-		if !ok {
-			v = s.def
-		}
-		if s.apply == nil {
-			continue
-		}
-		if err := s.apply(c, v); err != nil {
-			shown := apppass.RedactURL(v)
-			if strings.Contains(s.env, "KEY") || strings.Contains(s.env, "SECRET") || strings.Contains(s.env, "PASSWORD") || s.env == "APPPASS_PEPPER" {
-				shown = "(hidden)"
-			}
-			return nil, fmt.Errorf("config: %s (--%s): %v, got %q", s.env, s.flag, err, shown)
-		}
+// Load builds apppassd's configuration from args (without the program
+// name), the environment and the config file, and checks the settings that
+// go together. It returns flag.ErrHelp after printing --help to out.
+func Load(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	c, err := daemon.load(args, getenv, out)
+	if err != nil {
+		return nil, err
 	}
 	if (c.MailMasterUser == "") != (c.MailMasterPassword == "") {
 		return nil, errors.New("config: APPPASS_MAIL_MASTER_USER (--mail-master-user) and APPPASS_MAIL_MASTER_PASSWORD (--mail-master-password) must be set together")
@@ -541,33 +475,6 @@ func parseOrigins(v string) ([]string, error) {
 	return origins, nil
 }
 
-// readFile reads a config file: a YAML (or JSON) mapping whose keys are
-// variable names (APPPASS_LISTEN) or flag names (listen).
-func readFile(path string) (map[string]string, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := yaml.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
-	}
-	out := map[string]string{}
-	for k, v := range m {
-		i := slices.IndexFunc(settings, func(s setting) bool { return s.env == k || s.flag == k })
-		if i < 0 || settings[i].apply == nil {
-			return nil, fmt.Errorf("%s: unknown setting %q", path, k)
-		}
-		switch v.(type) {
-		case string, int, float64, bool:
-			out[settings[i].env] = fmt.Sprint(v)
-		default:
-			return nil, fmt.Errorf("%s: setting %q must be a string or a number", path, k)
-		}
-	}
-	return out, nil
-}
-
 func parseServiceKeys(v string) ([]apppass.ServiceKey, error) {
 	var keys []apppass.ServiceKey
 	for entry := range strings.SplitSeq(v, ",") {
@@ -653,6 +560,14 @@ func checkHostPort(v string) error {
 		return errors.New("port must be a number from 0 to 65535")
 	}
 	_ = host
+	return nil
+}
+
+// checkRealm checks an HTTP Basic realm, which goes between quotes.
+func checkRealm(v string) error {
+	if strings.ContainsAny(v, "\"\\\r\n") {
+		return errors.New("must not contain quotes, backslashes or line breaks")
+	}
 	return nil
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
 	"github.com/apppass/apppass/deploy"
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/internal/gatewaytest"
@@ -615,7 +616,7 @@ func TestRevocationEndsMailSessions(t *testing.T) {
 
 	// NATS's gateway user may run consumers of its own, but not read or
 	// ack the kicks' (it could keep sessions alive).
-	raw, err := os.ReadFile(filepath.Join(ms.d.DataDir, "nats-gateway.url"))
+	raw, err := os.ReadFile(filepath.Join(ms.d.DataDir, datadir.NATSGatewayURLFile))
 	if err != nil {
 		t.Fatal(err)
 	}

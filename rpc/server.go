@@ -88,7 +88,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /auth/basic", s.serveBasicAuth)
 	mux.HandleFunc("GET /auth/mail", s.serveMailAuth)
 	mux.HandleFunc("POST /webhooks/provisioning", s.serveProvisioning)
-	mux.HandleFunc("GET /openrpc.json", serveOpenRPC) // public: see openrpc.go
+	mux.HandleFunc("GET /openrpc.json", serveOpenRPC)   // public: see openrpc.go
+	mux.HandleFunc("GET /asyncapi.yaml", serveAsyncAPI) // public: see asyncapi.go
 	if s.UI != nil {
 		mux.Handle("GET /{$}", s.UI)
 		mux.Handle("GET /ui/", s.UI)

@@ -1,6 +1,7 @@
 package rpc_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/apppass/apppass/docs"
 	"github.com/apppass/apppass/rpc"
 )
 
@@ -227,6 +229,25 @@ func TestHTTPRoutes(t *testing.T) {
 	// GET /rpc is for WebSocket upgrades only.
 	if code, body := get(t, f.URL+"/rpc", http.Header{"Authorization": {"Bearer " + f.token(alice)}}); code != http.StatusBadRequest {
 		t.Fatalf("GET /rpc without upgrade: %d %s", code, body)
+	}
+	// The AsyncAPI document of the events: no token, and any page may read
+	// it (AsyncAPI Studio is one), like /openrpc.json.
+	req, _ := http.NewRequest(http.MethodGet, f.URL+"/asyncapi.yaml", nil)
+	req.Header.Set("Origin", "https://studio.asyncapi.com")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/yaml" ||
+		resp.Header.Get("Access-Control-Allow-Origin") != "*" || !bytes.Equal(served, docs.AsyncAPI) {
+		t.Fatalf("GET /asyncapi.yaml: %d %v, %d bytes", resp.StatusCode, resp.Header, len(served))
+	}
+	if resp, err := http.Post(f.URL+"/asyncapi.yaml", "application/yaml", strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /asyncapi.yaml: %d", resp.StatusCode)
 	}
 	for _, method := range []string{http.MethodPut, http.MethodDelete, http.MethodPatch} {
 		req, _ := http.NewRequest(method, f.URL+"/rpc", strings.NewReader(request("appPasswords.list", "")))

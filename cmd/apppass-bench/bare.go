@@ -77,9 +77,9 @@ func (b *bareServer) close() {
 // concurrency c: the same request body, the same client settings.
 func bareLoad(ctx context.Context, b *bareServer, c int, o options, params map[string]any) Result {
 	client := newHTTPClient(c)
-	caller := &httpCaller{url: b.url, bearer: "x", client: client}
+	caller := httpCaller(b.url, "x", client)
 	r := run(ctx, "bare net/http, fixed reply", c, o.duration, o.progress, func(ctx context.Context, w int) error {
-		return caller.call(ctx, "appPasswords.authenticate", params, nil)
+		return caller.Call(ctx, "appPasswords.authenticate", params, nil)
 	})
 	r.Transport = "http"
 	return r

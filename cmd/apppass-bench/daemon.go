@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/config"
+	"github.com/apppass/apppass/config/datadir"
 	"github.com/apppass/apppass/storage/ferretdb"
 	"github.com/apppass/apppass/storage/mongo"
 	"github.com/apppass/apppass/storage/sqlite"
@@ -74,8 +74,9 @@ func freePort() string {
 
 // spawn builds apppassd from this module and starts it in a fresh data
 // dir on the store named ("sqlite", the embedded default, or "mongo", the
-// MongoDB adapter on a FerretDB the bench starts), with env added. The
-// bench chooses every address and, for MongoDB, every key itself.
+// MongoDB adapter on a FerretDB the bench starts), with env added. apppassd
+// chooses its own ports, which the bench reads from its ready file; for
+// MongoDB the bench chooses every key itself.
 func spawn(store string, env ...string) (*target, error) {
 	dir, err := os.MkdirTemp("", "apppass-bench")
 	if err != nil {
@@ -85,51 +86,23 @@ func spawn(store string, env ...string) (*target, error) {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/apppass/apppass/cmd/apppassd").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building apppassd (run from the repository): %v\n%s", err, out)
 	}
-	listen, natsListen := freePort(), freePort()
-	t := &target{url: "http://" + listen, natsURL: "nats://" + natsListen, store: store,
-		dataDir: filepath.Join(dir, "data"), stop: make(chan struct{}), stderr: &lockedBuffer{}}
+	t := &target{store: store, dataDir: filepath.Join(dir, "data"), stop: make(chan struct{}), stderr: &lockedBuffer{}}
 	t.cmd = exec.Command(bin)
-	t.cmd.Env = append(os.Environ(), "APPPASS_DATA_DIR="+t.dataDir, "APPPASS_LISTEN="+listen,
-		"APPPASS_EMBEDDED_NATS_LISTEN="+natsListen, "APPPASS_MAX_PER_USER=50")
+	t.cmd.Env = append(os.Environ(), "APPPASS_DATA_DIR="+t.dataDir, "APPPASS_LISTEN=127.0.0.1:0",
+		"APPPASS_EMBEDDED_NATS_LISTEN=127.0.0.1:0", "APPPASS_MAX_PER_USER=50")
 	if store == "mongo" {
-		if t.ferret, err = ferretdb.Start(filepath.Join(dir, "ferretdb"), slog.New(slog.DiscardHandler)); err != nil {
+		if err := t.startMongo(dir); err != nil {
 			return nil, err
 		}
-		t.mongoURI = t.ferret.URI
-		pepper, tokenKey := randomKey(), randomKey()
-		t.gatewayKey, t.adminKey = randomKey(), randomKey()
-		if t.digester, err = apppass.NewDigester([]byte(pepper)); err != nil {
-			return nil, err
-		}
-		if t.tokens, err = apppass.NewUserTokens([]byte(tokenKey)); err != nil {
-			return nil, err
-		}
-		t.cmd.Env = append(t.cmd.Env, "APPPASS_MONGODB_URI="+t.mongoURI, "APPPASS_PEPPER="+pepper,
-			"APPPASS_USER_TOKEN_KEY="+tokenKey, "APPPASS_SERVICE_KEYS=bench-gw:gateway:"+t.gatewayKey+",bench-admin:admin:"+t.adminKey)
 	}
 	t.cmd.Env = append(t.cmd.Env, env...)
 	t.cmd.Stderr = t.stderr
 	if err := t.cmd.Start(); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(t.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.close()
-			return nil, fmt.Errorf("apppassd not ready: %s", t.stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	// The embedded NATS takes logins; a subscriber's is in the data dir.
-	if u, err := os.ReadFile(filepath.Join(t.dataDir, config.NATSGatewayURLFile)); err == nil {
-		t.natsURL = strings.TrimSpace(string(u))
+	if err := t.waitReady(60 * time.Second); err != nil {
+		t.close()
+		return nil, err
 	}
 	if store != "mongo" {
 		if err := t.readKeys(t.dataDir); err != nil {
@@ -139,6 +112,56 @@ func spawn(store string, env ...string) (*target, error) {
 	}
 	go t.sampleRSS()
 	return t, nil
+}
+
+// startMongo starts the FerretDB apppassd's MongoDB adapter runs on, with
+// keys of the bench's choosing.
+func (t *target) startMongo(dir string) error {
+	var err error
+	if t.ferret, err = ferretdb.Start(filepath.Join(dir, "ferretdb"), slog.New(slog.DiscardHandler)); err != nil {
+		return err
+	}
+	t.mongoURI = t.ferret.URI
+	pepper, tokenKey := randomKey(), randomKey()
+	t.gatewayKey, t.adminKey = randomKey(), randomKey()
+	if t.digester, err = apppass.NewDigester([]byte(pepper)); err != nil {
+		return err
+	}
+	if t.tokens, err = apppass.NewUserTokens([]byte(tokenKey)); err != nil {
+		return err
+	}
+	t.cmd.Env = append(t.cmd.Env, "APPPASS_MONGODB_URI="+t.mongoURI, "APPPASS_PEPPER="+pepper,
+		"APPPASS_USER_TOKEN_KEY="+tokenKey, "APPPASS_SERVICE_KEYS=bench-gw:gateway:"+t.gatewayKey+",bench-admin:admin:"+t.adminKey)
+	return nil
+}
+
+// waitReady waits for apppassd's ready file (this process's: a file of
+// another pid is not its) and for /readyz to answer 200, then takes the
+// addresses: HTTP from the ready file, and the embedded NATS's URL with
+// the gateway user's login from the data dir.
+func (t *target) waitReady(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		if r, err := datadir.ReadReady(t.dataDir); err == nil && r.PID == t.cmd.Process.Pid {
+			t.url = r.HTTP
+			if resp, err := http.Get(t.url + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("apppassd not ready: %s", t.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	u, err := os.ReadFile(filepath.Join(t.dataDir, datadir.NATSGatewayURLFile))
+	if err != nil {
+		return err
+	}
+	t.natsURL = strings.TrimSpace(string(u))
+	return nil
 }
 
 func randomKey() string {
@@ -154,7 +177,7 @@ func (t *target) openStore(ctx context.Context) (apppass.Store, error) {
 	if t.store == "mongo" {
 		return mongo.Open(ctx, t.mongoURI, "apppass")
 	}
-	return sqlite.Open(filepath.Join(t.dataDir, config.StoreFile), sqlite.Options{})
+	return sqlite.Open(filepath.Join(t.dataDir, datadir.StoreFile), sqlite.Options{})
 }
 
 // readKeys loads the keys an embedded apppassd keeps in its data dir.
@@ -163,23 +186,23 @@ func (t *target) readKeys(dataDir string) error {
 		b, err := os.ReadFile(filepath.Join(dataDir, name))
 		return bytes.TrimSpace(b), err
 	}
-	tokenKey, err := read(config.UserTokenKeyFile)
+	tokenKey, err := read(datadir.UserTokenKeyFile)
 	if err != nil {
 		return err
 	}
 	if t.tokens, err = apppass.NewUserTokens(tokenKey); err != nil {
 		return err
 	}
-	gw, err := read(config.GatewayKeyFile)
+	gw, err := read(datadir.GatewayKeyFile)
 	if err != nil {
 		return err
 	}
-	admin, err := read(config.AdminKeyFile)
+	admin, err := read(datadir.AdminKeyFile)
 	if err != nil {
 		return err
 	}
 	t.gatewayKey, t.adminKey = string(gw), string(admin)
-	pepper, err := read(config.PepperFile)
+	pepper, err := read(datadir.PepperFile)
 	if err != nil {
 		return err
 	}

@@ -43,10 +43,10 @@ func addPasswords(ctx context.Context, t *target, n int) ([]login, error) {
 	out := make([]login, 0, n)
 	for i := 0; len(out) < n; i++ {
 		u, token := t.userToken(i)
-		c := &httpCaller{url: t.url, bearer: token, client: client}
+		c := httpCaller(t.url, token, client)
 		for j := 0; j < 50 && len(out) < n; j++ {
 			var created struct{ Password string }
-			if err := c.call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": fmt.Sprintf("bench %d", j)}, &created); err != nil {
+			if err := c.Call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": fmt.Sprintf("bench %d", j)}, &created); err != nil {
 				return nil, fmt.Errorf("adding bench passwords: %w", err)
 			}
 			out = append(out, login{u.Login, created.Password})
@@ -68,15 +68,9 @@ func gatewayCallers(t *target, transport string, n int) ([]caller, error) {
 			callers[i] = ws
 			continue
 		}
-		callers[i] = &httpCaller{url: t.url, bearer: t.gatewayKey, client: shared}
+		callers[i] = httpCaller(t.url, t.gatewayKey, shared)
 	}
 	return callers, nil
-}
-
-func closeAll(cs []caller) {
-	for _, c := range cs {
-		c.close()
-	}
 }
 
 // authParams are the params of an authenticate of l.
@@ -106,7 +100,7 @@ func authLoad(ctx context.Context, t *target, name string, logins []login, o opt
 				}
 				next[w]++
 				var res struct{ UUID string }
-				return callers[w].call(ctx, "appPasswords.authenticate", authParams(logins[i]), &res)
+				return callers[w].Call(ctx, "appPasswords.authenticate", authParams(logins[i]), &res)
 			})
 			closeAll(callers)
 			r.Transport = transport
@@ -149,8 +143,8 @@ func authScenario(ctx context.Context, o options, hot bool) ([]Result, error) {
 	if !hot {
 		return authLoad(ctx, t, name, logins, o, false, nil)
 	}
-	c := &httpCaller{url: t.url, bearer: t.gatewayKey, client: newHTTPClient(1)}
-	reply, err := c.raw(ctx, "appPasswords.authenticate", authParams(logins[0]))
+	c := httpCaller(t.url, t.gatewayKey, newHTTPClient(1))
+	reply, err := c.Raw(ctx, "appPasswords.authenticate", authParams(logins[0]))
 	if err != nil {
 		return nil, err
 	}
@@ -163,9 +157,9 @@ func authScenario(ctx context.Context, o options, hot bool) ([]Result, error) {
 }
 
 func warmUp(ctx context.Context, t *target, logins []login) error {
-	c := &httpCaller{url: t.url, bearer: t.gatewayKey, client: newHTTPClient(1)}
+	c := httpCaller(t.url, t.gatewayKey, newHTTPClient(1))
 	for _, l := range logins {
-		if err := c.call(ctx, "appPasswords.authenticate", authParams(l), nil); err != nil {
+		if err := c.Call(ctx, "appPasswords.authenticate", authParams(l), nil); err != nil {
 			return fmt.Errorf("warming up: %w", err)
 		}
 	}
@@ -187,14 +181,14 @@ func uiMixLoad(ctx context.Context, t *target, name string, o options) []Result 
 	for _, c := range o.concurrency {
 		client := newHTTPClient(c)
 		type userState struct {
-			c     *httpCaller
+			c     caller
 			step  int
 			added string
 		}
 		users := make([]*userState, c)
 		for w := range users {
 			_, token := t.userToken(w + 10000*c)
-			users[w] = &userState{c: &httpCaller{url: t.url, bearer: token, client: client}}
+			users[w] = &userState{c: httpCaller(t.url, token, client)}
 		}
 		r := run(ctx, name, c, o.duration, o.progress, func(ctx context.Context, w int) error {
 			u := users[w]
@@ -202,14 +196,14 @@ func uiMixLoad(ctx context.Context, t *target, name string, o options) []Result 
 			switch u.step {
 			case 0:
 				var created struct{ UUID string }
-				err := u.c.call(ctx, "appPasswords.add", map[string]any{"appScope": "caldav", "appName": "bench"}, &created)
+				err := u.c.Call(ctx, "appPasswords.add", map[string]any{"appScope": "caldav", "appName": "bench"}, &created)
 				u.added = created.UUID
 				return err
 			case 1:
 				var list []json.RawMessage
-				return u.c.call(ctx, "appPasswords.list", nil, &list)
+				return u.c.Call(ctx, "appPasswords.list", nil, &list)
 			default:
-				return u.c.call(ctx, "appPasswords.remove", map[string]any{"uuid": u.added}, nil)
+				return u.c.Call(ctx, "appPasswords.remove", map[string]any{"uuid": u.added}, nil)
 			}
 		})
 		r.Transport = "http"
@@ -260,17 +254,17 @@ func propagation(ctx context.Context, o options) ([]Result, error) {
 		return nil, err
 	}
 	_, token := t.userToken(0)
-	c := &httpCaller{url: t.url, bearer: token, client: newHTTPClient(1)}
+	c := httpCaller(t.url, token, newHTTPClient(1))
 	var fromReturn, fromCall []time.Duration
 	early := 0
 	start := time.Now()
 	for i := range o.propagations {
 		var created struct{ UUID string }
-		if err := c.call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "p"}, &created); err != nil {
+		if err := c.Call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "p"}, &created); err != nil {
 			return nil, err
 		}
 		called := time.Now()
-		if err := c.call(ctx, "appPasswords.remove", map[string]any{"uuid": created.UUID}, nil); err != nil {
+		if err := c.Call(ctx, "appPasswords.remove", map[string]any{"uuid": created.UUID}, nil); err != nil {
 			return nil, err
 		}
 		returned := time.Now()
@@ -310,13 +304,13 @@ func adminAdd(ctx context.Context, o options) ([]Result, error) {
 	var next atomic.Int64
 	for _, c := range o.concurrency {
 		client := newHTTPClient(c)
-		callers := make([]*httpCaller, c)
+		callers := make([]caller, c)
 		for w := range callers {
-			callers[w] = &httpCaller{url: t.url, bearer: t.adminKey, client: client}
+			callers[w] = httpCaller(t.url, t.adminKey, client)
 		}
 		r := run(ctx, "admin add, distinct users", c, o.duration, o.progress, func(ctx context.Context, w int) error {
 			n := next.Add(1)
-			return callers[w].call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "provisioned",
+			return callers[w].Call(ctx, "appPasswords.add", map[string]any{"appScope": "mail", "appName": "provisioned",
 				"user": map[string]any{"contextId": 7, "userId": n, "login": fmt.Sprintf("user%d@example.com", n)}}, nil)
 		})
 		r.Transport = "http"

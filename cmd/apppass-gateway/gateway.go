@@ -245,54 +245,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ip := g.clientIP(r)
 	key := g.key(login, password, ip)
 	now := time.Now()
-
-	g.mu.Lock()
-	if _, gone := g.revokedKeys[key]; gone {
-		g.mu.Unlock()
+	id, hit, epoch, revoked := g.session(key, now)
+	if revoked {
 		g.stats.rejected.Add(1)
 		g.challenge(w)
 		return
 	}
-	epoch := g.epoch
-	var id identity
-	hit := false
-	if s, ok := g.sessions[key]; ok {
-		if g.trusted && now.Before(s.until) {
-			id, hit = s.id, true
-		} else {
-			g.dropSessionLocked(key, s)
-		}
-	}
-	g.mu.Unlock()
-
 	if hit {
 		g.stats.sessionHits.Add(1)
-	} else {
-		g.stats.sidecarCalls.Add(1)
-		ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
-		var err error
-		id, err = g.auth.authenticate(ctx, attempt{Login: login, Password: password, Protocol: g.protocol,
-			IP: ip, UserAgent: r.UserAgent()})
-		cancel()
-		var limited *limitedError
-		switch {
-		case err == nil:
-		case errors.Is(err, errRejected):
-			g.stats.rejected.Add(1)
-			g.challenge(w)
-			return
-		case errors.As(err, &limited):
-			w.Header().Set("Retry-After", strconv.Itoa(limited.RetryAfter))
-			http.Error(w, "Too many failed logins, try again later", http.StatusTooManyRequests)
-			return
-		default:
-			if r.Context().Err() == nil {
-				g.logger.Warn("authentication failed", "err", err)
-			}
-			w.Header().Set("Retry-After", "5")
-			http.Error(w, "Authentication is unavailable, try again later", http.StatusServiceUnavailable)
-			return
-		}
+	} else if id, ok = g.askSidecar(w, r, attempt{Login: login, Password: password, Protocol: g.protocol,
+		IP: ip, UserAgent: r.UserAgent()}); !ok {
+		return
 	}
 
 	// Admit the request: from here on, a revocation of id.UUID cuts it off.
@@ -300,16 +263,75 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel(nil)
 	req := &inflight{cancel: cancel}
 	cc, _ := r.Context().Value(connKey).(*clientConn)
-	g.mu.Lock()
-	if _, gone := g.revoked[id.UUID]; gone {
+	h := g.admit(key, id, !hit, epoch, now, req, cc)
+	if h == nil {
 		// Revoked while the sidecar answered, or since the session began.
-		g.mu.Unlock()
 		g.stats.rejected.Add(1)
 		g.challenge(w)
 		return
 	}
+	defer g.release(id.UUID, h, req)
+	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, identityKey, id)))
+}
+
+// session looks key up: the identity of a live session (hit), or, for
+// a key whose password was revoked, revoked. epoch is the trust's epoch
+// the answer was given in, for admit.
+func (g *Gateway) session(key sessionKey, now time.Time) (id identity, hit bool, epoch uint64, revoked bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, gone := g.revokedKeys[key]; gone {
+		return id, false, 0, true
+	}
+	epoch = g.epoch
+	if s, ok := g.sessions[key]; ok {
+		if g.trusted && now.Before(s.until) {
+			return s.id, true, epoch, false
+		}
+		g.dropSessionLocked(key, s)
+	}
+	return id, false, epoch, false
+}
+
+// askSidecar authenticates a with the sidecar. When it cannot, it answers
+// the client (a challenge, 429 or 503) and returns false.
+func (g *Gateway) askSidecar(w http.ResponseWriter, r *http.Request, a attempt) (identity, bool) {
+	g.stats.sidecarCalls.Add(1)
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	id, err := g.auth.authenticate(ctx, a)
+	cancel()
+	var limited *limitedError
+	switch {
+	case err == nil:
+		return id, true
+	case errors.Is(err, errRejected):
+		g.stats.rejected.Add(1)
+		g.challenge(w)
+	case errors.As(err, &limited):
+		w.Header().Set("Retry-After", strconv.Itoa(limited.RetryAfter))
+		http.Error(w, "Too many failed logins, try again later", http.StatusTooManyRequests)
+	default:
+		if r.Context().Err() == nil {
+			g.logger.Warn("authentication failed", "err", err)
+		}
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "Authentication is unavailable, try again later", http.StatusServiceUnavailable)
+	}
+	return id, false
+}
+
+// admit records req (and its client connection cc) under id's password,
+// and, for a fresh answer (keep) given while the trust has not changed
+// since epoch, a session for key. It returns nil if the password is
+// revoked.
+func (g *Gateway) admit(key sessionKey, id identity, keep bool, epoch uint64, now time.Time, req *inflight, cc *clientConn) *holder {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, gone := g.revoked[id.UUID]; gone {
+		return nil
+	}
 	h := g.holderLocked(id.UUID)
-	if !hit && g.trusted && g.epoch == epoch && g.ttl > 0 && len(g.sessions) < maxSessions {
+	if keep && g.trusted && g.epoch == epoch && g.ttl > 0 && len(g.sessions) < maxSessions {
 		until := now.Add(g.ttl)
 		if !id.Expires.IsZero() && id.Expires.Before(until) {
 			until = id.Expires // a session ends with its password's expiry
@@ -324,15 +346,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			cc.uuids[id.UUID] = struct{}{}
 		}
 	}
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(h.requests, req)
-		g.pruneLocked(id.UUID, h)
-		g.mu.Unlock()
-	}()
+	return h
+}
 
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, identityKey, id)))
+// release forgets a finished request.
+func (g *Gateway) release(uuid string, h *holder, req *inflight) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(h.requests, req)
+	g.pruneLocked(uuid, h)
 }
 
 func (g *Gateway) dropSessionLocked(key sessionKey, s *session) {

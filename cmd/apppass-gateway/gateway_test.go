@@ -27,6 +27,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/apppass/apppass/config"
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/events/nats"
 	"github.com/apppass/apppass/internal/gatewaytest"
@@ -104,7 +105,7 @@ func newUpstream(t *testing.T) *upstream {
 
 // startGateway runs the gateway in this process, as main does, and waits
 // until it listens (and, with NATS, until it trusts its sessions).
-func startGateway(t *testing.T, cfg config) (string, *Gateway) {
+func startGateway(t *testing.T, cfg config.Gateway) (string, *Gateway) {
 	t.Helper()
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
@@ -254,7 +255,7 @@ func waitForStream(t *testing.T, url string) {
 // the next request.
 func testRevocationLatency(t *testing.T, d *gatewaytest.Daemon, natsURL string) {
 	up := newUpstream(t)
-	gw, g := startGateway(t, config{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: natsURL, SessionTTL: 5 * time.Minute})
+	gw, g := startGateway(t, config.Gateway{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: natsURL, SessionTTL: 5 * time.Minute})
 	pw := d.Add(t, "caldav", "Thunderbird")
 
 	// Unauthenticated, wrong password, a mail password: challenged.
@@ -456,7 +457,7 @@ func reportLatency(t *testing.T, latency map[string]time.Duration, removeCall ti
 // testRPCAuth: the same gateway asking over JSON-RPC.
 func testRPCAuth(t *testing.T, d *gatewaytest.Daemon, natsURL string) {
 	up := newUpstream(t)
-	gw, g := startGateway(t, config{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: natsURL,
+	gw, g := startGateway(t, config.Gateway{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: natsURL,
 		SessionTTL: time.Minute, Auth: "rpc", Protocol: "carddav"})
 	pw := d.Add(t, "carddav", "Contacts")
 	for i := range 2 {
@@ -491,7 +492,7 @@ func testRPCAuth(t *testing.T, d *gatewaytest.Daemon, natsURL string) {
 // through a session; and it ends when the password expires.
 func testSessionLimits(t *testing.T, d *gatewaytest.Daemon, natsURL, auth string) {
 	up := newUpstream(t)
-	gw, g := startGateway(t, config{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: natsURL,
+	gw, g := startGateway(t, config.Gateway{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: natsURL,
 		SessionTTL: 5 * time.Minute, Auth: auth, Protocol: "caldav", ClientIPHeader: "X-Forwarded-For"})
 	expires := time.Now().Add(4 * time.Second).UTC().Format(time.RFC3339)
 	var pw gatewaytest.Password
@@ -531,7 +532,7 @@ func testNoSessionsWithoutNATS(t *testing.T, d *gatewaytest.Daemon) {
 	ensureStream(t, ns.URL())
 
 	up := newUpstream(t)
-	gw, g := startGateway(t, config{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: ns.URL(), SessionTTL: time.Minute})
+	gw, g := startGateway(t, config.Gateway{Upstream: up.srv.URL, Sidecar: d.URL, GatewayKey: d.GatewayKey, NATSURL: ns.URL(), SessionTTL: time.Minute})
 	pw := d.Add(t, "webdav", "Files")
 	twice := func(wantSidecar, wantHits int64) {
 		t.Helper()
@@ -572,7 +573,7 @@ func TestConfig(t *testing.T) {
 		"APPPASS_GATEWAY_PROTOCOL": "eas",
 	}
 	getenv := func(k string) string { return env[k] }
-	c, err := loadConfig([]string{"--protocol", "webdav", "--session-ttl", "90s"}, getenv, io.Discard)
+	c, err := config.LoadGateway([]string{"--protocol", "webdav", "--session-ttl", "90s"}, getenv, io.Discard)
 	if err != nil || c.Protocol != "webdav" || c.SessionTTL != 90*time.Second || c.Sidecar != "http://127.0.0.1:8080" ||
 		c.Auth != "basic" || c.NATSURL != "nats://127.0.0.1:4222" || c.GatewayKey != "secret-secret-secret" {
 		t.Fatalf("%+v %v", c, err)
@@ -581,7 +582,7 @@ func TestConfig(t *testing.T) {
 		{"--protocol", "imap"}, {"--upstream", "ftp://x"}, {"--upstream", ""}, {"--gateway-key", ""},
 		{"--auth", "ldap"}, {"--session-ttl", "-1s"}, {"--realm", `a"b`}, {"--tls-cert", "c.pem"}, {"--log-level", "loud"}, {"extra"},
 	} {
-		if _, err := loadConfig(bad, getenv, io.Discard); err == nil {
+		if _, err := config.LoadGateway(bad, getenv, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
 	}

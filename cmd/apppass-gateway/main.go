@@ -25,8 +25,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +32,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config"
+	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/events/consume"
 )
 
@@ -43,142 +43,8 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
 }
 
-// config is the gateway's configuration.
-type config struct {
-	Listen         string
-	Upstream       string
-	Sidecar        string
-	GatewayKey     string
-	Protocol       string
-	Auth           string
-	NATSURL        string
-	SessionTTL     time.Duration
-	Realm          string
-	ClientIPHeader string
-	TLSCert        string
-	TLSKey         string
-	LogLevel       slog.Level
-}
-
-// protocols the sidecar knows for HTTP services.
-var protocols = []string{"caldav", "carddav", "webdav", "eas", "drive"}
-
-type setting struct {
-	env, flag, def, help string
-	set                  func(*config, string) error
-}
-
-var settings = []setting{
-	{"APPPASS_GATEWAY_LISTEN", "listen", "127.0.0.1:8443", "address to listen on", func(c *config, v string) error {
-		c.Listen = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_UPSTREAM", "upstream", "", "URL of the service behind the gateway (required)", func(c *config, v string) error {
-		c.Upstream = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_SIDECAR", "sidecar", "http://127.0.0.1:8080", "URL of apppassd", func(c *config, v string) error {
-		c.Sidecar = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_KEY", "gateway-key", "", "a gateway key of apppassd (required; prefer the environment to the command line)", func(c *config, v string) error {
-		c.GatewayKey = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_PROTOCOL", "protocol", "", "protocol the upstream speaks: " + strings.Join(protocols, ", ") + " (required)", func(c *config, v string) error {
-		c.Protocol = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_AUTH", "auth", "basic", "how to ask apppassd: basic (GET /auth/basic) or rpc (appPasswords.authenticate)", func(c *config, v string) error {
-		c.Auth = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_NATS_URL", "nats-url", "nats://127.0.0.1:4222", "NATS with the APPPASSWORDS stream (empty: no sessions)", func(c *config, v string) error {
-		c.NATSURL = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_SESSION_TTL", "session-ttl", "5m", "how long an authenticated password is not asked about again (0: never kept)", func(c *config, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > 24*time.Hour {
-			return errors.New("must be a duration between 0 and 24h")
-		}
-		c.SessionTTL = d
-		return nil
-	}},
-	{"APPPASS_GATEWAY_REALM", "realm", "App password", "realm of the HTTP Basic challenge", func(c *config, v string) error {
-		if strings.ContainsAny(v, "\"\\\r\n") {
-			return errors.New("must not contain quotes, backslashes or line breaks")
-		}
-		c.Realm = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_CLIENT_IP_HEADER", "client-ip-header", "", "header a trusted proxy in front sets to the client address (X-Forwarded-For: its last entry); empty: the peer address", func(c *config, v string) error {
-		c.ClientIPHeader = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_TLS_CERT", "tls-cert", "", "TLS certificate file (with --tls-key: serve HTTPS)", func(c *config, v string) error {
-		c.TLSCert = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_TLS_KEY", "tls-key", "", "TLS key file", func(c *config, v string) error {
-		c.TLSKey = v
-		return nil
-	}},
-	{"APPPASS_GATEWAY_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *config, v string) error {
-		return c.LogLevel.UnmarshalText([]byte(v))
-	}},
-}
-
-// loadConfig reads the environment, then the flags, which win.
-func loadConfig(args []string, getenv func(string) string, output io.Writer) (*config, error) {
-	c := &config{}
-	fs := flag.NewFlagSet("apppass-gateway", flag.ContinueOnError)
-	fs.SetOutput(output)
-	values := map[string]*string{}
-	for _, s := range settings {
-		v := s.def
-		if e := getenv(s.env); e != "" {
-			v = e
-		}
-		values[s.flag] = fs.String(s.flag, v, s.help+" ($"+s.env+")")
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	for _, s := range settings {
-		if err := s.set(c, *values[s.flag]); err != nil {
-			return nil, fmt.Errorf("%s (--%s): %w", s.env, s.flag, err)
-		}
-	}
-	for _, u := range []struct{ env, v string }{{"APPPASS_GATEWAY_UPSTREAM", c.Upstream}, {"APPPASS_GATEWAY_SIDECAR", c.Sidecar}} {
-		if u.v == "" {
-			return nil, fmt.Errorf("%s is required", u.env)
-		}
-		p, err := url.Parse(u.v)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return nil, fmt.Errorf("%s: %q is not an http(s) URL", u.env, u.v)
-		}
-	}
-	if c.GatewayKey == "" {
-		return nil, errors.New("APPPASS_GATEWAY_KEY is required")
-	}
-	if !slices.Contains(protocols, c.Protocol) {
-		return nil, fmt.Errorf("APPPASS_GATEWAY_PROTOCOL must be one of %s", strings.Join(protocols, ", "))
-	}
-	if c.Auth != "basic" && c.Auth != "rpc" {
-		return nil, errors.New("APPPASS_GATEWAY_AUTH must be basic or rpc")
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return nil, errors.New("APPPASS_GATEWAY_TLS_CERT and APPPASS_GATEWAY_TLS_KEY go together")
-	}
-	return c, nil
-}
-
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
-	cfg, err := loadConfig(args, getenv, stderr)
+	cfg, err := config.LoadGateway(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -196,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 // serve runs the gateway until ctx ends. ready, if set, is called once it
 // listens.
-func serve(ctx context.Context, cfg *config, logger *slog.Logger, ready func(addr string, g *Gateway)) error {
+func serve(ctx context.Context, cfg *config.Gateway, logger *slog.Logger, ready func(addr string, g *Gateway)) error {
 	upstream, _ := url.Parse(cfg.Upstream)
 	sidecar, _ := url.Parse(cfg.Sidecar)
 	auth, err := newAuthenticator(cfg.Auth, sidecar, cfg.GatewayKey)
@@ -260,24 +126,14 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, ready func(add
 // ordered consumer starting now. Sessions are trusted only while the
 // connection is up and the consumer runs.
 func watchRevocations(ctx context.Context, g *Gateway, url string, logger *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
-		nats.Name("apppass-gateway"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		// Notice a silent network partition within seconds, not minutes.
-		nats.PingInterval(5*time.Second),
-		nats.MaxPingsOutstanding(2),
-		nats.ConnectHandler(func(*nats.Conn) { g.setNATS(true) }),
-		nats.ReconnectHandler(func(*nats.Conn) { g.setNATS(true) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+	nc, err := events.Dial(url, "apppass-gateway", func(up bool, err error) {
+		if !up && err != nil {
 			logger.Warn("NATS disconnected", "err", err)
-			g.setNATS(false)
-		}),
-		nats.ClosedHandler(func(*nats.Conn) { g.setNATS(false) }),
-	)
+		}
+		g.setNATS(up)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %s", apppass.RedactURL(url), apppass.RedactIn(err.Error(), url))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/rpc/client"
 )
 
 // identity is who an app password belongs to, as the sidecar says.
@@ -102,66 +103,21 @@ func (b *basicAuth) authenticate(ctx context.Context, a attempt) (identity, erro
 }
 
 // rpcAuth calls appPasswords.authenticate over JSON-RPC, POST /rpc.
-type rpcAuth struct {
-	endpoint string // http://sidecar/rpc
-	key      string
-	client   *http.Client
-}
+type rpcAuth struct{ rpc *client.Client }
 
 func (r *rpcAuth) authenticate(ctx context.Context, a attempt) (identity, error) {
-	params := map[string]any{"login": a.Login, "password": a.Password, "protocol": a.Protocol}
-	if a.IP != "" {
-		params["ip"] = a.IP
-	}
-	if a.UserAgent != "" {
-		params["userAgent"] = a.UserAgent
-	}
-	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "appPasswords.authenticate", "params": params})
-	if err != nil {
-		return identity{}, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return identity{}, err
-	}
-	req.Header.Set("Authorization", "Bearer "+r.key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return identity{}, fmt.Errorf("%w: %v", errSidecar, err)
-	}
-	defer resp.Body.Close()
-	var reply struct {
-		Result *struct {
-			UUID      string     `json:"uuid"`
-			ContextID int64      `json:"contextId"`
-			UserID    int64      `json:"userId"`
-			Login     string     `json:"login"`
-			Scopes    []string   `json:"scopes"`
-			Expires   *time.Time `json:"expires"`
-		} `json:"result"`
-		Error *struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-			Data    struct {
-				RetryAfter int `json:"retryAfter"`
-			} `json:"data"`
-		} `json:"error"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&reply); err != nil {
-		return identity{}, fmt.Errorf("%w: /rpc answered %s: %v", errSidecar, resp.Status, err)
-	}
+	res, err := r.rpc.Authenticate(ctx, apppass.LoginAttempt{Login: a.Login, Password: a.Password, Protocol: a.Protocol, IP: a.IP, UserAgent: a.UserAgent})
+	var answered *client.Error
 	switch {
-	case reply.Error != nil && reply.Error.Code == -32010:
+	case errors.Is(err, apppass.ErrRejected):
 		return identity{}, errRejected
-	case reply.Error != nil && reply.Error.Code == -32029:
-		return identity{}, &limitedError{RetryAfter: max(reply.Error.Data.RetryAfter, 1)}
-	case reply.Error != nil:
-		return identity{}, fmt.Errorf("%w: error %d %s", errSidecar, reply.Error.Code, reply.Error.Message)
-	case reply.Result == nil || reply.Result.UUID == "":
+	case errors.As(err, &answered) && answered.Kind() == apppass.KindLimit:
+		return identity{}, &limitedError{RetryAfter: max(int(answered.RetryAfter().Seconds()), 1)}
+	case err != nil:
+		return identity{}, fmt.Errorf("%w: %v", errSidecar, err)
+	case res.UUID == "":
 		return identity{}, fmt.Errorf("%w: no result", errSidecar)
 	}
-	res := reply.Result
 	id := identity{UUID: res.UUID, ContextID: strconv.FormatInt(res.ContextID, 10), UserID: strconv.FormatInt(res.UserID, 10),
 		Login: res.Login, Scopes: strings.Join(res.Scopes, ",")}
 	if res.Expires != nil {
@@ -172,16 +128,13 @@ func (r *rpcAuth) authenticate(ctx context.Context, a attempt) (identity, error)
 
 // newAuthenticator returns the client for method ("basic" or "rpc").
 func newAuthenticator(method string, sidecar *url.URL, key string) (authenticator, error) {
-	client := &http.Client{
-		Timeout: 10 * time.Second,
-		// The sidecar answers; it never redirects a credential elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	// The sidecar answers; it never redirects a credential elsewhere.
+	hc := client.HTTPClient(nil, 10*time.Second)
 	switch method {
 	case "basic":
-		return &basicAuth{endpoint: sidecar.JoinPath("auth", "basic").String(), key: key, client: client}, nil
+		return &basicAuth{endpoint: sidecar.JoinPath("auth", "basic").String(), key: key, client: hc}, nil
 	case "rpc":
-		return &rpcAuth{endpoint: sidecar.JoinPath("rpc").String(), key: key, client: client}, nil
+		return &rpcAuth{rpc: &client.Client{URL: sidecar.JoinPath("rpc").String(), Bearer: key, HTTP: hc}}, nil
 	}
 	return nil, fmt.Errorf("unknown auth method %q (basic or rpc)", method)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
 	"github.com/apppass/apppass/internal/gatewaytest"
 )
 
@@ -55,7 +56,7 @@ func TestAdminCLIAgainstApppassd(t *testing.T) {
 		}
 		return strings.TrimSpace(string(raw))
 	}
-	adminSecret, gatewaySecret, tokenKey := readKey("admin.key"), readKey("gateway.key"), readKey("user-token.key")
+	adminSecret, gatewaySecret, tokenKey := readKey(datadir.AdminKeyFile), readKey(datadir.GatewayKeyFile), readKey(datadir.UserTokenKeyFile)
 	if len(adminSecret) < 16 || adminSecret == gatewaySecret {
 		t.Fatalf("admin.key: %d characters, same as gateway.key: %v", len(adminSecret), adminSecret == gatewaySecret)
 	}

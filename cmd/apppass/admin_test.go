@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
+	"github.com/apppass/apppass/rpc/client"
+	"github.com/apppass/apppass/rpc/errcode"
 )
 
 // oneErrorLine fails unless stderr is exactly one line naming the command
@@ -114,13 +117,13 @@ func TestAdminMissingKeys(t *testing.T) {
 		args []string
 		want string
 	}{
-		{withUser("list"), "no admin key: set APPPASS_ADMIN_KEY or APPPASS_ADMIN_KEY_FILE (" + filepath.Join(dir, "admin.key") + " not found"},
+		{withUser("list"), "no admin key: set APPPASS_ADMIN_KEY or APPPASS_ADMIN_KEY_FILE (" + filepath.Join(dir, datadir.AdminKeyFile) + " not found"},
 		{withUser("add", "--app", "mail", "--name", "x"), "no admin key"},
 		{withUser("remove", "some-uuid"), "no admin key"},
 		{withUser("remove-all"), "no admin key"},
 		{[]string{"apps"}, "no admin key"},
 		{[]string{"authenticate", "--login", "a", "--protocol", "imap"}, "no gateway key or admin key: set APPPASS_GATEWAY_KEY or APPPASS_GATEWAY_KEY_FILE or APPPASS_ADMIN_KEY"},
-		{withUser("token"), "no user-token key: set APPPASS_USER_TOKEN_KEY (" + filepath.Join(dir, "user-token.key") + " not found"},
+		{withUser("token"), "no user-token key: set APPPASS_USER_TOKEN_KEY (" + filepath.Join(dir, datadir.UserTokenKeyFile) + " not found"},
 	} {
 		f := &fakeSystem{env: map[string]string{"APPPASS_DATA_DIR": dir}, stdin: []byte("abcd-efgh-ijkl-mnop\n")}
 		if code := run(tc.args, f.system()); code != exitUnreachable {
@@ -138,7 +141,7 @@ func TestAdminMissingKeys(t *testing.T) {
 	if code := run(withUser("list"), f.system()); code != exitUnreachable || !strings.Contains(f.stderr.String(), "APPPASS_ADMIN_KEY_FILE") {
 		t.Fatalf("missing key file: exit %d %q", code, f.stderr.String())
 	}
-	if err := os.Mkdir(filepath.Join(dir, "admin.key"), 0o700); err != nil {
+	if err := os.Mkdir(filepath.Join(dir, datadir.AdminKeyFile), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	f = &fakeSystem{env: map[string]string{"APPPASS_DATA_DIR": dir}}
@@ -160,7 +163,7 @@ func TestAdminMissingKeys(t *testing.T) {
 func TestToken(t *testing.T) {
 	key := strings.Repeat("k", 40)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "user-token.key"), []byte(key+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, datadir.UserTokenKeyFile), []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tokens, err := apppass.NewUserTokens([]byte(key))
@@ -258,13 +261,13 @@ func TestExitCode(t *testing.T) {
 		want int
 	}{
 		{nil, 0},
-		{&rpcError{Code: codeRejected}, 1},
-		{&rpcError{Code: -32004}, 1},
-		{&rpcError{Code: codeInvalidParams}, 1},
-		{&rpcError{Code: codeLimit}, 1},
-		{&rpcError{Code: codeUnavailable}, 1},
-		{&rpcError{Code: codeUnauthenticated}, 3},
-		{&rpcError{Code: codeForbidden}, 3},
+		{&client.Error{Code: errcode.Rejected}, 1},
+		{&client.Error{Code: -32004}, 1},
+		{&client.Error{Code: errcode.InvalidParams}, 1},
+		{&client.Error{Code: errcode.Limit}, 1},
+		{&client.Error{Code: errcode.Unavailable}, 1},
+		{&client.Error{Code: errcode.Unauthenticated}, 3},
+		{&client.Error{Code: errcode.Forbidden}, 3},
 		{&keyError{"no admin key"}, 3},
 		{errors.Join(errConfig, errors.New("APPPASS_URL")), 2},
 		{errors.New("calling http://127.0.0.1:1/rpc: connection refused"), 3},
@@ -273,7 +276,7 @@ func TestExitCode(t *testing.T) {
 			t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
-	if got := describe(&rpcError{Code: codeLimit, Message: "too many failed logins", Data: []byte(`{"retryAfter":7}`)}); got != "too many failed logins (-32029): retry after 7 s" {
+	if got := describe(&client.Error{Code: errcode.Limit, Message: "too many failed logins", Data: []byte(`{"retryAfter":7}`)}); got != "too many failed logins (-32029): retry after 7 s" {
 		t.Errorf("describe: %q", got)
 	}
 }

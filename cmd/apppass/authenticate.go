@@ -10,6 +10,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/rpc/client"
+	"github.com/apppass/apppass/rpc/errcode"
 )
 
 var authenticateCommand = &command{
@@ -69,8 +73,8 @@ func runAuthenticate(sys *system, c *command, args []string) int {
 	}
 	var raw json.RawMessage
 	if err := s.call(context.Background(), "appPasswords.authenticate", params, &raw); err != nil {
-		var re *rpcError
-		if errors.As(err, &re) && re.Code == codeRejected {
+		var re *client.Error
+		if errors.As(err, &re) && re.Code == errcode.Rejected {
 			fmt.Fprintf(sys.stderr, "apppass %s: refused: not a valid app password of %q for %s (%d)\n", c.name, *login, *protocol, re.Code)
 			return exitFailed
 		}
@@ -80,14 +84,7 @@ func runAuthenticate(sys *system, c *command, args []string) int {
 		fmt.Fprintf(sys.stdout, "%s\n", raw)
 		return exitSuccess
 	}
-	var r struct {
-		UUID      string   `json:"uuid"`
-		ContextID int64    `json:"contextId"`
-		UserID    int64    `json:"userId"`
-		Login     string   `json:"login"`
-		AppScope  string   `json:"appScope"`
-		Scopes    []string `json:"scopes"`
-	}
+	var r apppass.Authenticated
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return fail(sys, c, fmt.Errorf("appPasswords.authenticate: unexpected result: %w", err))
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +11,10 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/rpc/client"
+	"github.com/apppass/apppass/rpc/errcode"
 )
 
 // Exit codes of the checkpassword protocol, as Dovecot reads them
@@ -96,27 +99,9 @@ func runCheckpassword(sys *system, c *command, args []string) int {
 		return exitNoLookups
 	}
 
-	in, err := sys.input()
-	if err != nil {
-		logf("no credentials on file descriptor 3 (%v): run me as Dovecot's checkpassword passdb", err)
-		return exitProtocol
-	}
-	raw, err := readInput(in)
-	in.Close()
-	defer clear(raw)
-	if err != nil {
-		logf("%v", err)
-		return exitProtocol
-	}
-	login, password, err := parseInput(raw)
-	if err != nil {
-		logf("%v", err)
-		return exitProtocol
-	}
-	protocol, err := protocolFor(sys.getenv("SERVICE"))
-	if err != nil {
-		logf("%v", err)
-		return exitProtocol
+	login, password, protocol, code := readCredentials(sys, logf)
+	if code != exitOK {
+		return code
 	}
 	if login == "" || password == "" {
 		return exitRefused
@@ -127,22 +112,18 @@ func runCheckpassword(sys *system, c *command, args []string) int {
 		return exitProtocol
 	}
 
-	params := map[string]any{"login": login, "password": password, "protocol": protocol}
+	a := apppass.LoginAttempt{Login: login, Password: password, Protocol: protocol}
 	if ip, err := netip.ParseAddr(sys.getenv("TCPREMOTEIP")); err == nil {
-		params["ip"] = ip.Unmap().String()
+		a.IP = ip.Unmap().String()
 	}
-	var res struct {
-		UUID  string `json:"uuid"`
-		Login string `json:"login"`
-	}
-	err = s.call(context.Background(), "appPasswords.authenticate", params, &res)
+	res, err := s.authenticate(a)
 	if code := exitCodeFor(err); code != exitOK {
-		var re *rpcError
+		var re *client.Error
 		switch {
-		case errors.As(err, &re) && re.Code == codeRejected:
+		case errors.As(err, &re) && re.Code == errcode.Rejected:
 			// An ordinary refusal; Dovecot logs it itself.
-		case errors.As(err, &re) && re.Code == codeLimit:
-			logf("login of %q throttled by the sidecar (retry after %d s)", login, re.retryAfter())
+		case errors.As(err, &re) && re.Code == errcode.Limit:
+			logf("login of %q throttled by the sidecar (retry after %d s)", login, int(re.RetryAfter().Seconds()))
 		default:
 			logf("login of %q: %v", login, err)
 		}
@@ -152,15 +133,47 @@ func runCheckpassword(sys *system, c *command, args []string) int {
 		logf("the sidecar answered an unusable login or uuid")
 		return exitTempFail
 	}
+	return runReply(sys, reply, res.Login, res.UUID, logf)
+}
 
+// readCredentials reads login and password from file descriptor 3 and the
+// protocol from SERVICE; a code other than exitOK says why it cannot.
+func readCredentials(sys *system, logf func(string, ...any)) (login, password, protocol string, code int) {
+	in, err := sys.input()
+	if err != nil {
+		logf("no credentials on file descriptor 3 (%v): run me as Dovecot's checkpassword passdb", err)
+		return "", "", "", exitProtocol
+	}
+	raw, err := readInput(in)
+	in.Close()
+	defer clear(raw)
+	if err != nil {
+		logf("%v", err)
+		return "", "", "", exitProtocol
+	}
+	if login, password, err = parseInput(raw); err != nil {
+		logf("%v", err)
+		return "", "", "", exitProtocol
+	}
+	if protocol, err = protocolFor(sys.getenv("SERVICE")); err != nil {
+		logf("%v", err)
+		return "", "", "", exitProtocol
+	}
+	return login, password, protocol, exitOK
+}
+
+// runReply replaces this process with the reply program, which hands login
+// and uuid to Dovecot; it returns only if it cannot.
+func runReply(sys *system, reply []string, login, uuid string, logf func(string, ...any)) int {
 	path := reply[0]
 	if !strings.Contains(path, "/") {
+		var err error
 		if path, err = exec.LookPath(path); err != nil {
 			logf("reply program: %v", err)
 			return exitTempFail
 		}
 	}
-	err = sys.exec(path, reply, replyEnv(sys.environ(), res.Login, res.UUID))
+	err := sys.exec(path, reply, replyEnv(sys.environ(), login, uuid))
 	logf("running the reply program %s: %v", path, err)
 	return exitTempFail
 }
@@ -170,12 +183,12 @@ func exitCodeFor(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	var re *rpcError
+	var re *client.Error
 	if errors.As(err, &re) {
 		switch re.Code {
-		case codeRejected, codeLimit:
+		case errcode.Rejected, errcode.Limit:
 			return exitRefused
-		case codeInvalidParams:
+		case errcode.InvalidParams:
 			// Not a password this protocol can take (say SERVICE=sieve, or
 			// a login longer than any real one): refused, and logged.
 			return exitRefused

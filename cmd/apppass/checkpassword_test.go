@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/apppass/apppass/rpc/client"
 )
 
 // fakeSystem runs subcommands in-process: fd 3 holds input (or is absent
@@ -104,13 +106,13 @@ func TestExitCodeFor(t *testing.T) {
 		want int
 	}{
 		{nil, 0},
-		{&rpcError{Code: -32010}, 1},
-		{&rpcError{Code: -32029}, 1},
-		{&rpcError{Code: -32602}, 1},
-		{&rpcError{Code: -32050}, 111},
-		{&rpcError{Code: -32603}, 111},
-		{&rpcError{Code: -32001}, 111},
-		{&rpcError{Code: -32003}, 111},
+		{&client.Error{Code: -32010}, 1},
+		{&client.Error{Code: -32029}, 1},
+		{&client.Error{Code: -32602}, 1},
+		{&client.Error{Code: -32050}, 111},
+		{&client.Error{Code: -32603}, 111},
+		{&client.Error{Code: -32001}, 111},
+		{&client.Error{Code: -32003}, 111},
 		{errors.New("dial tcp: connection refused"), 111},
 	} {
 		if got := exitCodeFor(tc.err); got != tc.want {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,10 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
+	"github.com/apppass/apppass/rpc/client"
 )
 
 // defaultURL is where apppassd listens by default.
@@ -21,17 +23,6 @@ const defaultURL = "http://127.0.0.1:8080"
 // defaultTimeout bounds one call to the sidecar: a login should rather fail
 // as temporarily unavailable than hang.
 const defaultTimeout = 5 * time.Second
-
-// JSON-RPC error codes of apppassd that subcommands tell apart (README,
-// "Errors").
-const (
-	codeInvalidParams   = -32602
-	codeUnauthenticated = -32001
-	codeForbidden       = -32003
-	codeRejected        = -32010
-	codeLimit           = -32029
-	codeUnavailable     = -32050
-)
 
 // sidecar is how to reach apppassd.
 type sidecar struct {
@@ -60,8 +51,8 @@ var gatewayKey = bearerSource{env: "APPPASS_GATEWAY_KEY", fileEnv: "APPPASS_GATE
 // adminKey is the bearer of the admin subcommands; demoGatewayKey is
 // authenticate's first choice.
 var (
-	adminKey       = bearerSource{env: "APPPASS_ADMIN_KEY", fileEnv: "APPPASS_ADMIN_KEY_FILE", dataFile: "admin.key", what: "admin key"}
-	demoGatewayKey = bearerSource{env: "APPPASS_GATEWAY_KEY", fileEnv: "APPPASS_GATEWAY_KEY_FILE", dataFile: "gateway.key", what: "gateway key"}
+	adminKey       = bearerSource{env: "APPPASS_ADMIN_KEY", fileEnv: "APPPASS_ADMIN_KEY_FILE", dataFile: datadir.AdminKeyFile, what: "admin key"}
+	demoGatewayKey = bearerSource{env: "APPPASS_GATEWAY_KEY", fileEnv: "APPPASS_GATEWAY_KEY_FILE", dataFile: datadir.GatewayKeyFile, what: "gateway key"}
 )
 
 // keyError is a credential apppass could not find or read: a configuration
@@ -177,84 +168,32 @@ func endpointFromEnv(getenv func(string) string) (*sidecar, error) {
 	return s, nil
 }
 
-// rpcError is an error answered by the sidecar.
-type rpcError struct {
-	Code    int64           `json:"code"`
-	Message string          `json:"message"`
-	Data    json.RawMessage `json:"data"`
-}
-
-func (e *rpcError) Error() string { return fmt.Sprintf("error %d: %s", e.Code, e.Message) }
-
-// retryAfter returns data.retryAfter (seconds), or 0.
-func (e *rpcError) retryAfter() int {
-	var d struct {
-		RetryAfter int `json:"retryAfter"`
-	}
-	_ = json.Unmarshal(e.Data, &d)
-	return d.RetryAfter
-}
-
-// call makes one JSON-RPC call over HTTP POST and decodes the result into
-// out. A JSON-RPC error comes back as *rpcError; anything else (the sidecar
-// unreachable, a timeout, an HTTP error without a JSON-RPC answer) as
-// another error. The request body, which may hold a password, is wiped
-// after use and never appears in an error.
+// call makes one JSON-RPC call, within the timeout, and decodes the
+// result into out. A JSON-RPC error comes back as *client.Error; anything
+// else (the sidecar unreachable, a timeout, an HTTP error without a
+// JSON-RPC answer) as another error.
 func (s *sidecar) call(ctx context.Context, method string, params, out any) error {
-	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-	if err != nil {
-		return err
-	}
-	defer clear(body)
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+s.bearer)
-	resp, err := s.client().Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("calling %s: %w", s.endpoint, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("reading the answer of %s: %w", s.endpoint, err)
-	}
-	var reply struct {
-		Result json.RawMessage `json:"result"`
-		Error  *rpcError       `json:"error"`
-	}
-	if err := json.Unmarshal(raw, &reply); err != nil || (reply.Error == nil && reply.Result == nil) {
-		return fmt.Errorf("%s answered HTTP %d without a JSON-RPC response", s.endpoint, resp.StatusCode)
-	}
-	if reply.Error != nil {
-		return reply.Error
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered HTTP %d", s.endpoint, resp.StatusCode)
-	}
-	if out != nil {
-		if err := json.Unmarshal(reply.Result, out); err != nil {
-			return fmt.Errorf("%s: unexpected result: %w", method, err)
-		}
-	}
-	return nil
+	return s.rpc().Call(ctx, method, params, out)
 }
 
-// client is the HTTP client of every request to the sidecar.
+// authenticate calls appPasswords.authenticate within the timeout; a
+// refusal errors.Is apppass.ErrRejected.
+func (s *sidecar) authenticate(a apppass.LoginAttempt) (*apppass.Authenticated, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.rpc().Authenticate(ctx, a)
+}
+
+func (s *sidecar) rpc() *client.Client {
+	return &client.Client{URL: s.endpoint, Bearer: s.bearer, HTTP: s.client()}
+}
+
+// client is the HTTP client of every request to the sidecar: a connection
+// each (a CLI run makes one or two calls), no proxy.
 func (s *sidecar) client() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, ResponseHeaderTimeout: s.timeout},
-		// A redirect would carry the password elsewhere.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	return client.HTTPClient(&http.Transport{Proxy: nil, DisableKeepAlives: true, ResponseHeaderTimeout: s.timeout}, 0)
 }
 
 // get fetches one of the sidecar's public paths (/healthz, /readyz),

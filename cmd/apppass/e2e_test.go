@@ -18,6 +18,7 @@ import (
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/internal/testenv"
+	"github.com/apppass/apppass/rpc/errcode"
 	"github.com/apppass/apppass/storage/ferretdb"
 )
 
@@ -300,7 +301,7 @@ func TestCheckpasswordStoreUnavailable(t *testing.T) {
 	cold := d.Add(t, "mail", "Tablet")
 	relay.Cut()
 	o := checkpassword(t, reply, creds(gatewaytest.DemoLogin, cold.Password), sidecar...)
-	if o.code != 111 || !strings.Contains(o.stderr, fmt.Sprint(codeUnavailable)) || o.reply != nil {
+	if o.code != 111 || !strings.Contains(o.stderr, fmt.Sprint(errcode.Unavailable)) || o.reply != nil {
 		t.Fatalf("MongoDB down: exit %d after %v; stderr %s", o.code, o.took, o.stderr)
 	}
 

@@ -12,6 +12,9 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/apppass/apppass/rpc/client"
+	"github.com/apppass/apppass/rpc/errcode"
 )
 
 // Exit codes of the admin subcommands, for scripts (README, "Admin CLI").
@@ -86,7 +89,7 @@ func fail(sys *system, c *command, err error) int {
 
 // exitCode sorts an error of the admin subcommands into the exit codes.
 func exitCode(err error) int {
-	var re *rpcError
+	var re *client.Error
 	var ke *keyError
 	switch {
 	case err == nil:
@@ -96,7 +99,7 @@ func exitCode(err error) int {
 	case errors.Is(err, errConfig):
 		return exitUsage
 	case errors.As(err, &re):
-		if re.Code == codeUnauthenticated || re.Code == codeForbidden {
+		if re.Code == errcode.Unauthenticated || re.Code == errcode.Forbidden {
 			return exitUnreachable
 		}
 		return exitFailed
@@ -107,7 +110,7 @@ func exitCode(err error) int {
 
 // describe turns err into what the user reads.
 func describe(err error) string {
-	var re *rpcError
+	var re *client.Error
 	var ke *keyError
 	if errors.As(err, &ke) {
 		return ke.msg
@@ -117,12 +120,12 @@ func describe(err error) string {
 	}
 	msg := fmt.Sprintf("%s (%d)", re.Message, re.Code)
 	switch re.Code {
-	case codeUnauthenticated:
+	case errcode.Unauthenticated:
 		msg += ": apppassd does not accept the key"
-	case codeForbidden:
+	case errcode.Forbidden:
 		msg += ": the key's role may not do this"
-	case codeLimit:
-		if s := re.retryAfter(); s > 0 {
+	case errcode.Limit:
+		if s := int(re.RetryAfter().Seconds()); s > 0 {
 			msg += fmt.Sprintf(": retry after %d s", s)
 		}
 	}

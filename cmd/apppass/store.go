@@ -180,42 +180,63 @@ type copyCounts struct {
 const copyPage = 500
 
 // copyStore copies src into dst after checking that their digest keys
-// agree.
+// agree: the passwords with their pending events, then the webhook
+// endpoints' states and deliveries.
 func copyStore(ctx context.Context, src, dst apppass.Store, p *progress) (copyCounts, error) {
 	var n copyCounts
-	srcKey, err := digestKey(ctx, src)
+	srcKey, err := bindDigestKey(ctx, src, dst)
 	if err != nil {
 		return n, err
+	}
+	if err := copyPasswords(ctx, src, dst, srcKey, p, &n); err != nil {
+		return n, err
+	}
+	err = copyWebhooks(ctx, src, dst, &n)
+	return n, err
+}
+
+// bindDigestKey checks that src and dst digest with the same key and binds
+// dst to src's; it returns src's key id ("" for an empty store).
+func bindDigestKey(ctx context.Context, src, dst apppass.Store) (string, error) {
+	srcKey, err := digestKey(ctx, src)
+	if err != nil {
+		return "", err
 	}
 	dstKey, err := digestKey(ctx, dst)
 	if err != nil {
-		return n, err
+		return "", err
 	}
 	if srcKey != "" && dstKey != "" && srcKey != dstKey {
-		return n, fmt.Errorf("the stores' passwords were digested with different peppers (key id %s and %s): every copied password would be refused; nothing was copied: %w", srcKey, dstKey, errRefused)
+		return "", fmt.Errorf("the stores' passwords were digested with different peppers (key id %s and %s): every copied password would be refused; nothing was copied: %w", srcKey, dstKey, errRefused)
 	}
 	if srcKey != "" {
 		if err := dst.BindDigestKey(ctx, srcKey); err != nil {
-			return n, err
+			return "", err
 		}
 	}
+	return srcKey, nil
+}
+
+// copyPasswords copies the passwords a page at a time, each digested with
+// srcKey, counting them in n.
+func copyPasswords(ctx context.Context, src, dst apppass.Store, srcKey string, p *progress, n *copyCounts) error {
 	total, err := src.CountPasswords(ctx)
 	if err != nil {
-		return n, err
+		return err
 	}
 	p.start(total)
 	after := ""
 	for {
 		page, err := src.ExportPasswords(ctx, after, copyPage)
 		if err != nil {
-			return n, err
+			return err
 		}
 		if len(page) == 0 {
 			break
 		}
 		for _, r := range page {
 			if srcKey != "" && r.Password.KeyID != srcKey {
-				return n, fmt.Errorf("password %s was digested with key id %s, not the store's %s; stopped: %w", r.Password.UUID, r.Password.KeyID, srcKey, errRefused)
+				return fmt.Errorf("password %s was digested with key id %s, not the store's %s; stopped: %w", r.Password.UUID, r.Password.KeyID, srcKey, errRefused)
 			}
 		}
 		// A revoked password whose revoked event is out waits only for
@@ -225,7 +246,7 @@ func copyStore(ctx context.Context, src, dst apppass.Store, p *progress) (copyCo
 		})
 		fresh, err := dst.ImportPasswords(ctx, announced)
 		if err != nil {
-			return n, err
+			return err
 		}
 		n.passwords += len(page)
 		n.newPasswords += fresh
@@ -236,34 +257,40 @@ func copyStore(ctx context.Context, src, dst apppass.Store, p *progress) (copyCo
 		after = page[len(page)-1].Password.UUID
 	}
 	p.done()
+	return nil
+}
+
+// copyWebhooks copies the webhook endpoints' states (a disabled endpoint
+// stays disabled) and the deliveries, counting them in n.
+func copyWebhooks(ctx context.Context, src, dst apppass.Store, n *copyCounts) error {
 	states, err := src.WebhookEndpointStates(ctx)
 	if err != nil {
-		return n, err
+		return err
 	}
 	for _, st := range states {
 		if err := dst.DisableWebhookEndpoint(ctx, st); err != nil {
-			return n, err
+			return err
 		}
 	}
 	n.endpoints = len(states)
-	after = ""
+	after := ""
 	for {
 		page, err := src.ExportWebhookDeliveries(ctx, after, copyPage)
 		if err != nil {
-			return n, err
+			return err
 		}
 		if len(page) == 0 {
 			break
 		}
 		fresh, err := dst.ImportWebhookDeliveries(ctx, page)
 		if err != nil {
-			return n, err
+			return err
 		}
 		n.webhooks += len(page)
 		n.newWebhooks += fresh
 		after = page[len(page)-1].ID
 	}
-	return n, nil
+	return nil
 }
 
 // digestKey is the key id a store's digests are made with: the one it

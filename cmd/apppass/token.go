@@ -6,10 +6,11 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
 )
 
 // userTokenKey is where token finds apppassd's user-token key.
-var userTokenKey = bearerSource{env: "APPPASS_USER_TOKEN_KEY", dataFile: "user-token.key", what: "user-token key"}
+var userTokenKey = bearerSource{env: "APPPASS_USER_TOKEN_KEY", dataFile: datadir.UserTokenKeyFile, what: "user-token key"}
 
 var tokenCommand = &command{
 	name:    "token",

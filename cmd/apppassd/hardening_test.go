@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/events/consume"
 	"github.com/apppass/apppass/events/natsserver"
@@ -323,7 +324,7 @@ func TestEmbeddedNATSRequiresLogin(t *testing.T) {
 		t.Fatalf("an anonymous client connected (or failed otherwise): %v", err)
 	}
 	gatewayURL := d.NATSURL(t)
-	info, err := os.Stat(filepath.Join(dir, "nats-gateway.url"))
+	info, err := os.Stat(filepath.Join(dir, datadir.NATSGatewayURLFile))
 	if err != nil || info.Mode().Perm() != 0o600 || !strings.HasPrefix(gatewayURL, "nats://gateway:") {
 		t.Fatalf("nats-gateway.url: %v %v %q", info, err, gatewayURL)
 	}

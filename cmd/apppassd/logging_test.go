@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/apppass/apppass/config/datadir"
 )
 
 // exchange sends one HTTP request to d and returns the response with its
@@ -179,7 +181,7 @@ func TestLogsCarryRequestIDsAndNoSecrets(t *testing.T) {
 		"URL-encoded password (mail)":  url.PathEscape(mail.Password),
 		"access_token query parameter": "access_token",
 	}
-	for _, name := range []string{"pepper", "user-token.key", "gateway.key"} {
+	for _, name := range []string{datadir.PepperFile, datadir.UserTokenKeyFile, datadir.GatewayKeyFile} {
 		raw, err := os.ReadFile(filepath.Join(dataDir, name))
 		if err != nil {
 			t.Fatalf("reading the %s from the data dir: %v", name, err)

@@ -20,6 +20,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
 	"github.com/apppass/apppass/internal/testenv"
 )
 
@@ -116,12 +117,12 @@ func TestFaultStoreFull(t *testing.T) {
 // one line naming the file and what to do, and leaves the file as it was.
 func TestStartRefusals(t *testing.T) {
 	junkDir := t.TempDir()
-	junk := filepath.Join(junkDir, "apppass.db")
+	junk := filepath.Join(junkDir, datadir.StoreFile)
 	if err := os.WriteFile(junk, bytes.Repeat([]byte("no database here\n"), 50), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	foreignDir := t.TempDir()
-	raw, err := sql.Open("sqlite", filepath.Join(foreignDir, "apppass.db"))
+	raw, err := sql.Open("sqlite", filepath.Join(foreignDir, datadir.StoreFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,12 +134,12 @@ func TestStartRefusals(t *testing.T) {
 	otherPepper := t.TempDir()
 	d := start(t, "APPPASS_DATA_DIR="+otherPepper, "APPPASS_EMBEDDED_NATS_LISTEN="+freeAddr(t))
 	d.Stop(t)
-	if err := os.WriteFile(filepath.Join(otherPepper, "pepper"), []byte(strings.Repeat("q", 64)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(otherPepper, datadir.PepperFile), []byte(strings.Repeat("q", 64)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A data dir another apppassd runs on.
 	busy := t.TempDir()
-	start(t, "APPPASS_DATA_DIR="+busy, "APPPASS_EMBEDDED_NATS_LISTEN="+freeAddr(t))
+	running := start(t, "APPPASS_DATA_DIR="+busy, "APPPASS_EMBEDDED_NATS_LISTEN="+freeAddr(t))
 
 	for _, tc := range []struct {
 		what, dataDir string
@@ -150,7 +151,7 @@ func TestStartRefusals(t *testing.T) {
 		{"a data dir in use", busy, []string{"in use by another process", "another apppassd"}},
 		{"a data dir that cannot be written", testenv.ReadOnlyDir(t), []string{"writable"}},
 	} {
-		store := filepath.Join(tc.dataDir, "apppass.db")
+		store := filepath.Join(tc.dataDir, datadir.StoreFile)
 		before, _ := os.ReadFile(store)
 		cmd := exec.Command(binary)
 		cmd.Env = childEnv("APPPASS_DATA_DIR="+tc.dataDir, "APPPASS_EMBEDDED_NATS_LISTEN="+freeAddr(t), "APPPASS_LISTEN="+freeAddr(t))
@@ -185,5 +186,9 @@ func TestStartRefusals(t *testing.T) {
 				t.Errorf("%s: the store file changed", tc.what)
 			}
 		}
+	}
+	// The refused apppassd leaves the running one's ready file alone.
+	if r, err := datadir.ReadReady(busy); err != nil || r.PID != running.Pid() {
+		t.Errorf("the running apppassd's ready file: %+v, %v", r, err)
 	}
 }

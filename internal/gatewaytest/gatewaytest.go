@@ -7,9 +7,10 @@ package gatewaytest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,8 @@ import (
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/config/datadir"
+	"github.com/apppass/apppass/rpc/client"
 )
 
 // RequireEnv names the variable that turns a missing nginx or Dovecot
@@ -325,7 +328,7 @@ func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 // with: the gateway user's, which apppassd writes in its data dir.
 func (d *Daemon) NATSURL(t testing.TB) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(d.DataDir, "nats-gateway.url"))
+	raw, err := os.ReadFile(filepath.Join(d.DataDir, datadir.NATSGatewayURLFile))
 	if err != nil {
 		t.Fatalf("the embedded NATS's gateway URL: %v", err)
 	}
@@ -337,7 +340,7 @@ func (d *Daemon) NATSURL(t testing.TB) string {
 // does).
 func (d *Daemon) UserToken(t testing.TB, user apppass.User, ttl time.Duration) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(d.DataDir, "user-token.key"))
+	raw, err := os.ReadFile(filepath.Join(d.DataDir, datadir.UserTokenKeyFile))
 	if err != nil {
 		t.Fatalf("the user-token key: %v", err)
 	}
@@ -358,40 +361,18 @@ func (d *Daemon) Exited() bool {
 	}
 }
 
-// RPCError is a JSON-RPC error.
-type RPCError struct {
-	Code    int             `json:"code"`
-	Message string          `json:"message"`
-	Data    json.RawMessage `json:"data"`
-}
-
 // Call makes one JSON-RPC call over HTTP. A JSON-RPC error is returned;
 // anything else going wrong fails the test. out may be nil.
-func (d *Daemon) Call(t testing.TB, bearer, method string, params, out any) *RPCError {
+func (d *Daemon) Call(t testing.TB, bearer, method string, params, out any) *client.Error {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-	req, _ := http.NewRequest("POST", d.URL+"/rpc", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+bearer)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	c := client.Client{URL: d.URL + "/rpc", Bearer: bearer}
+	err := c.Call(context.Background(), method, params, out)
+	var answered *client.Error
+	if errors.As(err, &answered) {
+		return answered
+	}
 	if err != nil {
 		t.Fatalf("%s: %v", method, err)
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Result json.RawMessage `json:"result"`
-		Error  *RPCError       `json:"error"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		t.Fatalf("%s: %v", method, err)
-	}
-	if r.Error != nil {
-		return r.Error
-	}
-	if out != nil {
-		if err := json.Unmarshal(r.Result, out); err != nil {
-			t.Fatalf("%s: %v", method, err)
-		}
 	}
 	return nil
 }
