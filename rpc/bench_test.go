@@ -20,7 +20,7 @@ func BenchmarkDecodeAndDispatch(b *testing.B) {
 	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"appPasswords.getApps","params":{}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		out, _ := s.handleMessage(context.Background(), c, body)
+		out, _ := s.handleMessage(context.Background(), c, body, false)
 		if _, err := json.Marshal(out); err != nil {
 			b.Fatal(err)
 		}

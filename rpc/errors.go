@@ -6,19 +6,17 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/sourcegraph/jsonrpc2"
-
 	"github.com/apppass/apppass"
 )
 
 // JSON-RPC error codes. The first five are the spec's; the rest are ours,
 // documented in README. This file is the only place codes are assigned.
 const (
-	CodeParseError      = jsonrpc2.CodeParseError     // -32700
-	CodeInvalidRequest  = jsonrpc2.CodeInvalidRequest // -32600
-	CodeMethodNotFound  = jsonrpc2.CodeMethodNotFound // -32601
-	CodeInvalidParams   = jsonrpc2.CodeInvalidParams  // -32602
-	CodeInternal        = jsonrpc2.CodeInternalError  // -32603
+	CodeParseError      = -32700
+	CodeInvalidRequest  = -32600
+	CodeMethodNotFound  = -32601
+	CodeInvalidParams   = -32602
+	CodeInternal        = -32603
 	CodeUnauthenticated = -32001
 	CodeForbidden       = -32003
 	CodeNotFound        = -32004
@@ -37,6 +35,15 @@ var codeOfKind = map[apppass.Kind]int64{
 	apppass.KindUnavailable:     CodeUnavailable,
 }
 
+// Error is a JSON-RPC error object, as sent.
+type Error struct {
+	Code    int64           `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
 // errorData is the "data" member of our errors.
 type errorData struct {
 	Field      string `json:"field,omitempty"`
@@ -53,8 +60,8 @@ type errorData struct {
 // toRPCError maps any error to the JSON-RPC error the caller sees. Errors
 // that are not *apppass.Error are internal: logged in full, shown as a bare
 // "internal error".
-func toRPCError(err error, logger *slog.Logger, method string) *jsonrpc2.Error {
-	var rpcErr *jsonrpc2.Error
+func toRPCError(err error, logger *slog.Logger, method string) *Error {
+	var rpcErr *Error
 	if errors.As(err, &rpcErr) {
 		return rpcErr
 	}
@@ -65,12 +72,12 @@ func toRPCError(err error, logger *slog.Logger, method string) *jsonrpc2.Error {
 	}
 	if !ok {
 		logger.Error("internal error", "method", method, "err", err)
-		return &jsonrpc2.Error{Code: CodeInternal, Message: "internal error"}
+		return &Error{Code: CodeInternal, Message: "internal error"}
 	}
 	if e.Kind == apppass.KindUnavailable {
 		logger.Warn("backing service unavailable", "method", method, "err", err)
 	}
-	out := &jsonrpc2.Error{Code: code, Message: e.Message}
+	out := &Error{Code: code, Message: e.Message}
 	data := errorData{OX: e.OX}
 	if e.Kind == apppass.KindLimit && e.RetryAfter > 0 {
 		data.RetryAfter = retryAfterSeconds(e)
@@ -83,20 +90,18 @@ func toRPCError(err error, logger *slog.Logger, method string) *jsonrpc2.Error {
 		data.Field, data.Reason = e.Field, e.Message
 	}
 	if data != (errorData{}) {
-		raw, _ := json.Marshal(data)
-		out.Data = (*json.RawMessage)(&raw)
+		out.Data, _ = json.Marshal(data)
 	}
 	return out
 }
 
-func newError(code int64, message string) *jsonrpc2.Error {
-	return &jsonrpc2.Error{Code: code, Message: message}
+func newError(code int64, message string) *Error {
+	return &Error{Code: code, Message: message}
 }
 
 // newErrorData is newError with a data member.
-func newErrorData(code int64, message string, data any) *jsonrpc2.Error {
+func newErrorData(code int64, message string, data any) *Error {
 	e := newError(code, message)
-	raw, _ := json.Marshal(data)
-	e.Data = (*json.RawMessage)(&raw)
+	e.Data, _ = json.Marshal(data)
 	return e
 }

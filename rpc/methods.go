@@ -7,77 +7,96 @@ import (
 	"github.com/apppass/apppass"
 )
 
+// who says which callers may call a method: a set of the kinds below.
+type who uint8
+
+const (
+	// users are user tokens, except those of a session opened with an app
+	// password.
+	users who = 1 << iota
+	// appPasswordSessions are user tokens of a session opened with an app
+	// password: they may not change or reveal app passwords.
+	appPasswordSessions
+	gateways // gateway service keys
+	admins   // admin service keys
+
+	// anyUser is every user token.
+	anyUser  = users | appPasswordSessions
+	everyone = anyUser | gateways | admins
+)
+
 // A method is one JSON-RPC method: who may call it and what it does.
 type method struct {
-	// manages is set for the methods that change or reveal a user's app
-	// passwords: users (not through an app password session) and admins.
-	manages bool
-	// gateway is set for methods gateways may call; admins may call all.
-	gateway bool
-	call    func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error)
-	// admin is set for methods only admin keys may call.
-	admin bool
-	// server, when set, is called instead of call, for methods that use
-	// more of the Server than the Service (the webhooks).
-	server func(ctx context.Context, s *Server, c apppass.Caller, params json.RawMessage) (any, error)
-	// everyone is set for methods any authenticated caller may call.
-	everyone bool
+	who    who
+	handle handler
+}
+
+// A handler runs one call: it decodes r.Params, checks what the service
+// does not, and calls it.
+type handler func(ctx context.Context, r request) (any, error)
+
+// request is what a handler works with: the caller, the call's params and
+// the server's dependencies.
+type request struct {
+	*Server
+	Caller apppass.Caller
+	Params json.RawMessage
 }
 
 // Methods are named after the OX appPasswords HTTP module's actions.
 var methods = map[string]method{
-	"appPasswords.getApps": {call: func(_ context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
-		if err := decodeParams(params); err != nil {
+	"appPasswords.getApps": {anyUser | admins, func(_ context.Context, r request) (any, error) {
+		if err := decodeParams(r.Params); err != nil {
 			return nil, err
 		}
-		return svc.GetApps(), nil
+		return r.Service.GetApps(), nil
 	}},
-	"appPasswords.add": {manages: true, call: func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
+	"appPasswords.add": {users | admins, func(ctx context.Context, r request) (any, error) {
 		var req apppass.AddRequest
-		owner, err := decodeForUser(c, params, str("appScope", &req.AppScope, true), str("appName", &req.AppName, true),
+		owner, err := decodeForUser(r.Caller, r.Params, str("appScope", &req.AppScope, true), str("appName", &req.AppName, true),
 			optionalStr("expires", &req.Expires), optionalStr("idleExpiry", &req.IdleExpiry), strList("allowedIPs", &req.AllowedIPs))
 		if err != nil {
 			return nil, err
 		}
-		if err := svc.CheckReauth(c); err != nil {
+		if err := r.Service.CheckReauth(r.Caller); err != nil {
 			return nil, err
 		}
-		return svc.Add(ctx, owner, req)
+		return r.Service.Add(ctx, owner, req)
 	}},
-	"appPasswords.list": {manages: true, call: func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
-		owner, err := decodeForUser(c, params)
+	"appPasswords.list": {users | admins, func(ctx context.Context, r request) (any, error) {
+		owner, err := decodeForUser(r.Caller, r.Params)
 		if err != nil {
 			return nil, err
 		}
-		return svc.List(ctx, owner)
+		return r.Service.List(ctx, owner)
 	}},
-	"appPasswords.remove": {manages: true, call: func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
+	"appPasswords.remove": {users | admins, func(ctx context.Context, r request) (any, error) {
 		var uuid string
-		owner, err := decodeForUser(c, params, str("uuid", &uuid, true))
+		owner, err := decodeForUser(r.Caller, r.Params, str("uuid", &uuid, true))
 		if err != nil {
 			return nil, err
 		}
-		if err := svc.Remove(ctx, owner, uuid, reasonOf(c)); err != nil {
+		if err := r.Service.Remove(ctx, owner, uuid, reasonOf(r.Caller)); err != nil {
 			return nil, err
 		}
 		return map[string]string{"result": "OK"}, nil
 	}},
-	"appPasswords.removeAll": {manages: true, call: func(ctx context.Context, svc *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
+	"appPasswords.removeAll": {users | admins, func(ctx context.Context, r request) (any, error) {
 		var appScope *string
-		owner, err := decodeForUser(c, params, optionalStr("appScope", &appScope))
+		owner, err := decodeForUser(r.Caller, r.Params, optionalStr("appScope", &appScope))
 		if err != nil {
 			return nil, err
 		}
-		n, err := svc.RemoveAll(ctx, owner, appScope, reasonOf(c))
+		n, err := r.Service.RemoveAll(ctx, owner, appScope, reasonOf(r.Caller))
 		if err != nil {
 			return nil, err
 		}
 		return map[string]int{"removed": n}, nil
 	}},
-	"appPasswords.authenticate": {gateway: true, server: func(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (_ any, err error) {
+	"appPasswords.authenticate": {gateways | admins, func(ctx context.Context, r request) (_ any, err error) {
 		var a apppass.LoginAttempt
-		defer func() { s.Metrics.observeLogin(a.Protocol, err) }()
-		err = decodeParams(params,
+		defer func() { r.Metrics.observeLogin(a.Protocol, err) }()
+		err = decodeParams(r.Params,
 			str("login", &a.Login, true), str("password", &a.Password, true), str("protocol", &a.Protocol, true),
 			str("ip", &a.IP, false), str("device", &a.Device, false), str("userAgent", &a.UserAgent, false))
 		if err != nil {
@@ -91,14 +110,15 @@ var methods = map[string]method{
 				return nil, err
 			}
 		}
-		return s.Service.Authenticate(ctx, a)
+		return r.Service.Authenticate(ctx, a)
 	}},
 	// Who the token is for: the settings page shows "Signed in as", and
 	// asks before a link for another account replaces its session.
-	"appPasswords.whoami": {everyone: true, call: func(_ context.Context, _ *apppass.Service, c apppass.Caller, params json.RawMessage) (any, error) {
-		if err := decodeParams(params); err != nil {
+	"appPasswords.whoami": {everyone, func(_ context.Context, r request) (any, error) {
+		if err := decodeParams(r.Params); err != nil {
 			return nil, err
 		}
+		c := r.Caller
 		if c.Role != apppass.RoleUser {
 			return whoami{Role: c.Role.String(), Name: c.Name}, nil
 		}
@@ -106,14 +126,14 @@ var methods = map[string]method{
 		return whoami{Role: c.Role.String(), Login: u.Login, ContextID: &u.ContextID, UserID: &u.UserID, ViaAppPassword: &c.ViaAppPassword}, nil
 	}},
 	// Outbound webhooks' state, for admins (rpc/webhooks.go).
-	"webhooks.endpoints":  {admin: true, server: webhookEndpoints},
-	"webhooks.deliveries": {admin: true, server: webhookDeliveries},
-	"webhooks.enable":     {admin: true, server: webhookEnable},
+	"webhooks.endpoints":  {admins, webhookEndpoints},
+	"webhooks.deliveries": {admins, webhookDeliveries},
+	"webhooks.enable":     {admins, webhookEnable},
 	// The Dovecots kicked on revocations, for admins (rpc/webhooks.go).
-	"doveadm.targets": {admin: true, server: doveadmTargets},
+	"doveadm.targets": {admins, doveadmTargets},
 	// OpenRPC service discovery (rpc/openrpc.go): describes the methods
 	// above, which is no secret, so every caller may ask.
-	"rpc.discover": {everyone: true, call: rpcDiscover},
+	"rpc.discover": {everyone, rpcDiscover},
 }
 
 // whoami is appPasswords.whoami's result: the user of a user token, or the
@@ -135,30 +155,34 @@ var (
 	errAdminOnly     = &apppass.Error{Kind: apppass.KindForbidden, Message: "only admin keys may call this method"}
 )
 
-// allowed decides whether c may call m.
-func (m method) allowed(c apppass.Caller) error {
-	if m.everyone {
-		return nil
+// whoIs is the kind of caller c is.
+func whoIs(c apppass.Caller) who {
+	switch {
+	case c.Role == apppass.RoleAdmin:
+		return admins
+	case c.Role == apppass.RoleGateway:
+		return gateways
+	case c.Role == apppass.RoleUser && c.ViaAppPassword:
+		return appPasswordSessions
+	case c.Role == apppass.RoleUser:
+		return users
 	}
-	if m.admin && c.Role != apppass.RoleAdmin {
+	return 0
+}
+
+// allows decides whether c may call a method for w, and says why not.
+func (w who) allows(c apppass.Caller) error {
+	switch {
+	case w&whoIs(c) != 0:
+		return nil
+	case w == admins:
 		return errAdminOnly
+	case c.Role == apppass.RoleGateway:
+		return errGatewayOnly
+	case w&users != 0: // so c's session was opened with an app password
+		return errViaAppPasswd
 	}
-	switch c.Role {
-	case apppass.RoleAdmin:
-		return nil
-	case apppass.RoleGateway:
-		if !m.gateway {
-			return errGatewayOnly
-		}
-	case apppass.RoleUser:
-		if m.gateway {
-			return errNotForUsers
-		}
-		if m.manages && c.ViaAppPassword {
-			return errViaAppPasswd
-		}
-	}
-	return nil
+	return errNotForUsers
 }
 
 // decodeForUser decodes a management method's params and returns whose app

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/events"
@@ -145,7 +144,7 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 
 // observeCall counts one JSON-RPC call.
-func (m *Metrics) observeCall(name string, rpcErr *jsonrpc2.Error, took time.Duration) {
+func (m *Metrics) observeCall(name string, rpcErr *Error, took time.Duration) {
 	if m == nil {
 		return
 	}
@@ -181,7 +180,7 @@ func loginOutcome(err error) string {
 	if err == nil {
 		return outcomeOK
 	}
-	var rpcErr *jsonrpc2.Error
+	var rpcErr *Error
 	if errors.As(err, &rpcErr) {
 		return outcomeError
 	}

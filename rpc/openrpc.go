@@ -5,8 +5,6 @@ import (
 	_ "embed"
 	"encoding/json"
 	"net/http"
-
-	"github.com/apppass/apppass"
 )
 
 // openrpcDocument describes every JSON-RPC method (OpenRPC 1.3.2). It is
@@ -17,8 +15,8 @@ import (
 var openrpcDocument []byte
 
 // rpcDiscover answers rpc.discover, the OpenRPC service discovery method.
-func rpcDiscover(_ context.Context, _ *apppass.Service, _ apppass.Caller, params json.RawMessage) (any, error) {
-	if err := decodeParams(params); err != nil {
+func rpcDiscover(_ context.Context, r request) (any, error) {
+	if err := decodeParams(r.Params); err != nil {
 		return nil, err
 	}
 	return json.RawMessage(openrpcDocument), nil

@@ -24,8 +24,6 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
-
-	"github.com/sourcegraph/jsonrpc2"
 )
 
 const (
@@ -299,10 +297,10 @@ func oxInvalid(field, reason string) *oxError {
 
 // oxFromRPC translates a JSON-RPC error through oxOfRPC; given are the
 // parameters the call was made with.
-func oxFromRPC(e *jsonrpc2.Error, given map[string]string) *oxError {
+func oxFromRPC(e *Error, given map[string]string) *oxError {
 	var data errorData
 	if e.Data != nil {
-		_ = json.Unmarshal(*e.Data, &data)
+		_ = json.Unmarshal(e.Data, &data)
 	}
 	code, ok := oxOfRPC[e.Code]
 	if !ok {

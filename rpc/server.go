@@ -1,6 +1,7 @@
 // Package rpc serves the apppass Service as JSON-RPC 2.0 over HTTP (one
-// request or a batch per POST) and over WebSocket (sourcegraph/jsonrpc2),
-// authenticates callers, and maps domain errors to JSON-RPC codes.
+// request or a batch per POST) and over WebSocket (one message at a time,
+// parsed and dispatched the same way), authenticates callers, and maps
+// domain errors to JSON-RPC codes.
 package rpc
 
 import (
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/apppass/apppass"
 )
@@ -73,7 +73,7 @@ type Server struct {
 
 	upgrader websocket.Upgrader
 	mu       sync.Mutex
-	sockets  map[*jsonrpc2.Conn]struct{}
+	sockets  map[*socket]struct{}
 	// socketsOf counts each caller's open WebSocket connections.
 	socketsOf map[string]int
 	closing   bool
@@ -125,7 +125,7 @@ type response struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
 	Result  any             `json:"result,omitempty"`
-	Error   *jsonrpc2.Error `json:"error,omitempty"`
+	Error   *Error          `json:"error,omitempty"`
 }
 
 func (r response) MarshalJSON() ([]byte, error) {
@@ -133,7 +133,7 @@ func (r response) MarshalJSON() ([]byte, error) {
 		JSONRPC string          `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
 		Result  any             `json:"result,omitempty"`
-		Error   *jsonrpc2.Error `json:"error,omitempty"`
+		Error   *Error          `json:"error,omitempty"`
 	}
 	p := plain{JSONRPC: "2.0", ID: r.ID, Result: r.Result, Error: r.Error}
 	if p.ID == nil {
@@ -145,7 +145,7 @@ func (r response) MarshalJSON() ([]byte, error) {
 	return json.Marshal(p)
 }
 
-func errorResponse(id json.RawMessage, err *jsonrpc2.Error) response {
+func errorResponse(id json.RawMessage, err *Error) response {
 	return response{ID: id, Error: err}
 }
 
@@ -170,7 +170,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorResponse(nil, newError(CodeParseError, "could not read the request body")))
 		return
 	}
-	out, ok := s.handleMessage(r.Context(), c, body)
+	out, ok := s.handleMessage(r.Context(), c, body, false)
 	if !ok {
 		w.WriteHeader(http.StatusNoContent) // only notifications
 		return
@@ -179,8 +179,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleMessage processes one JSON-RPC message, single or batch, and returns
-// what to send back, or false when nothing is (notifications only).
-func (s *Server) handleMessage(ctx context.Context, c caller, body []byte) (any, bool) {
+// what to send back, or false when nothing is (notifications only). Both
+// transports end here: a POST body and a WebSocket message are parsed and
+// dispatched alike. With tagCalls (WebSocket, whose calls share one request
+// id) each call's log lines carry its JSON-RPC id as rpc_id.
+func (s *Server) handleMessage(ctx context.Context, c caller, body []byte, tagCalls bool) (any, bool) {
 	body = bytes.TrimSpace(body)
 	if !json.Valid(body) {
 		return errorResponse(nil, newError(CodeParseError, "parse error: the body is not valid JSON")), true
@@ -213,7 +216,7 @@ func (s *Server) handleMessage(ctx context.Context, c caller, body []byte) (any,
 					map[string]int{"maxReplyBytes": MaxReplyBytes}))
 			} else {
 				var ok bool
-				if rep, ok = s.handleRequest(ctx, c, raw); !ok {
+				if rep, ok = s.handleRequest(ctx, c, raw, tagCalls); !ok {
 					continue
 				}
 			}
@@ -226,7 +229,7 @@ func (s *Server) handleMessage(ctx context.Context, c caller, body []byte) (any,
 		}
 		return replies, len(replies) > 0
 	}
-	return s.handleRequest(ctx, c, body)
+	return s.handleRequest(ctx, c, body, tagCalls)
 }
 
 // requestID returns the id of a request in a batch, and whether it is a
@@ -255,7 +258,7 @@ type envelope struct {
 	ID      json.RawMessage `json:"id"`
 }
 
-func (s *Server) handleRequest(ctx context.Context, c caller, raw json.RawMessage) (response, bool) {
+func (s *Server) handleRequest(ctx context.Context, c caller, raw json.RawMessage, tagCalls bool) (response, bool) {
 	var env envelope
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &env) != nil {
@@ -273,6 +276,9 @@ func (s *Server) handleRequest(ctx context.Context, c caller, raw json.RawMessag
 	}
 	if len(env.Method) == 0 || env.Method[0] != '"' || json.Unmarshal(env.Method, &name) != nil {
 		return errorResponse(env.ID, newError(CodeInvalidRequest, `invalid request: "method" must be a string`)), true
+	}
+	if tagCalls && !notification {
+		ctx = withLogger(ctx, s.logger(ctx).With("rpc_id", string(env.ID)))
 	}
 	result, rpcErr := s.call(ctx, c, name, env.Params)
 	if notification {
@@ -300,7 +306,7 @@ func validID(id json.RawMessage) bool {
 // at debug with the request's logger (so with its request id) and counts
 // it in the metrics. An unknown method is logged and counted as "unknown",
 // so a caller cannot make up label values.
-func (s *Server) call(ctx context.Context, c caller, name string, params json.RawMessage) (any, *jsonrpc2.Error) {
+func (s *Server) call(ctx context.Context, c caller, name string, params json.RawMessage) (any, *Error) {
 	start := time.Now()
 	log := s.logger(ctx)
 	result, rpcErr := s.dispatch(ctx, log, c, name, params)
@@ -315,7 +321,7 @@ func (s *Server) call(ctx context.Context, c caller, name string, params json.Ra
 }
 
 // dispatch finds the method, checks that c may call it and runs it.
-func (s *Server) dispatch(ctx context.Context, log *slog.Logger, c caller, name string, params json.RawMessage) (any, *jsonrpc2.Error) {
+func (s *Server) dispatch(ctx context.Context, log *slog.Logger, c caller, name string, params json.RawMessage) (any, *Error) {
 	m, ok := methods[name]
 	if !ok {
 		return nil, newError(CodeMethodNotFound, "method not found: "+name)
@@ -323,18 +329,12 @@ func (s *Server) dispatch(ctx context.Context, log *slog.Logger, c caller, name 
 	if !s.Auth.stillValid(c) {
 		return nil, toRPCError(&apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: user token has expired"}, log, name)
 	}
-	if err := m.allowed(c.Caller); err != nil {
+	if err := m.who.allows(c.Caller); err != nil {
 		return nil, toRPCError(err, log, name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	var result any
-	var err error
-	if m.server != nil {
-		result, err = m.server(ctx, s, c.Caller, params)
-	} else {
-		result, err = m.call(ctx, s.Service, c.Caller, params)
-	}
+	result, err := m.handle(ctx, request{Server: s, Caller: c.Caller, Params: params})
 	if err != nil {
 		return nil, toRPCError(err, log, name)
 	}

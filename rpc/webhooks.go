@@ -17,18 +17,18 @@ type DoveadmAdmin interface {
 
 // doveadmTargets answers doveadm.targets: every configured Dovecot with
 // its state, the events it has not handled yet and its request counts.
-func doveadmTargets(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (any, error) {
-	if err := decodeParams(params); err != nil {
+func doveadmTargets(ctx context.Context, r request) (any, error) {
+	if err := decodeParams(r.Params); err != nil {
 		return nil, err
 	}
-	if s.Doveadm == nil {
+	if r.Doveadm == nil {
 		return []events.DoveadmStatus{}, nil
 	}
-	return s.Doveadm.Targets(ctx), nil
+	return r.Doveadm.Targets(ctx), nil
 }
 
 // WebhookAdmin is what admins see and do of the outbound webhooks
-// (implemented by events.Webhooks).
+// (implemented by eventr.Webhooks).
 type WebhookAdmin interface {
 	Endpoints(ctx context.Context) ([]apppass.WebhookEndpointStatus, error)
 	Deliveries(ctx context.Context, q apppass.WebhookQuery) ([]apppass.WebhookDelivery, error)
@@ -45,22 +45,22 @@ var errNoSuchEndpoint = apppass.Invalid("endpoint", "is not a configured webhook
 
 // webhookEndpoints answers webhooks.endpoints: every configured endpoint
 // with its state and delivery counts.
-func webhookEndpoints(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (any, error) {
-	if err := decodeParams(params); err != nil {
+func webhookEndpoints(ctx context.Context, r request) (any, error) {
+	if err := decodeParams(r.Params); err != nil {
 		return nil, err
 	}
-	if s.Webhooks == nil {
+	if r.Webhooks == nil {
 		return []apppass.WebhookEndpointStatus{}, nil
 	}
-	return s.Webhooks.Endpoints(ctx)
+	return r.Webhooks.Endpoints(ctx)
 }
 
 // webhookDeliveries answers webhooks.deliveries({state?, endpoint?, limit?}):
 // deliveries newest first.
-func webhookDeliveries(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (any, error) {
+func webhookDeliveries(ctx context.Context, r request) (any, error) {
 	var q apppass.WebhookQuery
 	limit := int64(defaultDeliveries)
-	err := decodeParams(params, str("state", &q.State, false), str("endpoint", &q.Endpoint, false),
+	err := decodeParams(r.Params, str("state", &q.State, false), str("endpoint", &q.Endpoint, false),
 		optionalInt("limit", &limit))
 	if err != nil {
 		return nil, err
@@ -74,13 +74,13 @@ func webhookDeliveries(ctx context.Context, s *Server, _ apppass.Caller, params 
 		return nil, apppass.Invalid("limit", "must be from 1 to 500")
 	}
 	q.Limit = int(limit)
-	if s.Webhooks == nil {
+	if r.Webhooks == nil {
 		if q.Endpoint != "" {
 			return nil, errNoSuchEndpoint
 		}
 		return []apppass.WebhookDelivery{}, nil
 	}
-	ds, err := s.Webhooks.Deliveries(ctx, q)
+	ds, err := r.Webhooks.Deliveries(ctx, q)
 	if ds == nil && err == nil {
 		ds = []apppass.WebhookDelivery{}
 	}
@@ -89,15 +89,15 @@ func webhookDeliveries(ctx context.Context, s *Server, _ apppass.Caller, params 
 
 // webhookEnable answers webhooks.enable({endpoint}): an endpoint disabled
 // by a 410 receives deliveries again.
-func webhookEnable(ctx context.Context, s *Server, _ apppass.Caller, params json.RawMessage) (any, error) {
+func webhookEnable(ctx context.Context, r request) (any, error) {
 	var name string
-	if err := decodeParams(params, str("endpoint", &name, true)); err != nil {
+	if err := decodeParams(r.Params, str("endpoint", &name, true)); err != nil {
 		return nil, err
 	}
-	if s.Webhooks == nil {
+	if r.Webhooks == nil {
 		return nil, errNoSuchEndpoint
 	}
-	was, err := s.Webhooks.Enable(ctx, name)
+	was, err := r.Webhooks.Enable(ctx, name)
 	if err != nil {
 		return nil, err
 	}
