@@ -252,9 +252,8 @@ func validID(id json.RawMessage) bool {
 }
 
 // Call runs one method for c; both transports end here, and so does the
-// OX API (rpc/ox). It logs the call
-// at debug with the request's logger (so with its request id) and counts
-// it in the metrics. An unknown method is logged and counted as "unknown",
+// OX API (rpc/ox). It logs the call at debug with the request's logger (so
+// with its request id) and counts it in the metrics. An unknown method is logged and counted as "unknown",
 // so a caller cannot make up label values.
 func (h Handler) Call(ctx context.Context, c edge.Caller, name string, params json.RawMessage) (any, *Error) {
 	start := time.Now()

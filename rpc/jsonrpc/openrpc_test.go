@@ -351,7 +351,7 @@ func TestOpenRPCDocumentIsValid(t *testing.T) {
 	compileMethods(t, raw)
 }
 
-// errorCodes are rpc/errors.go's codes by constant name.
+// errorCodes are errors.go's codes by constant name.
 var errorCodes = map[string]int64{
 	"CodeParseError":      jsonrpc.CodeParseError,
 	"CodeInvalidRequest":  jsonrpc.CodeInvalidRequest,
@@ -367,7 +367,7 @@ var errorCodes = map[string]int64{
 }
 
 // TestOpenRPCDocumentsEveryMethod: the document lists exactly the method
-// table, and exactly the error codes of rpc/errors.go.
+// table, and exactly the error codes of errors.go.
 func TestOpenRPCDocumentsEveryMethod(t *testing.T) {
 	d := parseDoc(t, jsonrpc.OpenRPCDocument)
 	var documented []string
