@@ -75,10 +75,14 @@ type Server struct {
 	SocketIdleTimeout time.Duration
 
 	sockets jsonrpc.Sockets
+	// checkOrigin is checkWebSocketOrigin, bound once (a method value made
+	// per request would cost an allocation on every call).
+	checkOrigin func(r *http.Request) bool
 }
 
 // Handler routes every endpoint, each to the edge that answers it.
 func (s *Server) Handler() http.Handler {
+	s.checkOrigin = s.checkWebSocketOrigin
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /rpc", func(w http.ResponseWriter, r *http.Request) { s.jsonrpc().ServePOST(w, r) })
 	mux.HandleFunc("GET /rpc", func(w http.ResponseWriter, r *http.Request) { s.jsonrpc().ServeWebSocket(w, r) })
@@ -124,7 +128,7 @@ func (s *Server) jsonrpc() jsonrpc.Handler {
 	return jsonrpc.Handler{
 		Service: s.Service, Auth: s.Auth, Logger: s.Logger, Metrics: s.Metrics,
 		Webhooks: s.Webhooks, Doveadm: s.Doveadm,
-		Sockets: &s.sockets, SocketIdleTimeout: s.SocketIdleTimeout, CheckOrigin: s.checkWebSocketOrigin,
+		Sockets: &s.sockets, SocketIdleTimeout: s.SocketIdleTimeout, CheckOrigin: s.checkOrigin,
 	}
 }
 
