@@ -2,22 +2,22 @@ package rpc
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/apppass/apppass/rpc/internal/edge"
 )
 
 // RequestIDHeader carries a request's id: taken from the caller when it
 // is sane, generated otherwise, and always sent back.
-const RequestIDHeader = "X-Request-Id"
+const RequestIDHeader = edge.RequestIDHeader
 
 // maxRequestIDLen bounds an id taken from a caller, so log lines stay small.
 const maxRequestIDLen = 128
@@ -49,22 +49,6 @@ func newRequestID() string {
 	return hex.EncodeToString(b)
 }
 
-type loggerKey struct{}
-
-// withLogger returns ctx carrying l, the logger of one request.
-func withLogger(ctx context.Context, l *slog.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, l)
-}
-
-// logger returns the logger of the request ctx belongs to (it carries the
-// request id), or the server's when there is none.
-func (s *Server) logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
-		return l
-	}
-	return s.Logger
-}
-
 // withRequestContext wraps every route: it gives the request an id and a
 // logger carrying it, answers CORS, and logs the request at debug once
 // answered. Only the path is logged: a query string may carry a token
@@ -78,7 +62,7 @@ func (s *Server) withRequestContext(next http.Handler) http.Handler {
 		}
 		w.Header().Set(RequestIDHeader, id)
 		log := s.Logger.With("request_id", id)
-		r = r.WithContext(withLogger(r.Context(), log))
+		r = r.WithContext(edge.WithLogger(r.Context(), log))
 		sw := &statusWriter{ResponseWriter: w}
 		s.serveCORS(sw, r, next)
 		log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", sw.statusCode(),
