@@ -357,7 +357,10 @@ to pass as add --app, what users see, and the protocols each may log in with.
 // rawResultUsage describes --json on the commands that print a table.
 const rawResultUsage = "print the raw JSON-RPC result instead of a table"
 
-func runApps(sys *system, c *command, args []string) int {
+// runAdminQuery runs a command that takes only --json: it calls method
+// without params with the admin key and prints the result with render,
+// or raw with --json.
+func runAdminQuery(sys *system, c *command, args []string, method string, render func(raw json.RawMessage) error) int {
 	asJSON, code, done := parseJSONFlag(sys, c, args, rawResultUsage)
 	if done {
 		return code
@@ -366,7 +369,11 @@ func runApps(sys *system, c *command, args []string) int {
 	if !ok {
 		return code
 	}
-	return result(sys, c, s, "appPasswords.getApps", nil, asJSON, func(raw json.RawMessage) error {
+	return result(sys, c, s, method, nil, asJSON, render)
+}
+
+func runApps(sys *system, c *command, args []string) int {
+	return runAdminQuery(sys, c, args, "appPasswords.getApps", func(raw json.RawMessage) error {
 		var apps []struct {
 			Name        string   `json:"name"`
 			DisplayName string   `json:"displayName"`
@@ -399,15 +406,7 @@ apppass_doveadm_pending_events.
 }
 
 func runDoveadm(sys *system, c *command, args []string) int {
-	asJSON, code, done := parseJSONFlag(sys, c, args, rawResultUsage)
-	if done {
-		return code
-	}
-	s, code, ok := adminSidecar(sys, c)
-	if !ok {
-		return code
-	}
-	return result(sys, c, s, "doveadm.targets", nil, asJSON, func(raw json.RawMessage) error {
+	return runAdminQuery(sys, c, args, "doveadm.targets", func(raw json.RawMessage) error {
 		var targets []struct {
 			URL       string            `json:"url"`
 			State     string            `json:"state"`

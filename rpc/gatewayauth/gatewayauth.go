@@ -102,13 +102,22 @@ func (h Handler) gatewayCaller(r *http.Request) bool {
 	return true
 }
 
+// admitGateway answers 403 and counts the refusal unless the request
+// carries a gateway key.
+func (h Handler) admitGateway(w http.ResponseWriter, r *http.Request, protocol string) bool {
+	if h.gatewayCaller(r) {
+		return true
+	}
+	h.observe(protocol, ErrNoGatewayKey)
+	http.Error(w, ErrNoGatewayKey.Error(), http.StatusForbidden)
+	return false
+}
+
 // ServeBasic answers nginx's auth_request subrequest for HTTP Basic
 // logins (CalDAV, CardDAV, WebDAV, EAS, Drive behind nginx).
 func (h Handler) ServeBasic(w http.ResponseWriter, r *http.Request) {
 	protocol := r.Header.Get("X-AppPass-Protocol")
-	if !h.gatewayCaller(r) {
-		h.observe(protocol, ErrNoGatewayKey)
-		http.Error(w, ErrNoGatewayKey.Error(), http.StatusForbidden)
+	if !h.admitGateway(w, r, protocol) {
 		return
 	}
 	challenge := func() {
@@ -169,9 +178,7 @@ const maxMailWait = 5
 // SMTP: the answer is always HTTP 200, with Auth-Status saying OK or why not.
 func (h Handler) ServeMail(w http.ResponseWriter, r *http.Request) {
 	protocol := r.Header.Get("Auth-Protocol")
-	if !h.gatewayCaller(r) {
-		h.observe(protocol, ErrNoGatewayKey)
-		http.Error(w, ErrNoGatewayKey.Error(), http.StatusForbidden)
+	if !h.admitGateway(w, r, protocol) {
 		return
 	}
 	hdr := w.Header()

@@ -69,18 +69,11 @@ func (f *Fixture) OX(t testing.TB, authorization, method, query, form string) ma
 	if err != nil {
 		t.Fatal(err)
 	}
+	contentType := ""
 	if form != "" {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		contentType = "application/x-www-form-urlencoded"
 	}
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
+	resp, raw, err := roundTrip(req, contentType, authorization)
 	if err != nil {
 		t.Fatal(err)
 	}

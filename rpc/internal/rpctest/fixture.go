@@ -211,14 +211,29 @@ func (f *Fixture) PostAsync(authorization, body string) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Authorization", authorization)
-	resp, err := http.DefaultClient.Do(req)
+	resp, out, err := roundTrip(req, "", authorization)
 	if err != nil {
 		return 0, nil, err
 	}
+	return resp.StatusCode, out, nil
+}
+
+// roundTrip sends req with the Content-Type and Authorization headers
+// given (none where "") and reads the whole answer.
+func roundTrip(req *http.Request, contentType, authorization string) (*http.Response, []byte, error) {
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
 	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, out, err
+	raw, err := io.ReadAll(resp.Body)
+	return resp, raw, err
 }
 
 // post sends body to POST /rpc with an Authorization header (none if "").
@@ -228,16 +243,7 @@ func (f *Fixture) Post(t testing.TB, authorization string, body string) (int, []
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
+	resp, out, err := roundTrip(req, "application/json", authorization)
 	if err != nil {
 		t.Fatal(err)
 	}
