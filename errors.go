@@ -7,7 +7,7 @@ import (
 )
 
 // Kind classifies an Error. Each kind maps to exactly one JSON-RPC code in
-// rpc/errors.go; that table is the only place codes are chosen.
+// rpc/errcode; that table is the only place codes are chosen.
 type Kind int
 
 const (

@@ -16,9 +16,13 @@ package events
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/apppass/apppass"
 )
 
 // StreamName and StreamSubjects define the JetStream stream events go to.
@@ -54,8 +58,7 @@ func DoveadmConsumer(baseURL string) string {
 // while NATS is down and reconnects forever, and it notices a silent
 // network partition within seconds, not minutes. up, when set, is told
 // each time the connection comes up (true) or goes down (false, with the
-// error when there is one). The caller wraps a returned error with the url
-// redacted (apppass.RedactURL).
+// error when there is one). An error names the url without its login.
 func Dial(url, name string, up func(bool, error), opts ...nats.Option) (*nats.Conn, error) {
 	all := []nats.Option{
 		nats.Name(name),
@@ -75,5 +78,23 @@ func Dial(url, name string, up func(bool, error), opts ...nats.Option) (*nats.Co
 			nats.ClosedHandler(func(*nats.Conn) { up(false, nil) }),
 		)
 	}
-	return nats.Connect(url, append(all, opts...)...)
+	nc, err := nats.Connect(url, append(all, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %s", apppass.RedactURL(url), apppass.RedactIn(err.Error(), url))
+	}
+	return nc, nil
+}
+
+// DialJetStream is Dial with the connection's JetStream handle.
+func DialJetStream(url, name string, up func(bool, error), opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := Dial(url, name, up, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }

@@ -4,11 +4,11 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/apppass/apppass"
+	"github.com/apppass/apppass/rpc/internal/edge"
 )
 
 // TokenVerifier checks a user token (apppass.UserTokens for HS256,
@@ -30,17 +30,11 @@ type Authenticator struct {
 
 var errUnauthenticated = &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated"}
 
-// caller is an authenticated caller and until when it stays valid.
-type caller struct {
-	apppass.Caller
-	expires time.Time // zero for service keys
-}
-
 // Authenticate checks a bearer token. Every service key is compared, in
 // constant time, whatever matched before, so timing tells nothing.
-func (a *Authenticator) Authenticate(bearer string) (caller, error) {
+func (a *Authenticator) Authenticate(bearer string) (edge.Caller, error) {
 	if bearer == "" {
-		return caller{}, errUnauthenticated
+		return edge.Caller{}, errUnauthenticated
 	}
 	if strings.Count(bearer, ".") == 2 && (a.Tokens != nil || a.Issuer != nil) {
 		v := a.Tokens
@@ -48,17 +42,17 @@ func (a *Authenticator) Authenticate(bearer string) (caller, error) {
 			v = a.Issuer
 		}
 		if v == nil {
-			return caller{}, &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: only tokens of the OIDC issuer are accepted"}
+			return edge.Caller{}, &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: only tokens of the OIDC issuer are accepted"}
 		}
 		tu, err := v.Verify(bearer, a.now())
 		if apppass.KindOf(err) == apppass.KindUnavailable {
-			return caller{}, err
+			return edge.Caller{}, err
 		}
 		if err != nil {
-			return caller{}, &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: " + err.Error()}
+			return edge.Caller{}, &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated: " + err.Error()}
 		}
-		return caller{Caller: apppass.Caller{Role: apppass.RoleUser, Name: tu.User.Login, User: tu.User,
-			ViaAppPassword: tu.ViaAppPassword, AuthTime: tu.AuthTime, AMR: tu.AMR}, expires: tu.Expires}, nil
+		return edge.Caller{Caller: apppass.Caller{Role: apppass.RoleUser, Name: tu.User.Login, User: tu.User,
+			ViaAppPassword: tu.ViaAppPassword, AuthTime: tu.AuthTime, AMR: tu.AMR}, Expires: tu.Expires}, nil
 	}
 	var match *apppass.ServiceKey
 	for i := range a.ServiceKeys {
@@ -67,9 +61,9 @@ func (a *Authenticator) Authenticate(bearer string) (caller, error) {
 		}
 	}
 	if match == nil {
-		return caller{}, errUnauthenticated
+		return edge.Caller{}, errUnauthenticated
 	}
-	return caller{Caller: apppass.Caller{Role: match.Role, Name: match.Name}}, nil
+	return edge.Caller{Caller: apppass.Caller{Role: match.Role, Name: match.Name}}, nil
 }
 
 // headerAlg reads the alg of a JWT's header, "" if it cannot. Only the
@@ -93,15 +87,6 @@ func headerAlg(token string) string {
 	return h.Alg
 }
 
-// authStatus is the HTTP status of a refused bearer: 503 while the issuer's
-// keys cannot be had (the token may be fine), else 401.
-func authStatus(err error) int {
-	if apppass.KindOf(err) == apppass.KindUnavailable {
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusUnauthorized
-}
-
 func (a *Authenticator) now() time.Time {
 	if a.Now != nil {
 		return a.Now()
@@ -109,17 +94,8 @@ func (a *Authenticator) now() time.Time {
 	return time.Now()
 }
 
-// stillValid reports whether a caller authenticated earlier (on a
+// StillValid reports whether a caller authenticated earlier (on a
 // WebSocket) may still call: a user token's expiry applies to every call.
-func (a *Authenticator) stillValid(c caller) bool {
-	return c.expires.IsZero() || a.now().Before(c.expires)
-}
-
-// bearerFrom extracts the token of an "Authorization: Bearer …" header.
-func bearerFrom(header string) string {
-	scheme, token, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
+func (a *Authenticator) StillValid(c edge.Caller) bool {
+	return c.Expires.IsZero() || a.now().Before(c.Expires)
 }

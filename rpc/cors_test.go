@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/apppass/apppass/rpc"
+	. "github.com/apppass/apppass/rpc/internal/rpctest"
 )
 
 const (
@@ -16,11 +17,11 @@ const (
 	otherOrigin   = "https://evil.example.net"
 )
 
-func corsFixture(t *testing.T) *fixture {
+func corsFixture(t *testing.T) *Fixture {
 	t.Helper()
-	f := newFixture(t, fixtureOptions{})
+	f := NewFixture(t, FixtureOptions{})
 	f.Server.CORSOrigins = []string{allowedOrigin, "http://localhost:3000"}
-	f.reserve(t)
+	f.Reserve(t)
 	return f
 }
 
@@ -100,13 +101,13 @@ func TestCORSPreflight(t *testing.T) {
 
 func TestCORSActualRequests(t *testing.T) {
 	f := corsFixture(t)
-	token := f.token(alice)
+	token := f.Token(Alice)
 	call := func(origin, bearer string) *http.Response {
 		h := map[string]string{"Authorization": "Bearer " + bearer, "Content-Type": "application/json"}
 		if origin != "" {
 			h["Origin"] = origin
 		}
-		return doRequest(t, http.MethodPost, f.URL+"/rpc", h, request("appPasswords.list", ""))
+		return doRequest(t, http.MethodPost, f.URL+"/rpc", h, Request("appPasswords.list", ""))
 	}
 	// Allowed: the exact origin and the request id exposed, no credentials.
 	resp := call(allowedOrigin, token)
@@ -128,9 +129,9 @@ func TestCORSActualRequests(t *testing.T) {
 		t.Fatalf("no origin: HTTP %d %v", resp.StatusCode, corsHeaders(resp.Header))
 	}
 	// Without configured origins nothing is allowed.
-	plain := newFixture(t, fixtureOptions{})
-	resp = doRequest(t, http.MethodPost, plain.URL+"/rpc", map[string]string{"Authorization": "Bearer " + plain.token(alice), "Origin": allowedOrigin},
-		request("appPasswords.list", ""))
+	plain := NewFixture(t, FixtureOptions{})
+	resp = doRequest(t, http.MethodPost, plain.URL+"/rpc", map[string]string{"Authorization": "Bearer " + plain.Token(Alice), "Origin": allowedOrigin},
+		Request("appPasswords.list", ""))
 	if resp.StatusCode != 200 || len(corsHeaders(resp.Header)) != 0 {
 		t.Fatalf("unconfigured: HTTP %d %v", resp.StatusCode, corsHeaders(resp.Header))
 	}
@@ -144,13 +145,13 @@ func TestCORSActualRequests(t *testing.T) {
 // origins may open one, other pages may not.
 func TestCORSWebSocket(t *testing.T) {
 	f := corsFixture(t)
-	token := f.token(alice)
+	token := f.Token(Alice)
 	dial := func(origin string) (int, error) {
 		h := http.Header{"Authorization": {"Bearer " + token}}
 		if origin != "" {
 			h.Set("Origin", origin)
 		}
-		conn, resp, err := websocket.DefaultDialer.Dial(f.wsURL(""), h)
+		conn, resp, err := websocket.DefaultDialer.Dial(f.WSURL(""), h)
 		if conn != nil {
 			conn.Close()
 		}

@@ -14,11 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/dovecot"
 	"github.com/apppass/apppass/events/webhook"
+	"github.com/apppass/apppass/rpc/gatewayauth"
+	"github.com/apppass/apppass/rpc/jsonrpc"
 )
 
 // scrapeTimeout bounds each backing-service check made while /metrics is
@@ -81,7 +82,6 @@ const (
 	outcomeUnavailable = "unavailable" // MongoDB did not answer (-32050)
 	outcomeError       = "error"       // anything else (internal errors, misconfiguration)
 	protocolOther      = "other"       // a protocol apppass does not know
-	methodUnknown      = "unknown"     // a method name not in the method table
 	codeOK             = "ok"          // the "code" label of a successful call
 )
 
@@ -174,32 +174,27 @@ func (m *Metrics) Handler() http.Handler {
 // Registry is where the metrics live, for tests and for adding more.
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 
-// observeCall counts one JSON-RPC call.
-func (m *Metrics) observeCall(name string, rpcErr *jsonrpc2.Error, took time.Duration) {
+// ObserveCall counts one JSON-RPC call; name is bounded by the method
+// table (rpc/jsonrpc counts names outside it as "unknown").
+func (m *Metrics) ObserveCall(name string, rpcErr *jsonrpc.Error, took time.Duration) {
 	if m == nil {
 		return
 	}
-	k := callKey{method: methodLabel(name), ok: rpcErr == nil}
+	k := callKey{method: name, ok: rpcErr == nil}
 	if rpcErr != nil {
 		k.code = rpcErr.Code
 	}
 	m.callSeries.get(k).Inc()
-	m.durationSeries.get(k.method).Observe(took.Seconds())
+	m.durationSeries.get(name).Observe(took.Seconds())
 }
 
-// observeLogin counts one login attempt. err is what Authenticate (or the
+// ObserveLogin counts one login attempt. err is what Authenticate (or the
 // checks before it) returned.
-func (m *Metrics) observeLogin(protocol string, err error) {
+func (m *Metrics) ObserveLogin(protocol string, err error) {
 	if m == nil {
 		return
 	}
-	m.observeLoginOutcome(protocol, loginOutcome(err))
-}
-
-func (m *Metrics) observeLoginOutcome(protocol, outcome string) {
-	if m == nil {
-		return
-	}
+	outcome := loginOutcome(err)
 	if !apppass.KnownProtocol(protocol) {
 		protocol = protocolOther
 	}
@@ -241,10 +236,15 @@ func (c *seriesCache[K, S]) get(k K) S {
 }
 
 func loginOutcome(err error) string {
-	if err == nil {
+	switch {
+	case err == nil:
 		return outcomeOK
+	case errors.Is(err, gatewayauth.ErrNoGatewayKey):
+		return outcomeForbidden
+	case errors.Is(err, gatewayauth.ErrNoCredentials):
+		return outcomeNoCreds
 	}
-	var rpcErr *jsonrpc2.Error
+	var rpcErr *jsonrpc.Error
 	if errors.As(err, &rpcErr) {
 		return outcomeError
 	}
@@ -263,15 +263,6 @@ func loginOutcome(err error) string {
 		return outcomeUnavailable
 	}
 	return outcomeError
-}
-
-// methodLabel keeps the method label bounded: names outside the method
-// table are "unknown".
-func methodLabel(name string) string {
-	if _, ok := methods[name]; ok {
-		return name
-	}
-	return methodUnknown
 }
 
 func boolGauge(b bool) float64 {

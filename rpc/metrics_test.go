@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -20,17 +19,11 @@ import (
 	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/rpc"
+	"github.com/apppass/apppass/rpc/errcode"
+	"github.com/apppass/apppass/rpc/gatewayauth"
+	. "github.com/apppass/apppass/rpc/internal/rpctest"
 	"github.com/apppass/apppass/stdwebhook"
 )
-
-// reserve serves f.Server's handler anew, after a test changed the Server
-// (metrics, CORS origins, logger), and points f.URL at it.
-func (f *fixture) reserve(t *testing.T) {
-	t.Helper()
-	hs := httptest.NewServer(f.Server.Handler())
-	t.Cleanup(hs.Close)
-	f.URL = hs.URL
-}
 
 // scrape reads GET /metrics and parses the text format.
 func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
@@ -113,7 +106,7 @@ func gatewayGet(t *testing.T, base, path, key string, headers map[string]string)
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
 	if key != "" {
-		req.Header.Set(rpc.GatewayKeyHeader, key)
+		req.Header.Set(gatewayauth.KeyHeader, key)
 	}
 	for k, v := range headers {
 		req.Header.Set(k, v)
@@ -133,7 +126,7 @@ func basicAuth(login, password string) string {
 // TestMetrics makes real calls over HTTP, WebSocket and the gateway
 // endpoints, then checks that /metrics counted each with the right labels.
 func TestMetrics(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
+	f := NewFixture(t, FixtureOptions{})
 	store := f.Store
 	cache := apppass.NewAuthCache(time.Minute)
 	cache.SetTrusted(true)
@@ -153,7 +146,7 @@ func TestMetrics(t *testing.T) {
 	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{Cache: cache, PendingEvents: store.PendingCount,
 		StorePing: store.Ping, NATSConnected: pub.Connected, WebhookDeliveries: hooks.DeliveryCounts})
 	f.Server.MailBackends = rpc.DefaultMailBackends()
-	f.reserve(t)
+	f.Reserve(t)
 
 	// Before any call: the gauges answer, the Go and process collectors
 	// are there, nothing is counted yet.
@@ -175,52 +168,52 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("calls counted before any call: %v", fams["apppass_rpc_calls_total"])
 	}
 
-	user := f.token(alice)
-	mail := f.add(t, user, "mail", "phone")
-	cal := f.add(t, user, "caldav", "calendar")
-	f.list(t, user)
-	wantError(t, f.call(t, user, "appPasswords.remove", `{"uuid":"00000000-0000-4000-8000-000000000000"}`), rpc.CodeNotFound)
-	wantError(t, f.call(t, user, "no.such.method", ""), rpc.CodeMethodNotFound)
-	wantError(t, f.call(t, user, "made.up.too", ""), rpc.CodeMethodNotFound)
-	wantError(t, f.call(t, gatewaySecret, "appPasswords.list", ""), rpc.CodeForbidden)
+	user := f.Token(Alice)
+	mail := f.Add(t, user, "mail", "phone")
+	cal := f.Add(t, user, "caldav", "calendar")
+	f.List(t, user)
+	WantError(t, f.Call(t, user, "appPasswords.remove", `{"uuid":"00000000-0000-4000-8000-000000000000"}`), errcode.NotFound)
+	WantError(t, f.Call(t, user, "no.such.method", ""), errcode.MethodNotFound)
+	WantError(t, f.Call(t, user, "made.up.too", ""), errcode.MethodNotFound)
+	WantError(t, f.Call(t, GatewaySecret, "appPasswords.list", ""), errcode.Forbidden)
 	// authenticate over /rpc: right twice (a miss, then a cache hit),
 	// wrong, an unknown protocol, and through a user token (forbidden
 	// before the method runs: a call, not a login).
-	ok(t, f.authenticate(t, alice.Login, mail.Password, "imap"))
-	ok(t, f.authenticate(t, alice.Login, mail.Password, "imap"))
-	wantError(t, f.authenticate(t, alice.Login, "abcd-efgh-ijkl-mnop", "imap"), rpc.CodeRejected)
-	wantError(t, f.authenticate(t, alice.Login, mail.Password, "gopher"), rpc.CodeInvalidParams)
-	wantError(t, f.call(t, user, "appPasswords.authenticate", `{"login":"a","password":"b","protocol":"imap"}`), rpc.CodeForbidden)
+	OK(t, f.Authenticate(t, Alice.Login, mail.Password, "imap"))
+	OK(t, f.Authenticate(t, Alice.Login, mail.Password, "imap"))
+	WantError(t, f.Authenticate(t, Alice.Login, "abcd-efgh-ijkl-mnop", "imap"), errcode.Rejected)
+	WantError(t, f.Authenticate(t, Alice.Login, mail.Password, "gopher"), errcode.InvalidParams)
+	WantError(t, f.Call(t, user, "appPasswords.authenticate", `{"login":"a","password":"b","protocol":"imap"}`), errcode.Forbidden)
 	// Over WebSocket: the same counters.
-	ws := f.dialWS(t, user)
-	ok(t, ws.call(t, "appPasswords.list", ""))
-	wantError(t, ws.call(t, "ws.nope", ""), rpc.CodeMethodNotFound)
+	ws := f.DialWS(t, user)
+	OK(t, ws.Call(t, "appPasswords.list", ""))
+	WantError(t, ws.Call(t, "ws.nope", ""), errcode.MethodNotFound)
 
 	// Gateway endpoints.
-	if r := gatewayGet(t, f.URL, "/auth/basic", gatewaySecret, map[string]string{
-		"Authorization": basicAuth(alice.Login, cal.Password), "X-AppPass-Protocol": "caldav"}); r.StatusCode != 200 {
+	if r := gatewayGet(t, f.URL, "/auth/basic", GatewaySecret, map[string]string{
+		"Authorization": basicAuth(Alice.Login, cal.Password), "X-AppPass-Protocol": "caldav"}); r.StatusCode != 200 {
 		t.Fatalf("/auth/basic right password: HTTP %d", r.StatusCode)
 	}
-	if r := gatewayGet(t, f.URL, "/auth/basic", gatewaySecret, map[string]string{
-		"Authorization": basicAuth(alice.Login, mail.Password), "X-AppPass-Protocol": "caldav"}); r.StatusCode != 401 {
+	if r := gatewayGet(t, f.URL, "/auth/basic", GatewaySecret, map[string]string{
+		"Authorization": basicAuth(Alice.Login, mail.Password), "X-AppPass-Protocol": "caldav"}); r.StatusCode != 401 {
 		t.Fatalf("/auth/basic other app's password: HTTP %d", r.StatusCode)
 	}
-	if r := gatewayGet(t, f.URL, "/auth/basic", gatewaySecret, map[string]string{"X-AppPass-Protocol": "caldav"}); r.StatusCode != 401 {
+	if r := gatewayGet(t, f.URL, "/auth/basic", GatewaySecret, map[string]string{"X-AppPass-Protocol": "caldav"}); r.StatusCode != 401 {
 		t.Fatalf("/auth/basic without credentials: HTTP %d", r.StatusCode)
 	}
 	if r := gatewayGet(t, f.URL, "/auth/basic", "", map[string]string{"X-AppPass-Protocol": "caldav"}); r.StatusCode != 403 {
 		t.Fatalf("/auth/basic without a key: HTTP %d", r.StatusCode)
 	}
 	mailHeaders := func(password, method string) map[string]string {
-		return map[string]string{"Auth-Method": method, "Auth-User": url.PathEscape(alice.Login),
+		return map[string]string{"Auth-Method": method, "Auth-User": url.PathEscape(Alice.Login),
 			"Auth-Pass": url.PathEscape(password), "Auth-Protocol": "smtp", "Client-IP": "192.0.2.7"}
 	}
-	for _, c := range []struct{ password, method, status string }{
+	for _, c := range []struct{ Password, method, status string }{
 		{mail.Password, "plain", "OK"},
 		{"zzzz-zzzz-zzzz-zzzz", "plain", "Invalid login or password"},
 		{mail.Password, "cram-md5", "Unsupported authentication method"},
 	} {
-		if r := gatewayGet(t, f.URL, "/auth/mail", gatewaySecret, mailHeaders(c.password, c.method)); r.Header.Get("Auth-Status") != c.status {
+		if r := gatewayGet(t, f.URL, "/auth/mail", GatewaySecret, mailHeaders(c.Password, c.method)); r.Header.Get("Auth-Status") != c.status {
 			t.Fatalf("/auth/mail %s: Auth-Status %q, want %q", c.method, r.Header.Get("Auth-Status"), c.status)
 		}
 	}
@@ -288,11 +281,11 @@ func TestMetrics(t *testing.T) {
 // TestMetricsStoreDown: with MongoDB gone, the scrape still answers:
 // mongodb_up 0, the backlog NaN (unknown), not an error or a hang.
 func TestMetricsStoreDown(t *testing.T) {
-	uri, stopStore := stoppableStore(t)
-	f := newFixture(t, fixtureOptions{mongoURI: uri})
+	uri, stopStore := StoppableStore(t)
+	f := NewFixture(t, FixtureOptions{MongoURI: uri})
 	store := f.Store
 	f.Server.Metrics = rpc.NewMetrics(rpc.MetricsSources{PendingEvents: store.PendingCount, StorePing: store.Ping})
-	f.reserve(t)
+	f.Reserve(t)
 	fams := scrape(t, f.URL)
 	wantSample(t, fams, 1, "apppass_store_up")
 	stopStore()
@@ -309,8 +302,8 @@ func TestMetricsStoreDown(t *testing.T) {
 
 // TestNoMetrics: a Server without Metrics serves calls and no /metrics.
 func TestNoMetrics(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
-	ok(t, f.call(t, f.token(alice), "appPasswords.list", ""))
+	f := NewFixture(t, FixtureOptions{})
+	OK(t, f.Call(t, f.Token(Alice), "appPasswords.list", ""))
 	resp, err := http.Get(f.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -15,11 +15,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/apppass/apppass/rpc/internal/edge"
 )
 
 // RequestIDHeader carries a request's id: taken from the caller when it
 // is sane, generated otherwise, and always sent back.
-const RequestIDHeader = "X-Request-Id"
+const RequestIDHeader = edge.RequestIDHeader
 
 // maxRequestIDLen bounds an id taken from a caller, so log lines stay small.
 const maxRequestIDLen = 128
@@ -56,22 +58,6 @@ func newRequestID() string {
 	var id [32]byte
 	hex.Encode(id[:], raw[:])
 	return string(id[:])
-}
-
-type loggerKey struct{}
-
-// withLogger returns ctx carrying l, the logger of one request.
-func withLogger(ctx context.Context, l *slog.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, l)
-}
-
-// logger returns the logger of the request ctx belongs to (it carries the
-// request id), or the server's when there is none.
-func (s *Server) logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
-		return l
-	}
-	return s.Logger
 }
 
 // requestState is what the middleware keeps for one request, in one
@@ -145,7 +131,7 @@ func (s *Server) withRequestContext(next http.Handler) http.Handler {
 			id = newRequestID()
 		}
 		st := newRequestState(s.Logger, w, id)
-		r = r.WithContext(withLogger(ctx, &st.log))
+		r = r.WithContext(edge.WithLogger(ctx, &st.log))
 		s.serveCORS(&st.sw, r, next)
 		if debug {
 			st.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "status", st.sw.statusCode(),

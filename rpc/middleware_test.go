@@ -3,8 +3,6 @@ package rpc_test
 import (
 	"bufio"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
@@ -12,8 +10,9 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/apppass/apppass/internal/gatewaytest"
 	"github.com/apppass/apppass/rpc"
+	"github.com/apppass/apppass/rpc/errcode"
+	. "github.com/apppass/apppass/rpc/internal/rpctest"
 )
 
 var generatedID = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -64,43 +63,19 @@ func findRecord(recs []map[string]any, msg string, attrs map[string]any) map[str
 	return nil
 }
 
-// logTo makes f log JSON at debug into a buffer, served anew.
-func (f *fixture) logTo(t *testing.T) *gatewaytest.Buffer {
-	t.Helper()
-	buf := &gatewaytest.Buffer{}
-	f.Server.Logger = slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f.reserve(t)
-	return buf
-}
-
-func (f *fixture) postWithHeaders(t *testing.T, path string, headers map[string]string, body string) (*http.Response, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, f.URL+path, strings.NewReader(body))
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp, out
-}
-
 // TestRequestID: a sane X-Request-Id comes back and is in every log line
 // of its request; an absent or unsafe one is replaced by a fresh id.
 func TestRequestID(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
-	logs := f.logTo(t)
-	token := f.token(alice)
+	f := NewFixture(t, FixtureOptions{})
+	logs := f.LogTo(t)
+	token := f.Token(Alice)
 
-	resp, body := f.postWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer " + token, rpc.RequestIDHeader: "req-1.a:b/c=d@e+f_g"},
-		request("appPasswords.add", `{"appScope":"mail","appName":"phone"}`))
+	resp, body := f.PostWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer " + token, rpc.RequestIDHeader: "req-1.a:b/c=d@e+f_g"},
+		Request("appPasswords.add", `{"appScope":"mail","appName":"phone"}`))
 	if got := resp.Header.Get(rpc.RequestIDHeader); got != "req-1.a:b/c=d@e+f_g" {
 		t.Fatalf("X-Request-Id %q, want the one sent", got)
 	}
-	password := decode[created](t, ok(t, parseResponse(t, body))).Password
+	password := Decode[Created](t, OK(t, ParseResponse(t, body))).Password
 
 	// Absent, too long, or with characters that could forge a log line or
 	// a header: a fresh id, different each time.
@@ -110,7 +85,7 @@ func TestRequestID(t *testing.T) {
 		if sent != "" {
 			h[rpc.RequestIDHeader] = sent
 		}
-		resp, _ := f.postWithHeaders(t, "/rpc", h, request("appPasswords.list", ""))
+		resp, _ := f.PostWithHeaders(t, "/rpc", h, Request("appPasswords.list", ""))
 		got := resp.Header.Get(rpc.RequestIDHeader)
 		if !generatedID.MatchString(got) || seen[got] {
 			t.Fatalf("sent %q: X-Request-Id %q, want a fresh generated id", sent, got)
@@ -118,7 +93,7 @@ func TestRequestID(t *testing.T) {
 		seen[got] = true
 	}
 	longest := strings.Repeat("b", 128)
-	resp, _ = f.postWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer " + token, rpc.RequestIDHeader: longest}, request("appPasswords.list", ""))
+	resp, _ = f.PostWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer " + token, rpc.RequestIDHeader: longest}, Request("appPasswords.list", ""))
 	if resp.Header.Get(rpc.RequestIDHeader) != longest {
 		t.Fatalf("a 128-character id was not kept")
 	}
@@ -134,16 +109,16 @@ func TestRequestID(t *testing.T) {
 		}
 	}
 	// A refused bearer and an error from a method.
-	resp, _ = f.postWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer not-a-token", rpc.RequestIDHeader: "req-401"}, request("appPasswords.list", ""))
+	resp, _ = f.PostWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer not-a-token", rpc.RequestIDHeader: "req-401"}, Request("appPasswords.list", ""))
 	if resp.StatusCode != 401 || resp.Header.Get(rpc.RequestIDHeader) != "req-401" {
 		t.Fatalf("401: HTTP %d, id %q", resp.StatusCode, resp.Header.Get(rpc.RequestIDHeader))
 	}
-	f.postWithHeaders(t, "/rpc?access_token=query-secret", map[string]string{"Authorization": "Bearer " + token, rpc.RequestIDHeader: "req-err"},
-		request("appPasswords.remove", `{"uuid":"00000000-0000-4000-8000-000000000000"}`))
+	f.PostWithHeaders(t, "/rpc?access_token=query-secret", map[string]string{"Authorization": "Bearer " + token, rpc.RequestIDHeader: "req-err"},
+		Request("appPasswords.remove", `{"uuid":"00000000-0000-4000-8000-000000000000"}`))
 
 	recs := logRecords(t, logs.String())
 	mine := withRequestID(recs, "req-1.a:b/c=d@e+f_g")
-	if findRecord(mine, "call", map[string]any{"method": "appPasswords.add", "caller": alice.Login}) == nil {
+	if findRecord(mine, "call", map[string]any{"method": "appPasswords.add", "caller": Alice.Login}) == nil {
 		t.Fatalf("no call line with the request id: %v", mine)
 	}
 	if findRecord(mine, "http request", map[string]any{"method": "POST", "path": "/rpc", "status": float64(200)}) == nil {
@@ -153,7 +128,7 @@ func TestRequestID(t *testing.T) {
 		t.Fatalf("no access line for the 401")
 	}
 	errLines := withRequestID(recs, "req-err")
-	if findRecord(errLines, "call", map[string]any{"method": "appPasswords.remove", "code": float64(rpc.CodeNotFound)}) == nil ||
+	if findRecord(errLines, "call", map[string]any{"method": "appPasswords.remove", "code": float64(errcode.NotFound)}) == nil ||
 		findRecord(errLines, "http request", map[string]any{"path": "/rpc"}) == nil {
 		t.Fatalf("error call lines: %v", errLines)
 	}
@@ -174,10 +149,10 @@ func TestRequestID(t *testing.T) {
 // TestRequestIDWebSocket: a socket has one request id, sent back on the
 // upgrade; each call's line adds its JSON-RPC id.
 func TestRequestIDWebSocket(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
-	logs := f.logTo(t)
-	token := f.token(alice)
-	conn, resp, err := websocket.DefaultDialer.Dial(f.wsURL("?access_token="+token), http.Header{rpc.RequestIDHeader: {"ws-conn-1"}})
+	f := NewFixture(t, FixtureOptions{})
+	logs := f.LogTo(t)
+	token := f.Token(Alice)
+	conn, resp, err := websocket.DefaultDialer.Dial(f.WSURL("?access_token="+token), http.Header{rpc.RequestIDHeader: {"ws-conn-1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,11 +160,11 @@ func TestRequestIDWebSocket(t *testing.T) {
 	if got := resp.Header.Get(rpc.RequestIDHeader); got != "ws-conn-1" {
 		t.Fatalf("upgrade X-Request-Id %q", got)
 	}
-	c := &wsClient{conn: conn, nextID: 6}
-	ok(t, c.call(t, "appPasswords.list", ""))                                             // id 7
-	wantError(t, c.call(t, "appPasswords.remove", `{"uuid":"x"}`), rpc.CodeInvalidParams) // id 8
-	c.send(t, `[{"jsonrpc":"2.0","id":"b1","method":"appPasswords.list"}]`)               // a batch: served by the stream
-	c.read(t)
+	c := &WSClient{Conn: conn, NextID: 6}
+	OK(t, c.Call(t, "appPasswords.list", ""))                                             // id 7
+	WantError(t, c.Call(t, "appPasswords.remove", `{"uuid":"x"}`), errcode.InvalidParams) // id 8
+	c.Send(t, `[{"jsonrpc":"2.0","id":"b1","method":"appPasswords.list"}]`)               // a batch
+	c.Read(t)
 
 	recs := withRequestID(logRecords(t, logs.String()), "ws-conn-1")
 	if findRecord(recs, "call", map[string]any{"method": "appPasswords.list", "rpc_id": "7"}) == nil ||
@@ -220,13 +195,13 @@ func findAll(recs []map[string]any, msg string) []map[string]any {
 // TestRequestIDOnErrorLogs: the warning logged when MongoDB is down
 // carries the request id of the call that met it.
 func TestRequestIDOnErrorLogs(t *testing.T) {
-	uri, stopStore := stoppableStore(t)
-	f := newFixture(t, fixtureOptions{mongoURI: uri})
-	logs := f.logTo(t)
+	uri, stopStore := StoppableStore(t)
+	f := NewFixture(t, FixtureOptions{MongoURI: uri})
+	logs := f.LogTo(t)
 	stopStore()
-	_, body := f.postWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer " + f.token(alice), rpc.RequestIDHeader: "req-down"},
-		request("appPasswords.list", ""))
-	wantError(t, parseResponse(t, body), rpc.CodeUnavailable)
+	_, body := f.PostWithHeaders(t, "/rpc", map[string]string{"Authorization": "Bearer " + f.Token(Alice), rpc.RequestIDHeader: "req-down"},
+		Request("appPasswords.list", ""))
+	WantError(t, ParseResponse(t, body), errcode.Unavailable)
 	recs := withRequestID(logRecords(t, logs.String()), "req-down")
 	if r := findRecord(recs, "backing service unavailable", map[string]any{"method": "appPasswords.list"}); r == nil || r["level"] != "WARN" {
 		t.Fatalf("no warning with the request id: %v", recs)

@@ -15,13 +15,14 @@ import (
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/internal/oidctest"
 	"github.com/apppass/apppass/oidc"
-	"github.com/apppass/apppass/rpc"
+	"github.com/apppass/apppass/rpc/errcode"
+	. "github.com/apppass/apppass/rpc/internal/rpctest"
 )
 
 // issuerFixture is a fixture that also takes tokens of a local OIDC issuer.
-func issuerFixture(t *testing.T) (*fixture, *oidctest.Issuer, oidctest.Key, *oidc.Issuer) {
+func issuerFixture(t *testing.T) (*Fixture, *oidctest.Issuer, oidctest.Key, *oidc.Issuer) {
 	t.Helper()
-	f := newFixture(t, fixtureOptions{})
+	f := NewFixture(t, FixtureOptions{})
 	ti := oidctest.Start(t)
 	key := oidctest.NewKey(t, "k1", jose.ES256)
 	ti.SetKeys(key.Public(t))
@@ -41,33 +42,33 @@ func TestIssuerTokens(t *testing.T) {
 
 	// No keys fetched yet (the issuer is away): -32050, HTTP 503.
 	ti.SetDown(true)
-	status, body := f.post(t, "Bearer "+token, request("appPasswords.list", ""))
-	if r := parseResponse(t, body); status != http.StatusServiceUnavailable || r.Error == nil || r.Error.Code != rpc.CodeUnavailable {
+	status, body := f.Post(t, "Bearer "+token, Request("appPasswords.list", ""))
+	if r := ParseResponse(t, body); status != http.StatusServiceUnavailable || r.Error == nil || r.Error.Code != errcode.Unavailable {
 		t.Fatalf("before the keys: HTTP %d %s", status, body)
 	}
 	// HS256 works meanwhile.
-	ok(t, f.call(t, f.token(alice), "appPasswords.list", ""))
+	OK(t, f.Call(t, f.Token(Alice), "appPasswords.list", ""))
 
 	ti.SetDown(false)
 	ctx, cancel := contextWithCancel(t)
 	defer cancel()
 	go issuer.Run(ctx)
 	waitUntil(t, func() bool {
-		status, _ := f.post(t, "Bearer "+token, request("appPasswords.list", ""))
+		status, _ := f.Post(t, "Bearer "+token, Request("appPasswords.list", ""))
 		return status == http.StatusOK
 	})
 	// The issuer's alice is alice: she sees what she added with HS256.
-	c := f.add(t, f.token(alice), "mail", "phone")
-	if got := f.list(t, token); len(got) != 1 || got[0].UUID != c.UUID {
+	c := f.Add(t, f.Token(Alice), "mail", "phone")
+	if got := f.List(t, token); len(got) != 1 || got[0].UUID != c.UUID {
 		t.Fatalf("issuer token lists %+v", got)
 	}
-	who := decode[map[string]any](t, ok(t, f.call(t, token, "appPasswords.whoami", "")))
+	who := Decode[map[string]any](t, OK(t, f.Call(t, token, "appPasswords.whoami", "")))
 	if who["login"] != "alice@example.com" || who["role"] != "user" {
 		t.Fatalf("whoami %v", who)
 	}
 	// amr app_password keeps its meaning.
 	viaApp := key.Sign(t, ti.Claims(time.Now(), "amr", []string{"app_password"}))
-	wantError(t, f.call(t, viaApp, "appPasswords.list", ""), rpc.CodeForbidden)
+	WantError(t, f.Call(t, viaApp, "appPasswords.list", ""), errcode.Forbidden)
 
 	// Refused, and named: the audience, the expiry, a mistyped claim.
 	for name, bad := range map[string]string{
@@ -75,9 +76,9 @@ func TestIssuerTokens(t *testing.T) {
 		"expired":        key.Sign(t, ti.Claims(time.Now(), "exp", time.Now().Add(-time.Minute).Unix())),
 		"mistyped uid":   key.Sign(t, ti.Claims(time.Now(), "uid", "5")),
 	} {
-		status, body := f.post(t, "Bearer "+bad, request("appPasswords.list", ""))
-		r := parseResponse(t, body)
-		if status != http.StatusUnauthorized || r.Error == nil || r.Error.Code != rpc.CodeUnauthenticated {
+		status, body := f.Post(t, "Bearer "+bad, Request("appPasswords.list", ""))
+		r := ParseResponse(t, body)
+		if status != http.StatusUnauthorized || r.Error == nil || r.Error.Code != errcode.Unauthenticated {
 			t.Errorf("%s: HTTP %d %s", name, status, body)
 		}
 		if name == "mistyped uid" && !strings.Contains(r.Error.Message, "uid") {
@@ -86,7 +87,7 @@ func TestIssuerTokens(t *testing.T) {
 	}
 	// Without an issuer configured, its tokens are refused as not HS256.
 	f.Server.Auth.Issuer = nil
-	status, body = f.post(t, "Bearer "+token, request("appPasswords.list", ""))
+	status, body = f.Post(t, "Bearer "+token, Request("appPasswords.list", ""))
 	if status != http.StatusUnauthorized || !strings.Contains(string(body), "HS256") {
 		t.Fatalf("no issuer: HTTP %d %s", status, body)
 	}
@@ -96,20 +97,20 @@ func TestIssuerTokens(t *testing.T) {
 // auth_time (and an amr when required) with data the front end can act
 // on; list and remove do not ask; admins are not asked.
 func TestReauthBeforeAdd(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
+	f := NewFixture(t, FixtureOptions{})
 	f.Service.Reauth = apppass.ReauthPolicy{MaxAge: 5 * time.Minute}
 	now := f.Service.Now() // the service's clock, which auth_time is held against
 	mint := func(extra ...any) string {
-		c := map[string]any{"cid": alice.ContextID, "uid": alice.UserID, "login": alice.Login, "exp": time.Now().Add(time.Hour).Unix(), "amr": []string{"pwd"}}
+		c := map[string]any{"cid": Alice.ContextID, "uid": Alice.UserID, "login": Alice.Login, "exp": time.Now().Add(time.Hour).Unix(), "amr": []string{"pwd"}}
 		for i := 0; i+1 < len(extra); i += 2 {
 			c[extra[i].(string)] = extra[i+1]
 		}
 		return f.Tokens.MintClaims(c)
 	}
 	addParams := `{"appScope":"mail","appName":"phone"}`
-	reauthData := func(r response) map[string]any {
+	reauthData := func(r Response) map[string]any {
 		t.Helper()
-		wantError(t, r, rpc.CodeForbidden)
+		WantError(t, r, errcode.Forbidden)
 		var d map[string]any
 		if err := json.Unmarshal(r.Error.Data, &d); err != nil || d["reauth"] != true {
 			t.Fatalf("want data.reauth: %s", r.Raw)
@@ -120,30 +121,30 @@ func TestReauthBeforeAdd(t *testing.T) {
 		"no auth_time":  mint(),
 		"stale sign-in": mint("auth_time", now.Add(-10*time.Minute).Unix()),
 	} {
-		d := reauthData(f.call(t, token, "appPasswords.add", addParams))
+		d := reauthData(f.Call(t, token, "appPasswords.add", addParams))
 		if d["maxAge"] != float64(300) {
 			t.Errorf("%s: data %v, want maxAge 300", name, d)
 		}
 	}
-	if got := f.list(t, f.token(alice)); len(got) != 0 {
+	if got := f.List(t, f.Token(Alice)); len(got) != 0 {
 		t.Fatalf("a refused add stored %+v", got)
 	}
 	fresh := mint("auth_time", now.Add(-time.Minute).Unix())
-	c := decode[created](t, ok(t, f.call(t, fresh, "appPasswords.add", addParams)))
+	c := Decode[Created](t, OK(t, f.Call(t, fresh, "appPasswords.add", addParams)))
 	stale := mint("auth_time", now.Add(-time.Hour).Unix())
-	if got := f.list(t, stale); len(got) != 1 {
+	if got := f.List(t, stale); len(got) != 1 {
 		t.Fatalf("list with a stale sign-in: %+v", got)
 	}
-	ok(t, f.call(t, stale, "appPasswords.remove", `{"uuid":"`+c.UUID+`"}`))
-	adminAdd := `{"appScope":"mail","appName":"x","user":` + params(t, alice) + `}`
-	ok(t, f.call(t, adminSecret, "appPasswords.add", adminAdd))
+	OK(t, f.Call(t, stale, "appPasswords.remove", `{"uuid":"`+c.UUID+`"}`))
+	adminAdd := `{"appScope":"mail","appName":"x","user":` + Params(t, Alice) + `}`
+	OK(t, f.Call(t, AdminSecret, "appPasswords.add", adminAdd))
 
 	// A required amr.
 	f.Service.Reauth = apppass.ReauthPolicy{AMR: "mfa"}
-	if d := reauthData(f.call(t, fresh, "appPasswords.add", addParams)); d["amr"] != "mfa" {
+	if d := reauthData(f.Call(t, fresh, "appPasswords.add", addParams)); d["amr"] != "mfa" {
 		t.Errorf("data %v, want amr mfa", d)
 	}
-	ok(t, f.call(t, mint("amr", []string{"pwd", "mfa"}), "appPasswords.add", addParams))
+	OK(t, f.Call(t, mint("amr", []string{"pwd", "mfa"}), "appPasswords.add", addParams))
 }
 
 func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {

@@ -1,357 +1,99 @@
 package rpc_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
-	"slices"
+	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/rpc"
+	"github.com/apppass/apppass/docs"
+	. "github.com/apppass/apppass/rpc/internal/rpctest"
 )
 
-// TestUIFlow walks what the settings page does: pick an app, add a
-// password, list, let a gateway log in with it, delete it.
-func TestUIFlow(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
-	user := f.token(alice)
-
-	// getApps: the built-in OX catalogue, in display order.
-	rawApps := ok(t, f.call(t, user, "appPasswords.getApps", ""))
-	var apps []json.RawMessage
-	if err := json.Unmarshal(rawApps, &apps); err != nil {
-		t.Fatalf("getApps result is not an array: %s", rawApps)
-	}
-	type app struct {
-		Name        string `json:"name"`
-		DisplayName string `json:"displayName"`
-		// Translations, for the settings page.
-		DisplayNames map[string]string `json:"displayNames"`
-		Sort         int               `json:"sort"`
-		Protocols    []string          `json:"protocols"`
-		Scopes       []string          `json:"scopes"`
-		Settings     []apppass.Setting `json:"settings"`
-	}
-	byName := map[string]app{}
-	var names []string
-	lastSort := -1 << 31
-	for _, raw := range apps {
-		keys := keysOf(t, raw)
-		for _, k := range []string{"name", "displayName", "sort", "protocols", "scopes"} {
-			if !slices.Contains(keys, k) {
-				t.Fatalf("app lacks %q: %s", k, raw)
-			}
+func TestHTTPRoutes(t *testing.T) {
+	f := NewFixture(t, FixtureOptions{})
+	get := func(t *testing.T, url string, header http.Header) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		for k, v := range header {
+			req.Header[k] = v
 		}
-		a := decode[app](t, raw)
-		if a.DisplayName == "" || len(a.Protocols) == 0 || len(a.Scopes) == 0 {
-			t.Fatalf("app %q incomplete: %s", a.Name, raw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if a.Sort <= lastSort {
-			t.Fatalf("apps not in display order at %q (sort %d after %d)", a.Name, a.Sort, lastSort)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body
+	}
+	statusOf := func(t *testing.T, body []byte) string {
+		t.Helper()
+		var s struct {
+			Status string `json:"status"`
 		}
-		lastSort = a.Sort
-		names = append(names, a.Name)
-		byName[a.Name] = a
-	}
-	if want := []string{"mail", "drive", "caldav", "carddav", "calcarddav", "webdav", "eas"}; !slices.Equal(names, want) {
-		t.Fatalf("apps %v, want %v", names, want)
-	}
-	if p := byName["mail"].Protocols; !slices.Equal(p, []string{"imap", "pop3", "smtp"}) {
-		t.Fatalf("mail protocols %v", p)
-	}
-	if p := byName["calcarddav"].Protocols; !slices.Equal(p, []string{"caldav", "carddav"}) {
-		t.Fatalf("calcarddav protocols %v", p)
-	}
-	if d := byName["eas"].DisplayName; d != "Exchange ActiveSync" {
-		t.Fatalf("eas displayName %q", d)
-	}
-	if !slices.Contains(byName["mail"].Scopes, "read_mail") || !slices.Contains(byName["caldav"].Scopes, "write_caldav") {
-		t.Fatalf("OX restricted scopes missing: mail %v caldav %v", byName["mail"].Scopes, byName["caldav"].Scopes)
+		if err := json.Unmarshal(body, &s); err != nil {
+			t.Fatalf("not JSON: %s", body)
+		}
+		return s.Status
 	}
 
-	// Nothing yet: an empty array, not null.
-	if got := f.listRaw(t, user); got != "[]" {
-		t.Fatalf("empty list = %s, want []", got)
+	if code, body := get(t, f.URL+"/healthz", nil); code != http.StatusOK || statusOf(t, body) != "ok" {
+		t.Fatalf("healthz: %d %s", code, body)
 	}
-
-	// add: the one time the password is shown.
-	rawMail := ok(t, f.call(t, user, "appPasswords.add", `{"appScope":"mail","appName":"  iPhone Mail  "}`))
-	wantKeys(t, rawMail, "uuid", "login", "password", "newLogin", "appScope", "name", "created", "expires", "idleExpiry", "allowedIPs", "settings")
-	mail := decode[created](t, rawMail)
-	if !passwordRE.MatchString(mail.Password) {
-		t.Fatalf("password %q is not xxxx-xxxx-xxxx-xxxx", mail.Password)
+	if code, body := get(t, f.URL+"/readyz", nil); code != http.StatusOK || statusOf(t, body) != "ready" {
+		t.Fatalf("readyz: %d %s", code, body)
 	}
-	if !uuidRE.MatchString(mail.UUID) {
-		t.Fatalf("uuid %q is not a v4 UUID", mail.UUID)
+	// GET /rpc is for WebSocket upgrades only.
+	if code, body := get(t, f.URL+"/rpc", http.Header{"Authorization": {"Bearer " + f.Token(Alice)}}); code != http.StatusBadRequest {
+		t.Fatalf("GET /rpc without upgrade: %d %s", code, body)
 	}
-	if mail.Login != alice.Login || mail.NewLogin || mail.AppScope != "mail" || mail.Name != "iPhone Mail" {
-		t.Fatalf("add result %+v", mail)
-	}
-	rfc3339UTC(t, mail.Created)
-	if !slices.Contains(mail.Settings, apppass.Setting{Protocol: "imap", Host: "localhost", Port: 993, Security: "ssl"}) {
-		t.Fatalf("mail settings lack IMAP: %+v", mail.Settings)
-	}
-	cal := f.add(t, user, "caldav", "Thunderbird")
-	dav := f.add(t, user, "calcarddav", "DAVx5 on my phone")
-	if len(cal.Settings) == 0 || len(dav.Settings) == 0 {
-		t.Fatal("settings are empty")
-	}
-	if cal.Password == mail.Password || dav.Password == cal.Password || cal.UUID == mail.UUID || dav.UUID == cal.UUID {
-		t.Fatal("two adds returned the same password or uuid")
-	}
-
-	// list: newest first, never the password or its digest.
-	rawList := f.listRaw(t, user)
-	var rows []json.RawMessage
-	if err := json.Unmarshal([]byte(rawList), &rows); err != nil {
+	// The AsyncAPI document of the events: no token, and any page may read
+	// it (AsyncAPI Studio is one), like /openrpc.json.
+	req, _ := http.NewRequest(http.MethodGet, f.URL+"/asyncapi.yaml", nil)
+	req.Header.Set("Origin", "https://studio.asyncapi.com")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, row := range rows {
-		wantKeys(t, row, "uuid", "name", "appScope", "created", "lastLogin", "expires", "idleExpiry", "allowedIPs")
+	served, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/yaml" ||
+		resp.Header.Get("Access-Control-Allow-Origin") != "*" || !bytes.Equal(served, docs.AsyncAPI) {
+		t.Fatalf("GET /asyncapi.yaml: %d %v, %d bytes", resp.StatusCode, resp.Header, len(served))
 	}
-	for _, c := range []created{mail, cal, dav} {
-		norm, _ := apppass.NormalizePassword(c.Password)
-		for _, secret := range []string{c.Password, string(norm), f.Digester.Digest(norm)} {
-			if strings.Contains(rawList, secret) {
-				t.Fatalf("list reveals %q: %s", secret, rawList)
-			}
+	if resp, err := http.Post(f.URL+"/asyncapi.yaml", "application/yaml", strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /asyncapi.yaml: %d", resp.StatusCode)
+	}
+	for _, method := range []string{http.MethodPut, http.MethodDelete, http.MethodPatch} {
+		req, _ := http.NewRequest(method, f.URL+"/rpc", strings.NewReader(Request("appPasswords.list", "")))
+		req.Header.Set("Authorization", "Bearer "+f.Token(Alice))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	for _, word := range []string{"password", "digest"} {
-		if strings.Contains(strings.ToLower(rawList), word) {
-			t.Fatalf("list mentions %q: %s", word, rawList)
-		}
-	}
-	list := decode[[]listed](t, json.RawMessage(rawList))
-	if len(list) != 3 {
-		t.Fatalf("list has %d rows, want 3", len(list))
-	}
-	for i, want := range []created{dav, cal, mail} {
-		got := list[i]
-		if got.UUID != want.UUID || got.Name != want.Name || got.AppScope != want.AppScope || got.Created != want.Created {
-			t.Fatalf("row %d = %+v, want %+v (newest first)", i, got, want)
-		}
-		if got.LastLogin != nil {
-			t.Fatalf("row %d has lastLogin before any login: %+v", i, got.LastLogin)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Fatalf("%s /rpc: HTTP %d", method, resp.StatusCode)
 		}
 	}
 
-	// authenticate: the password however typed, the login in any case.
-	upper := strings.ToUpper(mail.Password)
-	typed := []string{
-		mail.Password,
-		upper,
-		strings.ReplaceAll(mail.Password, "-", ""),
-		strings.ReplaceAll(upper, "-", ""),
-		strings.ReplaceAll(mail.Password, "-", " "),
-		" " + strings.ReplaceAll(mail.Password, "-", " - ") + " ",
-	}
-	for _, pw := range typed {
-		for _, login := range []string{alice.Login, "ALICE@Example.COM", "  Alice@example.com "} {
-			for _, protocol := range []string{"imap", "smtp", "pop3"} {
-				got := ok(t, f.authenticate(t, login, pw, protocol))
-				wantKeys(t, got, "uuid", "contextId", "userId", "login", "appScope", "scopes")
-				a := decode[authenticated](t, got)
-				if a.UUID != mail.UUID || a.ContextID != alice.ContextID || a.UserID != alice.UserID ||
-					a.Login != alice.Login || a.AppScope != "mail" || !slices.Equal(a.Scopes, byName["mail"].Scopes) {
-					t.Fatalf("authenticate(%q, %q, %s) = %+v", login, pw, protocol, a)
-				}
-			}
+	t.Run("not ready", func(t *testing.T) {
+		down := NewFixture(t, FixtureOptions{Ready: func(context.Context) error {
+			return errors.New("NATS is unreachable")
+		}})
+		code, body := get(t, down.URL+"/readyz", nil)
+		if code != http.StatusServiceUnavailable || statusOf(t, body) != "unavailable" {
+			t.Fatalf("readyz when not ready: %d %s", code, body)
 		}
-	}
-	// The last login is recorded with what the gateway saw.
-	r := f.call(t, gatewaySecret, "appPasswords.authenticate", params(t, map[string]string{
-		"login": alice.Login, "password": cal.Password, "protocol": "caldav",
-		"ip": "192.0.2.7", "device": "Thunderbird on Linux", "userAgent": "Thunderbird/128.0",
-	}))
-	if a := decode[authenticated](t, ok(t, r)); a.UUID != cal.UUID || a.AppScope != "caldav" ||
-		!slices.Equal(a.Scopes, byName["caldav"].Scopes) {
-		t.Fatalf("caldav login = %+v", a)
-	}
-	list = f.list(t, user)
-	if list[0].LastLogin != nil {
-		t.Fatalf("unused password got a lastLogin: %+v", list[0].LastLogin)
-	}
-	ll := list[1].LastLogin
-	if list[1].UUID != cal.UUID || ll == nil {
-		t.Fatalf("caldav row after login: %+v", list[1])
-	}
-	if ll.IP != "192.0.2.7" || ll.Device != "Thunderbird on Linux" || ll.UserAgent != "Thunderbird/128.0" ||
-		!ll.Time.After(rfc3339UTC(t, cal.Created)) {
-		t.Fatalf("caldav lastLogin = %+v", ll)
-	}
-	if list[2].LastLogin == nil {
-		t.Fatal("mail lastLogin not recorded")
-	}
-	var rawRows []map[string]json.RawMessage
-	_ = json.Unmarshal([]byte(f.listRaw(t, user)), &rawRows)
-	var lastLogin map[string]json.RawMessage
-	_ = json.Unmarshal(rawRows[1]["lastLogin"], &lastLogin)
-	var llTime string
-	_ = json.Unmarshal(lastLogin["time"], &llTime)
-	rfc3339UTC(t, llTime)
-	if string(rawRows[0]["lastLogin"]) != "null" {
-		t.Fatalf("lastLogin of an unused password is %s, want null", rawRows[0]["lastLogin"])
-	}
-	// calcarddav is good on both of its protocols.
-	for _, protocol := range []string{"caldav", "carddav"} {
-		if a := decode[authenticated](t, ok(t, f.authenticate(t, alice.Login, dav.Password, protocol))); a.UUID != dav.UUID {
-			t.Fatalf("calcarddav on %s = %+v", protocol, a)
-		}
-	}
-
-	// remove, then the password is dead.
-	if got := ok(t, f.call(t, user, "appPasswords.remove", params(t, map[string]string{"uuid": mail.UUID}))); string(got) != `{"result":"OK"}` {
-		t.Fatalf("remove = %s", got)
-	}
-	wantError(t, f.authenticate(t, alice.Login, mail.Password, "imap"), rpc.CodeRejected)
-	list = f.list(t, user)
-	if len(list) != 2 || list[0].UUID != dav.UUID || list[1].UUID != cal.UUID {
-		t.Fatalf("list after remove = %+v", list)
-	}
-	// A UUID is accepted in upper case too.
-	w1 := f.add(t, user, "webdav", "Finder")
-	ok(t, f.call(t, user, "appPasswords.remove", params(t, map[string]string{"uuid": strings.ToUpper(w1.UUID)})))
-	wantError(t, f.authenticate(t, alice.Login, w1.Password, "webdav"), rpc.CodeRejected)
-
-	// removeAll for one app, then for all.
-	w2 := f.add(t, user, "webdav", "Finder")
-	w3 := f.add(t, user, "webdav", "Windows Explorer")
-	if got := ok(t, f.call(t, user, "appPasswords.removeAll", `{"appScope":"webdav"}`)); string(got) != `{"removed":2}` {
-		t.Fatalf("removeAll webdav = %s", got)
-	}
-	for _, c := range []created{w2, w3} {
-		wantError(t, f.authenticate(t, alice.Login, c.Password, "webdav"), rpc.CodeRejected)
-	}
-	ok(t, f.authenticate(t, alice.Login, cal.Password, "caldav")) // other apps untouched
-	if list = f.list(t, user); len(list) != 2 {
-		t.Fatalf("list after removeAll webdav = %+v", list)
-	}
-	if got := ok(t, f.call(t, user, "appPasswords.removeAll", "")); string(got) != `{"removed":2}` {
-		t.Fatalf("removeAll = %s", got)
-	}
-	wantError(t, f.authenticate(t, alice.Login, cal.Password, "caldav"), rpc.CodeRejected)
-	wantError(t, f.authenticate(t, alice.Login, dav.Password, "carddav"), rpc.CodeRejected)
-	if got := f.listRaw(t, user); got != "[]" {
-		t.Fatalf("list after removeAll = %s", got)
-	}
-	if got := ok(t, f.call(t, user, "appPasswords.removeAll", `{"appScope":null}`)); string(got) != `{"removed":0}` {
-		t.Fatalf("removeAll with nothing left = %s", got)
-	}
-}
-
-// TestUsersAreSeparate: a user sees and removes only their own passwords,
-// and a user id in another context is another user.
-func TestUsersAreSeparate(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
-	a := f.add(t, f.token(alice), "mail", "alice's phone")
-	c := f.add(t, f.token(carol), "mail", "carol's phone")
-	for _, u := range []struct {
-		user apppass.User
-		want string
-	}{{alice, a.UUID}, {carol, c.UUID}} {
-		list := f.list(t, f.token(u.user))
-		if len(list) != 1 || list[0].UUID != u.want {
-			t.Fatalf("%s sees %+v", u.user.Login, list)
-		}
-	}
-	if got := f.listRaw(t, f.token(bob)); got != "[]" {
-		t.Fatalf("bob sees %s", got)
-	}
-	if got := ok(t, f.call(t, f.token(bob), "appPasswords.removeAll", "")); string(got) != `{"removed":0}` {
-		t.Fatalf("bob's removeAll = %s", got)
-	}
-	// A password is good only with its owner's login.
-	wantError(t, f.authenticate(t, carol.Login, a.Password, "imap"), rpc.CodeRejected)
-	if got := decode[authenticated](t, ok(t, f.authenticate(t, carol.Login, c.Password, "imap"))); got.ContextID != 2 || got.UserID != 5 {
-		t.Fatalf("carol authenticated as %+v", got)
-	}
-	ok(t, f.authenticate(t, alice.Login, a.Password, "imap"))
-}
-
-// TestAdmin: an admin key manages any user's passwords, naming the user.
-func TestAdmin(t *testing.T) {
-	f := newFixture(t, fixtureOptions{})
-	aliceParam := map[string]any{"contextId": alice.ContextID, "userId": alice.UserID, "login": alice.Login}
-
-	c := decode[created](t, ok(t, f.call(t, adminSecret, "appPasswords.add",
-		params(t, map[string]any{"user": aliceParam, "appScope": "eas", "appName": "Outlook"}))))
-	if c.Login != alice.Login || c.AppScope != "eas" || c.Name != "Outlook" || !passwordRE.MatchString(c.Password) {
-		t.Fatalf("admin add = %+v", c)
-	}
-	// The user sees it, and so does the admin.
-	if list := f.list(t, f.token(alice)); len(list) != 1 || list[0].UUID != c.UUID {
-		t.Fatalf("alice's list = %+v", list)
-	}
-	adminList := decode[[]listed](t, ok(t, f.call(t, adminSecret, "appPasswords.list", params(t, map[string]any{"user": aliceParam}))))
-	if len(adminList) != 1 || adminList[0].UUID != c.UUID {
-		t.Fatalf("admin list = %+v", adminList)
-	}
-	if got := ok(t, f.call(t, adminSecret, "appPasswords.list",
-		`{"user":{"contextId":1,"userId":6,"login":"bob@example.com"}}`)); string(got) != "[]" {
-		t.Fatalf("admin list of bob = %s", got)
-	}
-	// Admins may authenticate too, and see the apps.
-	if a := decode[authenticated](t, ok(t, f.call(t, adminSecret, "appPasswords.authenticate",
-		params(t, map[string]string{"login": alice.Login, "password": c.Password, "protocol": "eas"})))); a.UUID != c.UUID {
-		t.Fatalf("admin authenticate = %+v", a)
-	}
-	ok(t, f.call(t, adminSecret, "appPasswords.getApps", ""))
-	// The user is named by contextId and userId: another context's user 5 is not alice.
-	wantError(t, f.call(t, adminSecret, "appPasswords.remove",
-		params(t, map[string]any{"user": map[string]any{"contextId": 2, "userId": 5, "login": carol.Login}, "uuid": c.UUID})), rpc.CodeNotFound)
-	if got := ok(t, f.call(t, adminSecret, "appPasswords.remove", params(t, map[string]any{"user": aliceParam, "uuid": c.UUID}))); string(got) != `{"result":"OK"}` {
-		t.Fatalf("admin remove = %s", got)
-	}
-	wantError(t, f.authenticate(t, alice.Login, c.Password, "eas"), rpc.CodeRejected)
-	f.add(t, f.token(alice), "mail", "one")
-	f.add(t, f.token(alice), "drive", "two")
-	if got := ok(t, f.call(t, adminSecret, "appPasswords.removeAll", params(t, map[string]any{"user": aliceParam, "appScope": "drive"}))); string(got) != `{"removed":1}` {
-		t.Fatalf("admin removeAll drive = %s", got)
-	}
-	if got := ok(t, f.call(t, adminSecret, "appPasswords.removeAll", params(t, map[string]any{"user": aliceParam}))); string(got) != `{"removed":1}` {
-		t.Fatalf("admin removeAll = %s", got)
-	}
-
-	t.Run("user missing", func(t *testing.T) {
-		for method, p := range map[string]string{
-			"appPasswords.add":       `{"appScope":"mail","appName":"x"}`,
-			"appPasswords.list":      "",
-			"appPasswords.remove":    `{"uuid":"` + c.UUID + `"}`,
-			"appPasswords.removeAll": `{}`,
-		} {
-			wantInvalid(t, f.call(t, adminSecret, method, p), "user")
-		}
-	})
-
-	t.Run("user malformed", func(t *testing.T) {
-		for _, tc := range []struct{ user, field string }{
-			{`"alice@example.com"`, "user"},
-			{`[1,5,"alice@example.com"]`, "user"},
-			{`5`, "user"},
-			{`null`, "user.contextId"},
-			{`{}`, "user.contextId"},
-			{`{"userId":5,"login":"alice@example.com"}`, "user.contextId"},
-			{`{"contextId":1,"login":"alice@example.com"}`, "user.userId"},
-			{`{"contextId":1,"userId":5}`, "user.login"},
-			{`{"contextId":"1","userId":5,"login":"alice@example.com"}`, "user.contextId"},
-			{`{"contextId":1,"userId":-5,"login":"alice@example.com"}`, "user.userId"},
-			{`{"contextId":1.5,"userId":5,"login":"alice@example.com"}`, "user.contextId"},
-			{`{"contextId":1,"userId":5,"login":""}`, "user.login"},
-			{`{"contextId":1,"userId":5,"login":"   "}`, "user.login"},
-			{`{"contextId":1,"userId":5,"login":{"$ne":""}}`, "user.login"},
-			{`{"contextId":{"$gt":0},"userId":5,"login":"alice@example.com"}`, "user.contextId"},
-			{`{"contextId":1,"userId":5,"login":"alice@example.com","role":"admin"}`, "user.role"},
-			{`{"contextId":1,"contextId":2,"userId":5,"login":"alice@example.com"}`, "user.contextId"},
-		} {
-			r := f.call(t, adminSecret, "appPasswords.add", `{"appScope":"mail","appName":"x","user":`+tc.user+`}`)
-			d := wantInvalid(t, r, tc.field)
-			if !strings.HasPrefix(d.Field, "user") {
-				t.Fatalf("field %q does not start with user", d.Field)
-			}
-		}
-		if got := f.listRaw(t, f.token(alice)); got != "[]" {
-			t.Fatalf("malformed admin adds left passwords behind: %s", got)
+		// Alive all the same.
+		if code, _ := get(t, down.URL+"/healthz", nil); code != http.StatusOK {
+			t.Fatalf("healthz when not ready: %d", code)
 		}
 	})
 }

@@ -15,13 +15,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/config/datadir"
+	"github.com/apppass/apppass/internal/syncbuf"
 	"github.com/apppass/apppass/storage/ferretdb"
 	"github.com/apppass/apppass/storage/mongo"
 	"github.com/apppass/apppass/storage/sqlite"
@@ -43,24 +43,7 @@ type target struct {
 	dataDir string
 	peakRSS atomic.Int64 // bytes
 	stop    chan struct{}
-	stderr  *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stderr  *syncbuf.Buffer
 }
 
 func freePort() string {
@@ -86,7 +69,7 @@ func spawn(store string, env ...string) (*target, error) {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/apppass/apppass/cmd/apppassd").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building apppassd (run from the repository): %v\n%s", err, out)
 	}
-	t := &target{store: store, dataDir: filepath.Join(dir, "data"), stop: make(chan struct{}), stderr: &lockedBuffer{}}
+	t := &target{store: store, dataDir: filepath.Join(dir, "data"), stop: make(chan struct{}), stderr: &syncbuf.Buffer{}}
 	t.cmd = exec.Command(bin)
 	t.cmd.Env = append(os.Environ(), "APPPASS_DATA_DIR="+t.dataDir, "APPPASS_LISTEN=127.0.0.1:0",
 		"APPPASS_EMBEDDED_NATS_LISTEN=127.0.0.1:0", "APPPASS_MAX_PER_USER=50")

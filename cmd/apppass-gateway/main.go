@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/config"
@@ -126,18 +125,13 @@ func serve(ctx context.Context, cfg *config.Gateway, logger *slog.Logger, ready 
 // ordered consumer starting now. Sessions are trusted only while the
 // connection is up and the consumer runs.
 func watchRevocations(ctx context.Context, g *Gateway, url string, logger *slog.Logger) (*nats.Conn, error) {
-	nc, err := events.Dial(url, "apppass-gateway", func(up bool, err error) {
+	nc, js, err := events.DialJetStream(url, "apppass-gateway", func(up bool, err error) {
 		if !up && err != nil {
 			logger.Warn("NATS disconnected", "err", err)
 		}
 		g.setNATS(up)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %s", apppass.RedactURL(url), apppass.RedactIn(err.Error(), url))
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
 	handle := func(_ context.Context, ev apppass.Event, _ consume.Delivery) error {

@@ -81,7 +81,7 @@ func (u *userFlags) param() apppass.User { return u.user() }
 func adminFlags(sys *system, c *command, fs *flag.FlagSet, args []string, wantArgs int) (u *userFlags, positional []string, asJSON bool, code int, done bool) {
 	u = &userFlags{}
 	u.register(fs)
-	fs.BoolVar(&asJSON, "json", false, "print the raw JSON-RPC result instead of a table")
+	fs.BoolVar(&asJSON, "json", false, rawResultUsage)
 	positional, code, done = parseFlags(sys, c, fs, args)
 	if done {
 		return nil, nil, false, code, true
@@ -354,21 +354,26 @@ to pass as add --app, what users see, and the protocols each may log in with.
 	run: runApps,
 }
 
-func runApps(sys *system, c *command, args []string) int {
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print the raw JSON-RPC result instead of a table")
-	pos, code, done := parseFlags(sys, c, fs, args)
+// rawResultUsage describes --json on the commands that print a table.
+const rawResultUsage = "print the raw JSON-RPC result instead of a table"
+
+// runAdminQuery runs a command that takes only --json: it calls method
+// without params with the admin key and prints the result with render,
+// or raw with --json.
+func runAdminQuery(sys *system, c *command, args []string, method string, render func(raw json.RawMessage) error) int {
+	asJSON, code, done := parseJSONFlag(sys, c, args, rawResultUsage)
 	if done {
 		return code
-	}
-	if len(pos) > 0 {
-		return usageError(sys, c, "unexpected argument %q", pos[0])
 	}
 	s, code, ok := adminSidecar(sys, c)
 	if !ok {
 		return code
 	}
-	return result(sys, c, s, "appPasswords.getApps", nil, *asJSON, func(raw json.RawMessage) error {
+	return result(sys, c, s, method, nil, asJSON, render)
+}
+
+func runApps(sys *system, c *command, args []string) int {
+	return runAdminQuery(sys, c, args, "appPasswords.getApps", func(raw json.RawMessage) error {
 		var apps []struct {
 			Name        string   `json:"name"`
 			DisplayName string   `json:"displayName"`
@@ -401,20 +406,7 @@ apppass_doveadm_pending_events.
 }
 
 func runDoveadm(sys *system, c *command, args []string) int {
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print the raw JSON-RPC result instead of a table")
-	pos, code, done := parseFlags(sys, c, fs, args)
-	if done {
-		return code
-	}
-	if len(pos) > 0 {
-		return usageError(sys, c, "unexpected argument %q", pos[0])
-	}
-	s, code, ok := adminSidecar(sys, c)
-	if !ok {
-		return code
-	}
-	return result(sys, c, s, "doveadm.targets", nil, *asJSON, func(raw json.RawMessage) error {
+	return runAdminQuery(sys, c, args, "doveadm.targets", func(raw json.RawMessage) error {
 		var targets []struct {
 			URL       string            `json:"url"`
 			State     string            `json:"state"`

@@ -48,6 +48,21 @@ const exitCodesHelp = `Exit codes:
 // ("remove <uuid> --context 1" as well as "remove --context 1 <uuid>"); a
 // lone "--" ends the flags. done means the command is over with code: its
 // help was printed (0) or the flags were wrong (2, one line on stderr).
+// parseJSONFlag parses the arguments of a command whose only flag is
+// --json (described by usage) and which takes no positional argument.
+func parseJSONFlag(sys *system, c *command, args []string, usage string) (asJSON bool, code int, done bool) {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	j := fs.Bool("json", false, usage)
+	pos, code, done := parseFlags(sys, c, fs, args)
+	if done {
+		return false, code, true
+	}
+	if len(pos) > 0 {
+		return false, usageError(sys, c, "unexpected argument %q", pos[0]), true
+	}
+	return *j, 0, false
+}
+
 func parseFlags(sys *system, c *command, fs *flag.FlagSet, args []string) (positional []string, code int, done bool) {
 	fs.SetOutput(io.Discard)
 	for {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/http"
 )
@@ -22,14 +21,9 @@ body of /readyz. The container image's HEALTHCHECK runs this.
 }
 
 func runHealth(sys *system, c *command, args []string) int {
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print the body of /readyz as it came")
-	pos, code, done := parseFlags(sys, c, fs, args)
+	asJSON, code, done := parseJSONFlag(sys, c, args, "print the body of /readyz as it came")
 	if done {
 		return code
-	}
-	if len(pos) > 0 {
-		return usageError(sys, c, "unexpected argument %q", pos[0])
 	}
 	s, err := endpointFromEnv(sys.getenv)
 	if err != nil {
@@ -55,7 +49,7 @@ func runHealth(sys *system, c *command, args []string) int {
 	if err := json.Unmarshal(body, &ready); err != nil || ready.Status == "" {
 		return fail(sys, c, fmt.Errorf("GET %s/readyz answered HTTP %d without a status: is this apppassd?", s.base, status))
 	}
-	if *asJSON {
+	if asJSON {
 		fmt.Fprintf(sys.stdout, "%s\n", bytesTrimNewline(body))
 	} else {
 		pending := "unknown"
@@ -70,7 +64,7 @@ func runHealth(sys *system, c *command, args []string) int {
 		table(sys.stdout, nil, rows)
 	}
 	if status != http.StatusOK {
-		if !*asJSON {
+		if !asJSON {
 			fmt.Fprintf(sys.stderr, "apppass %s: not ready: %s\n", c.name, oneLine(orDash(ready.Reason)))
 		} else {
 			fmt.Fprintf(sys.stderr, "apppass %s: not ready (HTTP %d)\n", c.name, status)

@@ -42,13 +42,8 @@ const DefaultStreamMaxAge = 7 * 24 * time.Hour
 // keeps reconnecting, and events wait in the outbox meanwhile.
 func Connect(url, name string) (*Publisher, error) {
 	// Don't buffer publishes while disconnected: the outbox is our buffer.
-	nc, err := events.Dial(url, name, nil, natsgo.ReconnectBufSize(-1))
+	nc, js, err := events.DialJetStream(url, name, nil, natsgo.ReconnectBufSize(-1))
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %s", apppass.RedactURL(url), apppass.RedactIn(err.Error(), url))
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
 	return &Publisher{nc: nc, js: js}, nil

@@ -3,7 +3,6 @@ package nats
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -26,7 +25,7 @@ type RevocationWatcher struct {
 func WatchRevocations(url string, cache *apppass.AuthCache) (*RevocationWatcher, error) {
 	nc, err := events.Dial(url, "apppassd-revocations", func(up bool, _ error) { cache.SetTrusted(up) })
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS for revocations: %s", apppass.RedactIn(err.Error(), url))
+		return nil, err
 	}
 	_, err = nc.Subscribe(events.EvictSubject, func(m *natsgo.Msg) { cache.EvictUUID(string(m.Data)) })
 	if err != nil {

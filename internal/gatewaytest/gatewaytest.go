@@ -6,7 +6,6 @@
 package gatewaytest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/config/datadir"
+	"github.com/apppass/apppass/internal/syncbuf"
 	"github.com/apppass/apppass/rpc/client"
 )
 
@@ -83,22 +83,7 @@ func RandomHex(n int) string {
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writes and reads.
-type Buffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *Buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type Buffer = syncbuf.Buffer
 
 // Process is a server started by a test.
 type Process struct {
