@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/apppass/apppass"
@@ -125,6 +126,18 @@ func (h Handler) ServePOST(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent) // only notifications
 		return
 	}
+	if single, isSingle := out.(response); isSingle {
+		// What edge.WriteJSON's encoder would write, without compacting
+		// again what MarshalJSON has just written compact.
+		enc, err := single.MarshalJSON()
+		if err != nil {
+			enc, _ = errorResponse(single.ID, newError(errcode.Internal, "internal error")).MarshalJSON()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(append(enc, '\n'))
+		return
+	}
 	edge.WriteJSON(w, http.StatusOK, out)
 }
 
@@ -135,6 +148,9 @@ func (h Handler) ServePOST(w http.ResponseWriter, r *http.Request) {
 // id) each call's log lines carry its JSON-RPC id as rpc_id.
 func (h Handler) handleMessage(ctx context.Context, c edge.Caller, body []byte, tagCalls bool) (any, bool) {
 	body = bytes.TrimSpace(body)
+	if env, ok := scanEnvelope(body); ok {
+		return h.handleEnvelope(ctx, c, env, tagCalls)
+	}
 	if !json.Valid(body) {
 		return errorResponse(nil, newError(errcode.ParseError, "parse error: the body is not valid JSON")), true
 	}
@@ -208,12 +224,59 @@ type envelope struct {
 	ID      json.RawMessage `json:"id"`
 }
 
+// scanEnvelope reads a request object in one pass (scan.go). ok is false
+// for anything else, a batch or JSON it does not take, which then goes
+// through encoding/json. Names match the envelope's fields exactly; a
+// name that encoding/json could match case-insensitively leaves it to
+// encoding/json too (a name past ASCII, which it could match by Unicode
+// folding, is not taken by objectMembers), so both ways agree.
+func scanEnvelope(raw []byte) (env envelope, ok bool) {
+	var buf [8]member
+	members, ok := objectMembers(raw, buf[:0])
+	if !ok {
+		return env, false
+	}
+	for _, m := range members {
+		switch string(m.name) {
+		case "jsonrpc":
+			env.JSONRPC = m.value
+		case "method":
+			env.Method = m.value
+		case "params":
+			env.Params = m.value
+		case "id":
+			env.ID = m.value
+		default:
+			if mayFold(m.name) {
+				return env, false
+			}
+		}
+	}
+	return env, true
+}
+
+// mayFold reports whether encoding/json could take name, which is ASCII,
+// for one of the envelope's fields: the same letters in another case.
+func mayFold(name []byte) bool {
+	for _, f := range [...]string{"jsonrpc", "method", "params", "id"} {
+		if strings.EqualFold(string(name), f) {
+			return true
+		}
+	}
+	return false
+}
+
 func (h Handler) handleRequest(ctx context.Context, c edge.Caller, raw json.RawMessage, tagCalls bool) (response, bool) {
 	var env envelope
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &env) != nil {
 		return errorResponse(nil, newError(errcode.InvalidRequest, "invalid request: not a JSON-RPC request object")), true
 	}
+	return h.handleEnvelope(ctx, c, env, tagCalls)
+}
+
+// handleEnvelope checks a request's members and runs it.
+func (h Handler) handleEnvelope(ctx context.Context, c edge.Caller, env envelope, tagCalls bool) (response, bool) {
 	notification := env.ID == nil
 	if !notification && !validID(env.ID) {
 		return errorResponse(nil, newError(errcode.InvalidRequest, "invalid request: id must be a string, a number or null")), true
@@ -221,10 +284,10 @@ func (h Handler) handleRequest(ctx context.Context, c edge.Caller, raw json.RawM
 	// An invalid request is answered even without an id: it is not a
 	// notification, and JSON-RPC 2.0 answers it with a null id.
 	var version, name string
-	if json.Unmarshal(env.JSONRPC, &version) != nil || version != "2.0" {
+	if string(env.JSONRPC) != `"2.0"` && (json.Unmarshal(env.JSONRPC, &version) != nil || version != "2.0") {
 		return errorResponse(env.ID, newError(errcode.InvalidRequest, `invalid request: "jsonrpc" must be "2.0"`)), true
 	}
-	if len(env.Method) == 0 || env.Method[0] != '"' || json.Unmarshal(env.Method, &name) != nil {
+	if len(env.Method) == 0 || env.Method[0] != '"' || unquote(env.Method, &name) != nil {
 		return errorResponse(env.ID, newError(errcode.InvalidRequest, `invalid request: "method" must be a string`)), true
 	}
 	if tagCalls && !notification {
@@ -264,6 +327,9 @@ func (h Handler) Call(ctx context.Context, c edge.Caller, name string, params js
 	label := methodLabel(name)
 	if h.Metrics != nil {
 		h.Metrics.ObserveCall(label, rpcErr, took)
+	}
+	if !log.Enabled(ctx, slog.LevelDebug) { // the arguments below cost allocations
+		return result, rpcErr
 	}
 	if rpcErr != nil {
 		log.Debug("call", "method", label, "caller", c.Name, "code", rpcErr.Code, "took", took)

@@ -28,6 +28,10 @@ type param struct {
 // value of its declared type.
 func decodeParams(raw json.RawMessage, params ...param) error {
 	raw = bytes.TrimSpace(raw)
+	var buf [8]member
+	if members, ok := objectMembers(raw, buf[:0]); ok && distinctNames(members) {
+		return decodeMembers(members, params)
+	}
 	var fields map[string]json.RawMessage
 	switch {
 	case len(raw) == 0 || string(raw) == "null" || string(raw) == "[]":
@@ -62,6 +66,49 @@ func decodeParams(raw json.RawMessage, params ...param) error {
 	for name := range fields {
 		if !slices.ContainsFunc(params, func(p param) bool { return p.name == name }) {
 			return apppass.Invalid(name, "is not a parameter of this method")
+		}
+	}
+	return nil
+}
+
+// distinctNames reports whether no name is empty or given twice: then the
+// members are the params as they are, and decodeMembers reads them; else
+// decodeParams' other ways say what is wrong.
+func distinctNames(members []member) bool {
+	for i, m := range members {
+		if len(m.name) == 0 {
+			return false
+		}
+		for _, o := range members[:i] {
+			if bytes.Equal(o.name, m.name) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// decodeMembers is decodeParams on an object read in one pass, whose
+// names are distinct and not empty.
+func decodeMembers(members []member, params []param) error {
+	for _, p := range params {
+		i := slices.IndexFunc(members, func(m member) bool { return string(m.name) == p.name })
+		if i < 0 {
+			if p.required {
+				return apppass.Invalid(p.name, "is required")
+			}
+			continue
+		}
+		if p.present != nil {
+			*p.present = true
+		}
+		if err := p.decode(members[i].value); err != nil {
+			return err
+		}
+	}
+	for _, m := range members {
+		if !slices.ContainsFunc(params, func(p param) bool { return p.name == string(m.name) }) {
+			return apppass.Invalid(string(m.name), "is not a parameter of this method")
 		}
 	}
 	return nil
