@@ -73,13 +73,22 @@ func (b *bareServer) close() {
 	_ = b.cmd.Wait()
 }
 
-// bareLoad runs the load of op's shape against the reference at
-// concurrency c: the same request body, the same client settings.
-func bareLoad(ctx context.Context, b *bareServer, c int, o options, params map[string]any) Result {
+// bareLoad runs the load of authLoad's shape against the reference at
+// concurrency c, with the same client work per call: the same request
+// bodies round-robin over the logins, the same client settings, and the
+// reply decoded as authLoad decodes it. Only the server differs.
+func bareLoad(ctx context.Context, b *bareServer, c int, o options, logins []login) Result {
 	client := newHTTPClient(c)
 	caller := httpCaller(b.url, "x", client)
+	next := make([]int, c)
+	for w := range next {
+		next[w] = w * len(logins) / c
+	}
 	r := run(ctx, "bare net/http, fixed reply", c, o.duration, o.progress, func(ctx context.Context, w int) error {
-		return caller.Call(ctx, "appPasswords.authenticate", params, nil)
+		i := next[w] % len(logins)
+		next[w]++
+		var res struct{ UUID string }
+		return caller.Call(ctx, "appPasswords.authenticate", authParams(logins[i]), &res)
 	})
 	r.Transport = "http"
 	return r

@@ -107,7 +107,7 @@ func authLoad(ctx context.Context, t *target, name string, logins []login, o opt
 			r.PeakRSSMB = t.peakRSSMB()
 			results = append(results, r)
 			if bare != nil && transport == "http" {
-				b := bareLoad(ctx, bare, c, o, authParams(logins[0]))
+				b := bareLoad(ctx, bare, c, o, logins)
 				if b.PerSecond > 0 {
 					r.Note = fmt.Sprintf("%.2f× the bare server's calls/s, p99 %.2f× its p99", r.PerSecond/b.PerSecond, r.P99ms/b.P99ms)
 					results[len(results)-1] = r
