@@ -17,11 +17,12 @@ type TokenVerifier interface {
 	Verify(token string, now time.Time) (apppass.TokenUser, error)
 }
 
-// Authenticator turns a bearer token into a Caller: a user token (a JWT)
+// Callers tells who is calling: it turns a bearer token into a Caller, a
+// user token (a JWT)
 // or one of the configured service keys. A JWT whose header names HS256
 // goes to Tokens, any other to Issuer (when set): each verifier accepts
 // only its own algorithms, so neither can be fed the other's.
-type Authenticator struct {
+type Callers struct {
 	Tokens      TokenVerifier // HS256; nil: not accepted
 	Issuer      TokenVerifier // an OIDC issuer's tokens; nil: none
 	ServiceKeys []apppass.ServiceKey
@@ -30,9 +31,11 @@ type Authenticator struct {
 
 var errUnauthenticated = &apppass.Error{Kind: apppass.KindUnauthenticated, Message: "caller not authenticated"}
 
-// Authenticate checks a bearer token. Every service key is compared, in
-// constant time, whatever matched before, so timing tells nothing.
-func (a *Authenticator) Authenticate(bearer string) (edge.Caller, error) {
+// Identify checks a bearer token and says whose it is. (Not to be
+// confused with appPasswords.authenticate, a gateway's check of a login.)
+// Every service key is compared, in constant time, whatever matched
+// before, so timing tells nothing.
+func (a *Callers) Identify(bearer string) (edge.Caller, error) {
 	if bearer == "" {
 		return edge.Caller{}, errUnauthenticated
 	}
@@ -87,7 +90,7 @@ func headerAlg(token string) string {
 	return h.Alg
 }
 
-func (a *Authenticator) now() time.Time {
+func (a *Callers) now() time.Time {
 	if a.Now != nil {
 		return a.Now()
 	}
@@ -96,6 +99,6 @@ func (a *Authenticator) now() time.Time {
 
 // StillValid reports whether a caller authenticated earlier (on a
 // WebSocket) may still call: a user token's expiry applies to every call.
-func (a *Authenticator) StillValid(c edge.Caller) bool {
+func (a *Callers) StillValid(c edge.Caller) bool {
 	return c.Expires.IsZero() || a.now().Before(c.Expires)
 }

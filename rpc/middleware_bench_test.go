@@ -52,7 +52,7 @@ func BenchmarkHotAuthenticate(b *testing.B) {
 		Throttle: &apppass.Throttle{Store: store, Policy: apppass.DefaultThrottlePolicy}}
 	const gatewayKey = "bench-gateway-key-0123456789"
 	srv := &rpc.Server{Service: svc, Logger: testenv.Quiet(),
-		Auth:    &rpc.Authenticator{ServiceKeys: []apppass.ServiceKey{{Name: "gw", Role: apppass.RoleGateway, Secret: gatewayKey}}},
+		Auth:    &rpc.Callers{ServiceKeys: []apppass.ServiceKey{{Name: "gw", Role: apppass.RoleGateway, Secret: gatewayKey}}},
 		Metrics: rpc.NewMetrics(rpc.MetricsSources{Cache: cache})}
 	h := srv.Handler()
 	user := apppass.User{ContextID: 1, UserID: 5, Login: "alice@example.com"}

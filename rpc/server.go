@@ -41,7 +41,7 @@ func DefaultMailBackends() map[string]MailBackend { return gatewayauth.DefaultMa
 // request, so they may be changed until it serves.
 type Server struct {
 	Service *apppass.Service
-	Auth    *Authenticator
+	Auth    *Callers
 	// Ready reports whether the backing services answer; nil error is ready.
 	Ready  func(ctx context.Context) error
 	Logger *slog.Logger

@@ -58,7 +58,7 @@ func (d *daemon) newRPCServer(context.Context) error {
 	cfg, store, publisher := d.cfg, d.store, d.publisher
 	srv := &rpc.Server{
 		Service: d.svc,
-		Auth:    &rpc.Authenticator{Tokens: d.keys.tokens, ServiceKeys: d.keys.service},
+		Auth:    &rpc.Callers{Tokens: d.keys.tokens, ServiceKeys: d.keys.service},
 		Logger:  d.logger,
 		Ready: func(ctx context.Context) error {
 			if err := store.Ping(ctx); err != nil {

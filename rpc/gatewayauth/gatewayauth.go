@@ -28,7 +28,7 @@ const KeyHeader = "X-AppPass-Gateway-Key"
 type Handler struct {
 	Service *apppass.Service
 	// Auth checks the gateway key: gateway and admin keys may ask.
-	Auth   edge.Authenticator
+	Auth   edge.Identifier
 	Logger *slog.Logger
 	// Metrics counts the logins; nil counts nothing.
 	Metrics Observer
@@ -94,7 +94,7 @@ func DefaultMailBackends() map[string]MailBackend {
 
 // gatewayCaller checks the gateway key of a request.
 func (h Handler) gatewayCaller(r *http.Request) bool {
-	c, err := h.Auth.Authenticate(r.Header.Get(KeyHeader))
+	c, err := h.Auth.Identify(r.Header.Get(KeyHeader))
 	if err != nil || (c.Role != apppass.RoleGateway && c.Role != apppass.RoleAdmin) {
 		h.logger(r).Warn("adapter request without a valid gateway key", "path", r.URL.Path, "remote", r.RemoteAddr)
 		return false

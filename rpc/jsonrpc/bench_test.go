@@ -12,11 +12,11 @@ import (
 	"github.com/apppass/apppass/rpc/internal/edge"
 )
 
-// keysOnly stands in for rpc.Authenticator (which imports this package):
+// keysOnly stands in for rpc.Callers (which imports this package):
 // the benchmark's caller is a service key, which stays valid.
 type keysOnly struct{}
 
-func (keysOnly) Authenticate(string) (edge.Caller, error) {
+func (keysOnly) Identify(string) (edge.Caller, error) {
 	return edge.Caller{}, errors.New("the benchmark authenticates no one")
 }
 func (keysOnly) StillValid(c edge.Caller) bool { return c.Expires.IsZero() }

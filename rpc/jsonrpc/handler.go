@@ -40,7 +40,7 @@ const MaxReplyBytes = 1 << 20
 // Sockets.
 type Handler struct {
 	Service *apppass.Service
-	Auth    edge.Authenticator
+	Auth    edge.Identifier
 	Logger  *slog.Logger
 	// Metrics counts calls and logins; nil counts nothing.
 	Metrics Observer
@@ -102,7 +102,7 @@ func errorResponse(id json.RawMessage, err *Error) response {
 
 // ServePOST answers POST /rpc: one request or a batch.
 func (h Handler) ServePOST(w http.ResponseWriter, r *http.Request) {
-	c, err := h.Auth.Authenticate(edge.BearerFrom(r.Header.Get("Authorization")))
+	c, err := h.Auth.Identify(edge.BearerFrom(r.Header.Get("Authorization")))
 	if err != nil {
 		edge.WriteJSON(w, edge.AuthStatus(err), errorResponse(nil, ToError(err, h.logger(r.Context()), "")))
 		return

@@ -62,7 +62,7 @@ func (h Handler) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	// One request id for the connection; each call adds its JSON-RPC id.
 	log := h.logger(r.Context())
-	c, err := h.Auth.Authenticate(bearer)
+	c, err := h.Auth.Identify(bearer)
 	if err != nil {
 		edge.WriteJSON(w, edge.AuthStatus(err), errorResponse(nil, ToError(err, log, "")))
 		return

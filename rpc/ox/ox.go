@@ -73,7 +73,7 @@ type Handler struct {
 // ServeHTTP answers /appsuite/api/appPasswords; it checks the HTTP method
 // per action.
 func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c, err := h.RPC.Auth.Authenticate(edge.BearerFrom(r.Header.Get("Authorization")))
+	c, err := h.RPC.Auth.Identify(edge.BearerFrom(r.Header.Get("Authorization")))
 	if err != nil {
 		h.writeOXError(w, r, "", oxFromRPC(jsonrpc.ToError(err, h.logger(r), ""), nil))
 		return

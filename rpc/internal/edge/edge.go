@@ -35,10 +35,10 @@ type Caller struct {
 	Expires time.Time // zero for service keys
 }
 
-// An Authenticator turns a bearer token into a Caller (rpc.Authenticator).
-type Authenticator interface {
-	Authenticate(bearer string) (Caller, error)
-	// StillValid reports whether a caller authenticated earlier (on a
+// An Identifier turns a bearer token into a Caller (rpc.Callers).
+type Identifier interface {
+	Identify(bearer string) (Caller, error)
+	// StillValid reports whether a caller identified earlier (on a
 	// WebSocket) may still call: a user token's expiry applies to every
 	// call.
 	StillValid(c Caller) bool

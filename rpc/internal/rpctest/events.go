@@ -76,7 +76,7 @@ func NewEventFixture(t *testing.T, o EventFixtureOptions) *EventFixture {
 	f.Secret, _ = stdwebhook.ParseSecret(stdwebhook.GenerateSecret())
 	f.Server = &rpc.Server{
 		Service: f.Service,
-		Auth: &rpc.Authenticator{Tokens: f.Tokens, ServiceKeys: []apppass.ServiceKey{
+		Auth: &rpc.Callers{Tokens: f.Tokens, ServiceKeys: []apppass.ServiceKey{
 			{Name: "gw", Role: apppass.RoleGateway, Secret: GatewaySecret},
 			{Name: "adm", Role: apppass.RoleAdmin, Secret: AdminSecret},
 		}},

@@ -117,7 +117,7 @@ func NewFixture(t testing.TB, o FixtureOptions) *Fixture {
 	}
 	f.Server = &rpc.Server{
 		Service: f.Service,
-		Auth: &rpc.Authenticator{
+		Auth: &rpc.Callers{
 			Tokens: tokens,
 			ServiceKeys: []apppass.ServiceKey{
 				{Name: "gw", Role: apppass.RoleGateway, Secret: GatewaySecret},
