@@ -15,7 +15,7 @@ import (
 
 // setting describes one value of a binary's configuration T: its variable,
 // flag, default and help, and how it is checked and stored in T. A table
-// of them is the single list --help and README follow.
+// of them is the single list --help and docs/settings.md follow.
 type setting[T any] struct {
 	env, flag, def, help string
 	// apply checks v and stores it in c; nil marks the setting that names

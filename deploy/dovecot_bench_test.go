@@ -21,7 +21,7 @@ import (
 //
 // mode=default is Debian's Dovecot as installed: a new login process and a
 // new imap process for every connection. mode=performance is Dovecot's
-// high-performance login mode (README, Gateways).
+// high-performance login mode (docs/gateways.md).
 func BenchmarkDovecotLogin(b *testing.B) {
 	for _, c := range []struct {
 		name        string

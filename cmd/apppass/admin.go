@@ -1,7 +1,7 @@
 package main
 
 // The admin subcommands: an admin key manages a named user's app passwords
-// (README, "Callers": admins pass the user as the "user" param).
+// (docs/methods.md, "Callers": admins pass the user as the "user" param).
 
 import (
 	"encoding/json"

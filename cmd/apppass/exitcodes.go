@@ -17,7 +17,7 @@ import (
 	"github.com/apppass/apppass/rpc/errcode"
 )
 
-// Exit codes of the admin subcommands, for scripts (README, "Admin CLI").
+// Exit codes of the admin subcommands, for scripts (docs/operations.md, "Admin CLI").
 const (
 	// exitSuccess: done; for authenticate, the password is accepted; for
 	// health, apppassd is ready.

@@ -56,7 +56,7 @@ const (
 // of the stream, but not on apppassd's own consumers (the webhook
 // consumer and those named in own, the Dovecot kicks': a gateway that
 // could ack their events could keep sessions alive); publish no event and
-// no eviction. README ("NATS permissions") gives the same for an external
+// no eviction. docs/events.md ("NATS logins and permissions") gives the same for an external
 // server.
 func GatewayPermissions(own ...string) *server.Permissions {
 	api := "$JS.API.CONSUMER."

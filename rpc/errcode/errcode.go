@@ -7,7 +7,7 @@ package errcode
 import "github.com/apppass/apppass"
 
 // The codes. The first five are the JSON-RPC spec's; the rest are ours,
-// documented in README ("Errors"). This is the only place codes are
+// documented in docs/methods.md ("Errors"). This is the only place codes are
 // assigned.
 const (
 	ParseError      = -32700

@@ -23,7 +23,7 @@ func rpcDiscover(_ context.Context, r request) (any, error) {
 }
 
 // ServeOpenRPC answers GET /openrpc.json without a token: the document
-// describes the public interface only (the same as README), holds no
+// describes the public interface only (the same as docs/methods.md), holds no
 // secret and nothing about any user, and OpenRPC tools (playground, client
 // generators) fetch it without credentials. For the same reason any web
 // page may read it (the OpenRPC playground runs in a browser); no
