@@ -34,6 +34,7 @@ import (
 	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/events/nats"
 	"github.com/apppass/apppass/events/webhook"
+	"github.com/apppass/apppass/internal/schematest"
 	"github.com/apppass/apppass/internal/testenv"
 	"github.com/apppass/apppass/stdwebhook"
 )
@@ -58,21 +59,11 @@ func document(t testing.TB) map[string]any {
 	if err != nil {
 		t.Fatalf("docs/asyncapi.yaml is not JSON-compatible (keys must be strings): %v", err)
 	}
-	doc, ok := unmarshal(t, raw).(map[string]any)
+	doc, ok := schematest.Unmarshal(t, raw).(map[string]any)
 	if !ok {
 		t.Fatal("docs/asyncapi.yaml is not a mapping")
 	}
 	return doc
-}
-
-// unmarshal decodes JSON the way the validator wants it (numbers as json.Number).
-func unmarshal(t testing.TB, raw []byte) any {
-	t.Helper()
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("not JSON: %v: %s", err, raw)
-	}
-	return v
 }
 
 // newCompiler returns a draft-07 compiler (AsyncAPI's Schema Object is a
@@ -87,7 +78,7 @@ func newCompiler(t testing.TB, doc map[string]any) *jsonschema.Compiler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.AddResource(asyncapiSchemaURL, unmarshal(t, raw)); err != nil {
+	if err := c.AddResource(asyncapiSchemaURL, schematest.Unmarshal(t, raw)); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.AddResource(docURL, doc); err != nil {
@@ -96,49 +87,12 @@ func newCompiler(t testing.TB, doc map[string]any) *jsonschema.Compiler {
 	return c
 }
 
-func compile(t testing.TB, c *jsonschema.Compiler, loc string) *jsonschema.Schema {
-	t.Helper()
-	s, err := c.Compile(loc)
-	if err != nil {
-		t.Fatalf("compiling %s: %v", loc, err)
-	}
-	return s
-}
-
-// lookup follows a local JSON pointer ("#/a/b") in doc.
-func lookup(t testing.TB, doc any, ref string) any {
-	t.Helper()
-	if !strings.HasPrefix(ref, "#/") {
-		t.Fatalf("reference %q is not local", ref)
-	}
-	v := doc
-	for _, tok := range strings.Split(ref[2:], "/") {
-		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		switch x := v.(type) {
-		case map[string]any:
-			var ok bool
-			if v, ok = x[tok]; !ok {
-				t.Fatalf("reference %q does not resolve (no %q)", ref, tok)
-			}
-		case []any:
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || i >= len(x) {
-				t.Fatalf("reference %q does not resolve (index %q)", ref, tok)
-			}
-			v = x[i]
-		default:
-			t.Fatalf("reference %q does not resolve", ref)
-		}
-	}
-	return v
-}
-
 // resolve returns the pointer of what the object at ptr refers to
 // (following Reference Objects), or ptr itself when it is none.
 func resolve(t testing.TB, doc any, ptr string) string {
 	t.Helper()
 	for range 10 {
-		m, ok := lookup(t, doc, ptr).(map[string]any)
+		m, ok := schematest.Lookup(t, doc, ptr).(map[string]any)
 		if !ok {
 			return ptr
 		}
@@ -154,7 +108,7 @@ func resolve(t testing.TB, doc any, ptr string) string {
 
 func object(t testing.TB, doc any, ptr string) map[string]any {
 	t.Helper()
-	m, ok := lookup(t, doc, resolve(t, doc, ptr)).(map[string]any)
+	m, ok := schematest.Lookup(t, doc, resolve(t, doc, ptr)).(map[string]any)
 	if !ok {
 		t.Fatalf("%s is not an object", ptr)
 	}
@@ -201,12 +155,12 @@ func channels(t testing.TB, doc map[string]any) map[string]*channel {
 			mptr := resolve(t, doc, ptr+"/messages/"+key)
 			mobj := object(t, doc, mptr)
 			m := message{ptr: mptr, contentType: str(mobj["contentType"]),
-				payload: compile(t, c, docURL+resolve(t, doc, mptr+"/payload"))}
+				payload: schematest.Compile(t, c, docURL+resolve(t, doc, mptr+"/payload"))}
 			if m.contentType == "" {
 				m.contentType = str(doc["defaultContentType"])
 			}
 			if _, ok := mobj["headers"]; ok {
-				m.headers = compile(t, c, docURL+resolve(t, doc, mptr+"/headers"))
+				m.headers = schematest.Compile(t, c, docURL+resolve(t, doc, mptr+"/headers"))
 			}
 			ch.messages[mptr] = m
 		}
@@ -246,7 +200,7 @@ func TestAsyncAPIDocument(t *testing.T) {
 		t.Fatalf("asyncapi is %v, want 3.0.0", doc["asyncapi"])
 	}
 	c := newCompiler(t, doc)
-	if err := compile(t, c, asyncapiSchemaURL).Validate(doc); err != nil {
+	if err := schematest.Compile(t, c, asyncapiSchemaURL).Validate(doc); err != nil {
 		t.Fatalf("docs/asyncapi.yaml is not a valid AsyncAPI 3.0.0 document: %v", err)
 	}
 
@@ -256,7 +210,7 @@ func TestAsyncAPIDocument(t *testing.T) {
 		switch x := v.(type) {
 		case map[string]any:
 			if ref, ok := x["$ref"].(string); ok {
-				lookup(t, doc, ref)
+				schematest.Lookup(t, doc, ref)
 			}
 			for k, v := range x {
 				refs(ptr+"/"+k, v)
@@ -655,7 +609,7 @@ func TestAsyncAPIEvents(t *testing.T) {
 			}
 			for p, location := range ch.params {
 				token := ch.address.FindStringSubmatch(m.Subject)[ch.address.SubexpIndex(p)]
-				if got := fmt.Sprint(lookup(t, payload, strings.TrimPrefix(location, "$message.payload"))); got != token {
+				if got := fmt.Sprint(schematest.Lookup(t, payload, strings.TrimPrefix(location, "$message.payload"))); got != token {
 					t.Errorf("%s: parameter %s is %q in the subject, %q at %s", m.Subject, p, token, got, location)
 				}
 			}
@@ -799,7 +753,7 @@ func matchMessage(t *testing.T, ch *channel, what string, headers map[string]any
 		m := ch.messages[ptr]
 		switch m.contentType {
 		case "application/json":
-			payload = unmarshal(t, body)
+			payload = schematest.Unmarshal(t, body)
 		case "text/plain":
 			payload = string(body)
 		default:

@@ -23,6 +23,7 @@ import (
 
 	"github.com/apppass/apppass"
 	"github.com/apppass/apppass/events/webhook"
+	"github.com/apppass/apppass/internal/schematest"
 	"github.com/apppass/apppass/rpc/errcode"
 	. "github.com/apppass/apppass/rpc/internal/rpctest"
 	"github.com/apppass/apppass/rpc/jsonrpc"
@@ -67,16 +68,6 @@ func parseDoc(t testing.TB, raw []byte) openrpcDoc {
 	return d
 }
 
-// unmarshal decodes JSON the way the validator wants it (numbers as json.Number).
-func unmarshal(t testing.TB, raw []byte) any {
-	t.Helper()
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("not JSON: %v: %s", err, raw)
-	}
-	return v
-}
-
 // metaSchemas loads the vendored meta-schemas (see testdata/openrpc-meta-schemas.md).
 // Both name https://meta.json-schema.tools/ as their "$schema", a dialect
 // that is its own meta-schema and that the validator cannot resolve; its
@@ -93,7 +84,7 @@ func metaSchemas(t testing.TB) map[string]any {
 		if err != nil {
 			t.Fatal(err)
 		}
-		doc := unmarshal(t, raw).(map[string]any)
+		doc := schematest.Unmarshal(t, raw).(map[string]any)
 		if doc["$schema"] != jsonSchemaMetaURL {
 			t.Fatalf("%s: $schema %v, want %s", file, doc["$schema"], jsonSchemaMetaURL)
 		}
@@ -139,54 +130,17 @@ func newCompiler(t testing.TB, doc []byte, lenientURI bool) *jsonschema.Compiler
 			t.Fatal(err)
 		}
 	}
-	if err := c.AddResource(docURL, unmarshal(t, doc)); err != nil {
+	if err := c.AddResource(docURL, schematest.Unmarshal(t, doc)); err != nil {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func compile(t testing.TB, c *jsonschema.Compiler, loc string) *jsonschema.Schema {
-	t.Helper()
-	s, err := c.Compile(loc)
-	if err != nil {
-		t.Fatalf("compiling %s: %v", loc, err)
-	}
-	return s
-}
-
-// lookup follows a local JSON pointer ("#/a/b") in doc.
-func lookup(t testing.TB, doc any, ref string) any {
-	t.Helper()
-	if !strings.HasPrefix(ref, "#/") {
-		t.Fatalf("reference %q is not local", ref)
-	}
-	v := doc
-	for _, tok := range strings.Split(ref[2:], "/") {
-		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		switch x := v.(type) {
-		case map[string]any:
-			var ok bool
-			if v, ok = x[tok]; !ok {
-				t.Fatalf("reference %q does not resolve (no %q)", ref, tok)
-			}
-		case []any:
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || i >= len(x) {
-				t.Fatalf("reference %q does not resolve (index %q)", ref, tok)
-			}
-			v = x[i]
-		default:
-			t.Fatalf("reference %q does not resolve", ref)
-		}
-	}
-	return v
 }
 
 // resolve returns the pointer of what a Reference Object at ptr refers to,
 // or ptr itself when it is none.
 func resolve(t testing.TB, doc any, ptr string) string {
 	t.Helper()
-	if m, ok := lookup(t, doc, ptr).(map[string]any); ok {
+	if m, ok := schematest.Lookup(t, doc, ptr).(map[string]any); ok {
 		if ref, ok := m["$ref"].(string); ok {
 			return ref
 		}
@@ -209,16 +163,16 @@ func compileMethods(t testing.TB, raw []byte) map[string]*methodSchemas {
 	c := newCompiler(t, raw, false)
 	// rpc.discover's result is an OpenRPC document: the meta-schema's rules.
 	meta := newCompiler(t, raw, true)
-	doc := unmarshal(t, raw)
+	doc := schematest.Unmarshal(t, raw)
 	d := parseDoc(t, raw)
 	out := map[string]*methodSchemas{}
 	for i, m := range d.Methods {
 		ms := &methodSchemas{name: m.Name, params: map[string]*jsonschema.Schema{}}
 		for j := range m.Params {
 			ptr := resolve(t, doc, fmt.Sprintf("#/methods/%d/params/%d", i, j))
-			cd := lookup(t, doc, ptr).(map[string]any)
+			cd := schematest.Lookup(t, doc, ptr).(map[string]any)
 			name := cd["name"].(string)
-			ms.params[name] = compile(t, c, docURL+ptr+"/schema")
+			ms.params[name] = schematest.Compile(t, c, docURL+ptr+"/schema")
 			if cd["required"] == true {
 				ms.required = append(ms.required, name)
 			}
@@ -227,9 +181,9 @@ func compileMethods(t testing.TB, raw []byte) map[string]*methodSchemas {
 		if m.Name == "rpc.discover" {
 			rc = meta
 		}
-		ms.result = compile(t, rc, docURL+resolve(t, doc, fmt.Sprintf("#/methods/%d/result", i))+"/schema")
+		ms.result = schematest.Compile(t, rc, docURL+resolve(t, doc, fmt.Sprintf("#/methods/%d/result", i))+"/schema")
 		for j := range m.Errors {
-			e := lookup(t, doc, resolve(t, doc, fmt.Sprintf("#/methods/%d/errors/%d", i, j))).(map[string]any)
+			e := schematest.Lookup(t, doc, resolve(t, doc, fmt.Sprintf("#/methods/%d/errors/%d", i, j))).(map[string]any)
 			code, err := e["code"].(json.Number).Int64()
 			if err != nil {
 				t.Fatalf("%s: error code %v", m.Name, e["code"])
@@ -250,7 +204,7 @@ func (ms *methodSchemas) checkParams(t testing.TB, params string) error {
 	if p == "" || p == "null" || p == "[]" {
 		p = "{}"
 	}
-	obj, ok := unmarshal(t, []byte(p)).(map[string]any)
+	obj, ok := schematest.Unmarshal(t, []byte(p)).(map[string]any)
 	if !ok {
 		return fmt.Errorf("params are not an object of named params")
 	}
@@ -276,8 +230,8 @@ func (ms *methodSchemas) checkParams(t testing.TB, params string) error {
 // not express.
 func TestOpenRPCDocumentIsValid(t *testing.T) {
 	raw := jsonrpc.OpenRPCDocument
-	meta := compile(t, newCompiler(t, raw, true), openrpcMetaURL)
-	if err := meta.Validate(unmarshal(t, raw)); err != nil {
+	meta := schematest.Compile(t, newCompiler(t, raw, true), openrpcMetaURL)
+	if err := meta.Validate(schematest.Unmarshal(t, raw)); err != nil {
 		t.Fatalf("the document is not valid OpenRPC: %#v", err)
 	}
 	// The validator can fail: a broken copy is refused.
@@ -291,14 +245,14 @@ func TestOpenRPCDocumentIsValid(t *testing.T) {
 			d["components"].(map[string]any)["schemas"].(map[string]any)["UUID"].(map[string]any)["type"] = "uuid"
 		},
 	} {
-		broken := unmarshal(t, raw).(map[string]any)
+		broken := schematest.Unmarshal(t, raw).(map[string]any)
 		change(broken)
 		if meta.Validate(broken) == nil {
 			t.Errorf("the meta-schema accepts a document with %s", what)
 		}
 	}
 
-	doc := unmarshal(t, raw)
+	doc := schematest.Unmarshal(t, raw)
 	d := parseDoc(t, raw)
 	if d.Methods[0].Name == "" {
 		t.Fatal("no methods")
@@ -314,7 +268,7 @@ func TestOpenRPCDocumentIsValid(t *testing.T) {
 		}
 		names, optional := map[string]bool{}, false
 		for j := range m.Params {
-			cd := lookup(t, doc, resolve(t, doc, fmt.Sprintf("#/methods/%d/params/%d", i, j))).(map[string]any)
+			cd := schematest.Lookup(t, doc, resolve(t, doc, fmt.Sprintf("#/methods/%d/params/%d", i, j))).(map[string]any)
 			name := cd["name"].(string)
 			if names[name] {
 				t.Errorf("%s: param %s is listed twice", m.Name, name)
@@ -327,7 +281,7 @@ func TestOpenRPCDocumentIsValid(t *testing.T) {
 		}
 		codes := map[int64]bool{}
 		for j := range m.Errors {
-			e := lookup(t, doc, resolve(t, doc, fmt.Sprintf("#/methods/%d/errors/%d", i, j))).(map[string]any)
+			e := schematest.Lookup(t, doc, resolve(t, doc, fmt.Sprintf("#/methods/%d/errors/%d", i, j))).(map[string]any)
 			code, _ := e["code"].(json.Number).Int64()
 			if codes[code] {
 				t.Errorf("%s: error %d is listed twice", m.Name, code)
@@ -338,7 +292,7 @@ func TestOpenRPCDocumentIsValid(t *testing.T) {
 	// Every local reference resolves, and component names have the
 	// specification's shape.
 	for _, ref := range regexp.MustCompile(`"\$ref":\s*"(#[^"]*)"`).FindAllSubmatch(raw, -1) {
-		lookup(t, doc, string(ref[1]))
+		schematest.Lookup(t, doc, string(ref[1]))
 	}
 	keyRE := regexp.MustCompile(`^[a-zA-Z0-9.\-_]+$`)
 	for kind, entries := range doc.(map[string]any)["components"].(map[string]any) {
@@ -456,7 +410,7 @@ func (dc *documentedCalls) Call(t *testing.T, bearer, method, params string) Res
 	if err := ms.checkParams(t, params); err != nil {
 		t.Fatalf("%s(%s) succeeded with params the document refuses: %v", method, params, err)
 	}
-	if err := ms.result.Validate(unmarshal(t, r.Result)); err != nil {
+	if err := ms.result.Validate(schematest.Unmarshal(t, r.Result)); err != nil {
 		t.Fatalf("%s(%s): the result does not match the document: %#v\n%s", method, params, err, r.Result)
 	}
 	dc.results[method]++
@@ -665,7 +619,7 @@ func TestOpenRPCRealResponses(t *testing.T) {
 			return v
 		}},
 	} {
-		if err := dc.methods[c.method].result.Validate(c.change(unmarshal(t, c.raw))); err == nil {
+		if err := dc.methods[c.method].result.Validate(c.change(schematest.Unmarshal(t, c.raw))); err == nil {
 			t.Errorf("%s result with %s passes its schema", c.method, what)
 		}
 	}
