@@ -14,11 +14,9 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/events/nats"
 	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/internal/testenv"
@@ -210,27 +208,8 @@ func (e *whEnv) deliveries(t *testing.T, q apppass.WebhookQuery) []apppass.Webho
 // whStreamBodies reads every message of the stream: event id -> payload.
 func whStreamBodies(t *testing.T, natsURL string) map[string][]byte {
 	t.Helper()
-	nc, err := natsgo.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx := whCtx(t)
-	stream, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string][]byte{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := stream.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range testenv.StreamMessages(t, natsURL) {
 		out[m.Header.Get(jetstream.MsgIDHeader)] = m.Data
 	}
 	return out

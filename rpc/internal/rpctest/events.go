@@ -12,11 +12,7 @@ import (
 	"testing"
 	"time"
 
-	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/apppass/apppass"
-	"github.com/apppass/apppass/events"
 	"github.com/apppass/apppass/events/nats"
 	"github.com/apppass/apppass/events/webhook"
 	"github.com/apppass/apppass/internal/testenv"
@@ -191,27 +187,8 @@ func (f *EventFixture) Active(t *testing.T, u apppass.User) []string {
 // revokedInStream reads the stream's revoked events: uuid -> reason.
 func (f *EventFixture) RevokedInStream(t *testing.T) map[string]string {
 	t.Helper()
-	nc, err := natsgo.Connect(f.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx := EvCtx(t)
-	stream, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := stream.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range testenv.StreamMessages(t, f.NATSURL) {
 		var ev apppass.Event
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatal(err)
