@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -254,4 +256,42 @@ func (t *target) close() {
 func (t *target) userToken(i int) (apppass.User, string) {
 	u := apppass.User{ContextID: 1, UserID: int64(1000 + i), Login: fmt.Sprintf("bench%d@example.com", i)}
 	return u, t.tokens.Mint(u, 24*time.Hour, time.Now())
+}
+
+// settleAfterDrain is how long apppassd keeps working once its outbox is
+// empty: the embedded NATS's acked events are kept 3 s
+// (natsserver.KeepPublished) and purged by the relay's next sweep.
+const settleAfterDrain = 5 * time.Second
+
+// settle waits until apppassd's outbox is empty (GET /readyz's
+// pendingEvents) and then settleAfterDrain, at most a minute in all.
+func (t *target) settle(ctx context.Context) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var ready struct {
+			PendingEvents *int64 `json:"pendingEvents"`
+		}
+		resp, err := http.Get(t.url + "/readyz")
+		if err == nil {
+			err = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&ready)
+			resp.Body.Close()
+		}
+		if err == nil && ready.PendingEvents != nil && *ready.PendingEvents == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("apppassd's outbox did not drain within a minute (%v)", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(settleAfterDrain):
+		return nil
+	}
 }
